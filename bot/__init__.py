@@ -1,0 +1,1 @@
+"""patronbot core."""

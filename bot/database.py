@@ -1,0 +1,75 @@
+"""Connections to the CRM database: engines and sessions made on demand, never at import time."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.redaction import redact_text, redact_url
+
+
+class DatabaseError(Exception):
+    """The CRM database cannot be reached or used; the message is safe to show (no password)."""
+
+
+def make_engine(url: str, **options: Any) -> Engine:
+    """A SQLAlchemy 2.0-style engine; SQLite gets WAL, a busy timeout and foreign keys."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        options.setdefault("connect_args", {"timeout": 30})
+        engine: Engine = create_engine(url, future=True, **options)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    options.setdefault("pool_pre_ping", True)
+    return cast(Engine, create_engine(url, future=True, **options))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling breaks SAVEPOINTs (a released savepoint commits); let
+    # SQLAlchemy emit BEGIN itself, as its documentation recommends.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def session_factory(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
+    return sessionmaker(bind=engine, future=True, expire_on_commit=False)
+
+
+@contextlib.contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session whose work is committed on success and rolled back, whole, on any error."""
+    session: Session = session_factory(engine)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def describe_error(error: SQLAlchemyError, url: str) -> str:
+    """One line for an operator: what failed, on which database, with the password hidden."""
+    reason = redact_text(str(getattr(error, "orig", None) or error)).strip().splitlines()
+    first = reason[0] if reason else type(error).__name__
+    return f"database {redact_url(url)}: {first}"

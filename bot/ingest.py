@@ -1,0 +1,252 @@
+"""The ingester: Rasa's events, read from its event broker, become CRM interactions, each once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from bot.database import describe_error, make_engine, session_scope
+from bot.language import detect_language
+from bot.models import IngestCursor, Interaction
+from bot.patrons import PatronKey, touch_patrons
+
+log = logging.getLogger(__name__)
+
+# The table Rasa's SQL event broker writes (rasa.core.brokers.sql.SQLEventBroker.SQLBrokerEvent).
+_broker_metadata = MetaData()
+rasa_events = Table(
+    "events",
+    _broker_metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sender_id", String(255)),
+    Column("data", Text),
+)
+
+
+@dataclass(frozen=True)
+class BrokerEvent:
+    """One event as Rasa published it: the conversation's sender id and the event's dict."""
+
+    sender_id: str
+    data: dict[str, Any]
+
+
+@dataclass
+class IngestState:
+    """What the ingester remembers between batches: the last action run in each conversation."""
+
+    last_action: dict[str, str] = field(default_factory=dict)
+
+
+def event_key(event: BrokerEvent) -> str:
+    """A digest that is the same for a redelivered copy of an event and differs between events."""
+    canonical = json.dumps(event.data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(f"{event.sender_id}\n{canonical}".encode()).hexdigest()
+
+
+def patron_key(sender_id: str, input_channel: str | None) -> PatronKey:
+    """The channel and the channel's own id behind a Rasa sender id.
+
+    patronbot's connectors name conversations ``CHANNEL:ID`` (``rest:abc``, ``telegram:4242``) so that
+    the same id on two channels never shares a Rasa tracker; other senders keep their id as it is.
+    """
+    channel, sep, external = sender_id.partition(":")
+    if sep and channel and external and channel.isidentifier():
+        return PatronKey(channel=channel, external_id=external)
+    return PatronKey(channel=input_channel or "unknown", external_id=sender_id)
+
+
+def _timestamp(data: dict[str, Any]) -> dt.datetime:
+    value = data.get("timestamp")
+    if isinstance(value, int | float):
+        return dt.datetime.fromtimestamp(value, dt.UTC)
+    return dt.datetime.now(dt.UTC)
+
+
+def _user_language(data: dict[str, Any]) -> str | None:
+    for entity in (data.get("parse_data") or {}).get("entities") or []:
+        if entity.get("entity") == "language" and entity.get("value"):
+            return str(entity["value"])
+    return detect_language(str(data.get("text") or ""))
+
+
+def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: IngestState) -> int:
+    """Write the interactions these events describe; return how many new rows were written.
+
+    Only user and bot events become interactions; action events tell who produced the next bot
+    message. Runs inside the caller's transaction, so a batch lands whole or not at all.
+    """
+    rows: list[dict[str, Any]] = []
+    seen: dict[str, PatronKey] = {}
+    last_language: dict[str, str | None] = {}
+    for event in events:
+        data = event.data
+        kind = data.get("event")
+        if kind == "action":
+            state.last_action[event.sender_id] = str(data.get("name") or "")
+            continue
+        if kind not in ("user", "bot"):
+            continue
+        input_channel = data.get("input_channel") if kind == "user" else None
+        key = seen.get(event.sender_id) or patron_key(event.sender_id, input_channel)
+        seen[event.sender_id] = key
+        text = data.get("text")
+        row: dict[str, Any] = {
+            "key": key,
+            "channel": key.channel,
+            "text": text,
+            "event_key": event_key(event),
+            "occurred_at": _timestamp(data),
+        }
+        if kind == "user":
+            intent = (data.get("parse_data") or {}).get("intent") or {}
+            language = _user_language(data)
+            last_language[event.sender_id] = language
+            row |= {
+                "direction": "in",
+                "intent": intent.get("name"),
+                "confidence": intent.get("confidence"),
+                "language": language,
+                "produced_by": None,
+            }
+        else:
+            metadata = data.get("metadata") or {}
+            producer = metadata.get("utter_action") or state.last_action.get(event.sender_id)
+            row |= {
+                "direction": "out",
+                "intent": None,
+                "confidence": None,
+                "language": detect_language(str(text or "")) or last_language.get(event.sender_id),
+                "produced_by": producer,
+            }
+        rows.append(row)
+    if not rows:
+        return 0
+    last_seen = {}
+    languages = {}
+    for row in rows:
+        if row["direction"] == "in":
+            last_seen[row["key"]] = row["occurred_at"]
+            if row["language"]:
+                languages[row["key"]] = row["language"]
+    patron_ids = touch_patrons(
+        session=session,
+        keys={row["key"] for row in rows},
+        last_seen=last_seen,
+        languages=languages,
+    )
+    for row in rows:
+        row["patron_id"] = patron_ids[row.pop("key")]
+    return _insert_new(session=session, rows=rows)
+
+
+def _insert_new(*, session: Session, rows: list[dict[str, Any]]) -> int:
+    """Insert the rows whose event_key is not stored yet (safe against a concurrent ingester too)."""
+    unique: dict[str, dict[str, Any]] = {row["event_key"]: row for row in rows}
+    dialect = session.get_bind().dialect.name
+    table: Any = Interaction.__table__
+    if dialect == "postgresql":
+        statement: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=["event_key"])
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table).on_conflict_do_nothing(index_elements=["event_key"])
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise RuntimeError(f"unsupported CRM database dialect: {dialect}")
+    result: Any = session.execute(statement, list(unique.values()))
+    return int(result.rowcount or 0)
+
+
+class SqlEventSource:
+    """Reads Rasa's SQL event broker table in id order."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.name = f"sql-broker:{_source_name(url)}"
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.url)
+        return self._engine
+
+    def fetch(self, *, after: int, limit: int) -> list[tuple[int, BrokerEvent]]:
+        query = select(rasa_events).where(rasa_events.c.id > after).order_by(rasa_events.c.id).limit(limit)
+        try:
+            with self.engine.connect() as connection:
+                result = connection.execute(query).all()
+        except (OperationalError, ProgrammingError) as error:
+            if "no such table" in str(error) or "does not exist" in str(error):
+                return []  # Rasa has not published anything yet
+            raise
+        batch = []
+        for row_id, sender_id, data in result:
+            try:
+                parsed = json.loads(data)
+            except (TypeError, ValueError):
+                log.warning("event %s in %s is not JSON; skipped", row_id, self.name)
+                parsed = {}
+            batch.append((int(row_id), BrokerEvent(sender_id=str(sender_id or ""), data=parsed)))
+        return batch
+
+
+def _source_name(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return f"{parsed.get_backend_name()}/{parsed.database}"
+
+
+def ingest_once(*, crm: Engine, source: SqlEventSource, state: IngestState, limit: int = 1000) -> int:
+    """Move one batch from the broker to the CRM; the cursor moves in the same transaction."""
+    with session_scope(crm) as session:
+        cursor = session.get(IngestCursor, source.name)
+        if cursor is None:
+            cursor = IngestCursor(source=source.name, position=0)
+            session.add(cursor)
+        batch = source.fetch(after=int(cursor.position or 0), limit=limit)
+        if not batch:
+            return 0
+        ingest_events(session=session, events=[event for _, event in batch], state=state)
+        cursor.position = batch[-1][0]
+        return len(batch)
+
+
+def run_ingester(
+    *,
+    crm: Engine,
+    crm_url: str,
+    source: SqlEventSource,
+    stop: threading.Event,
+    poll_seconds: float = 0.1,
+) -> None:
+    """Ingest until `stop` is set; database errors are logged (without patron data) and retried."""
+    state = IngestState()
+    backoff = poll_seconds
+    log.info("ingesting Rasa events from %s", source.name)
+    while not stop.is_set():
+        try:
+            moved = ingest_once(crm=crm, source=source, state=state)
+            backoff = poll_seconds
+        except SQLAlchemyError as error:
+            log.error("ingest failed, will retry: %s", describe_error(error, crm_url))
+            backoff = min(backoff * 2, 5.0)
+            moved = 0
+        if not moved:
+            stop.wait(backoff)
+
+
+def events_from(records: Iterable[dict[str, Any]]) -> list[BrokerEvent]:
+    """Broker events from dicts as Rasa publishes them (with a ``sender_id`` key)."""
+    return [BrokerEvent(sender_id=str(record.get("sender_id") or ""), data=record) for record in records]

@@ -1,0 +1,124 @@
+"""Patrons and their channel identities: finding, creating and naming them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot.models import ChannelIdentity, Patron, utcnow
+
+
+@dataclass(frozen=True)
+class PatronKey:
+    """A patron as a channel knows them: the channel's name and its own id for the patron."""
+
+    channel: str
+    external_id: str
+
+    def __str__(self) -> str:
+        return f"{self.channel}:{self.external_id}"
+
+
+class PatronNotFoundError(LookupError):
+    """No patron matches the reference given."""
+
+
+def find_patron_ids(*, session: Session, keys: Iterable[PatronKey]) -> dict[PatronKey, int]:
+    """The patron ids already known for these channel identities."""
+    wanted = list(set(keys))
+    found: dict[PatronKey, int] = {}
+    for start in range(0, len(wanted), 200):
+        chunk = wanted[start : start + 200]
+        condition = or_(
+            *(
+                and_(ChannelIdentity.channel == key.channel, ChannelIdentity.external_id == key.external_id)
+                for key in chunk
+            )
+        )
+        rows = session.execute(
+            select(ChannelIdentity.channel, ChannelIdentity.external_id, ChannelIdentity.patron_id).where(
+                condition
+            )
+        )
+        for channel, external_id, patron_id in rows:
+            found[PatronKey(channel, external_id)] = int(patron_id)
+    return found
+
+
+def get_or_create_patron(
+    *, session: Session, key: PatronKey, source: str | None = None, language: str | None = None
+) -> int:
+    """The patron id for a channel identity, creating the patron on first contact.
+
+    Safe when two processes meet a new patron at once: the loser of the race reads the winner's row.
+    """
+    existing = find_patron_ids(session=session, keys=[key])
+    if key in existing:
+        return existing[key]
+    now = utcnow()
+    try:
+        with session.begin_nested():
+            patron = Patron(language=language, created_at=now, last_seen_at=now)
+            patron.identities.append(
+                ChannelIdentity(
+                    channel=key.channel, external_id=key.external_id, source=source, created_at=now
+                )
+            )
+            session.add(patron)
+            session.flush()
+            return int(patron.id)
+    except IntegrityError:
+        return find_patron_ids(session=session, keys=[key])[key]
+
+
+def touch_patrons(
+    *,
+    session: Session,
+    keys: Iterable[PatronKey],
+    last_seen: Mapping[PatronKey, dt.datetime],
+    languages: Mapping[PatronKey, str],
+) -> dict[PatronKey, int]:
+    """Patron ids for all keys (creating new patrons), with last-seen time and language updated."""
+    ids = find_patron_ids(session=session, keys=keys)
+    for key in set(keys) - set(ids):
+        ids[key] = get_or_create_patron(session=session, key=key, language=languages.get(key))
+    for key, seen_at in last_seen.items():
+        values: dict[str, object] = {"last_seen_at": seen_at}
+        if key in languages:
+            values["language"] = languages[key]
+        session.execute(
+            update(Patron)
+            .where(Patron.id == ids[key], Patron.last_seen_at <= seen_at)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+def parse_patron_ref(ref: str) -> int | PatronKey:
+    """A patron reference as staff type it: an internal id (``42``) or ``CHANNEL:ID``."""
+    ref = ref.strip()
+    if ref.isdigit():
+        return int(ref)
+    channel, sep, external = ref.partition(":")
+    if not sep or not channel or not external:
+        raise ValueError(f"{ref!r} is neither a patron id nor CHANNEL:ID (like telegram:4242)")
+    return PatronKey(channel=channel, external_id=external)
+
+
+def resolve_patron(*, session: Session, ref: str) -> Patron:
+    """The patron a reference names, or PatronNotFoundError."""
+    parsed = parse_patron_ref(ref)
+    if isinstance(parsed, int):
+        patron = session.get(Patron, parsed)
+    else:
+        ids = find_patron_ids(session=session, keys=[parsed])
+        patron = session.get(Patron, ids[parsed]) if parsed in ids else None
+    if patron is None:
+        raise PatronNotFoundError(f"no patron {ref!r}")
+    return patron

@@ -1,0 +1,135 @@
+"""patronbot's settings: one typed object read from PATRONBOT_* environment variables and `.env`."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseSettings, Field, ValidationError, validator
+
+from bot.redaction import redact_url
+
+ENV_PREFIX = "PATRONBOT_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+_SQL_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgres")
+
+
+class SettingsError(Exception):
+    """A setting has a value patronbot cannot use; the message names the variable, in one line."""
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Paths are relative to the project root unless absolute."""
+
+    data_dir: Path = Field(Path("var"), description="where the embedded databases and logs live")
+    database_url: str = Field("", description="the CRM database; default: SQLite file in data_dir")
+    host: str = Field("127.0.0.1", description="interface the Rasa server and action server listen on")
+    rasa_port: int = Field(5005, description="port of the Rasa server (REST webhook)")
+    action_port: int = Field(5055, description="port of the rasa-sdk action server")
+    model_path: Path = Field(Path("models/patronbot.tar.gz"), description="trained Rasa model")
+    library_facts: Path = Field(Path("knowledge/library.yml"), description="the library's facts file")
+    tracker_store_url: str = Field(
+        "", description="Rasa tracker store: SQL URL or 'memory'; default: SQLite file in data_dir"
+    )
+    lock_store_url: str = Field("memory", description="Rasa lock store: 'memory' or redis://host:port/db")
+    event_broker_url: str = Field(
+        "", description="Rasa event broker: SQL URL or amqp://; default: SQLite file in data_dir"
+    )
+    event_queue: str = Field("patronbot_events", description="RabbitMQ queue when the broker is amqp://")
+    max_message_chars: int = Field(20_000, description="longest patron message accepted")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+
+    class Config:
+        env_prefix = ENV_PREFIX
+        env_file = ".env"
+        env_file_encoding = "utf-8"
+        case_sensitive = False
+
+    @validator("rasa_port", "action_port")
+    def _port_in_range(cls, value: int) -> int:  # noqa: N805 (pydantic validators take cls)
+        if not 1 <= value <= 65535:
+            raise ValueError(f"must be a port number from 1 to 65535, got {value}")
+        return value
+
+    @validator("max_message_chars")
+    def _positive(cls, value: int) -> int:  # noqa: N805
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @validator("database_url")
+    def _sql_url(cls, value: str) -> str:  # noqa: N805
+        if value and urlsplit(value).scheme not in _SQL_SCHEMES:
+            raise ValueError(f"must be a sqlite:// or postgresql:// URL, got {redact_url(value)!r}")
+        return value
+
+    @validator("tracker_store_url")
+    def _tracker_url(cls, value: str) -> str:  # noqa: N805
+        if value and value != "memory" and urlsplit(value).scheme not in _SQL_SCHEMES:
+            raise ValueError(
+                f"must be 'memory' or a sqlite:// or postgresql:// URL, got {redact_url(value)!r}"
+            )
+        return value
+
+    @validator("lock_store_url")
+    def _lock_url(cls, value: str) -> str:  # noqa: N805
+        if value != "memory" and urlsplit(value).scheme not in ("redis", "rediss"):
+            raise ValueError(f"must be 'memory' or a redis:// URL, got {redact_url(value)!r}")
+        return value
+
+    @validator("event_broker_url")
+    def _broker_url(cls, value: str) -> str:  # noqa: N805
+        if value and urlsplit(value).scheme not in (*_SQL_SCHEMES, "amqp"):
+            raise ValueError(f"must be a sqlite://, postgresql:// or amqp:// URL, got {redact_url(value)!r}")
+        return value
+
+    def path(self, value: Path) -> Path:
+        """An absolute path for a setting given relative to the project root."""
+        return value if value.is_absolute() else PROJECT_ROOT / value
+
+    @property
+    def data_path(self) -> Path:
+        return self.path(self.data_dir)
+
+    @property
+    def crm_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'patronbot.db'}"
+
+    @property
+    def rasa_tracker_url(self) -> str:
+        return self.tracker_store_url or f"sqlite:///{self.data_path / 'rasa-tracker.db'}"
+
+    @property
+    def rasa_event_broker_url(self) -> str:
+        return self.event_broker_url or f"sqlite:///{self.data_path / 'rasa-events.db'}"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://{_client_host(self.host)}:{self.rasa_port}/webhooks/rest/webhook"
+
+    @property
+    def action_endpoint_url(self) -> str:
+        return f"http://{_client_host(self.host)}:{self.action_port}/webhook"
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 (a client address)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, turning pydantic's report into one line that names the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = str(first["loc"][0])
+        raise SettingsError(f"{ENV_PREFIX}{field.upper()}: {first['msg']}") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return load_settings()

@@ -1,0 +1,102 @@
+"""Training the Rasa model, only when the training data or pipeline changed since the last model."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+from bot.settings import PROJECT_ROOT, Settings
+
+# What a model is made from: changing any of these files means the model must be trained again.
+TRAINING_INPUTS = ("config.yml", "domain.yml", "data", "nlu")
+_INPUT_SUFFIXES = {".yml", ".yaml", ".txt", ".py"}
+
+
+class TrainingError(Exception):
+    """`rasa train` failed; its output says why."""
+
+
+def training_files(root: Path = PROJECT_ROOT) -> list[Path]:
+    files: list[Path] = []
+    for name in TRAINING_INPUTS:
+        path = root / name
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            files.extend(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix in _INPUT_SUFFIXES and "__pycache__" not in p.parts
+            )
+    return sorted(files)
+
+
+def training_fingerprint(root: Path = PROJECT_ROOT, *, config: Path | None = None) -> str:
+    """A digest of every training input (the config given, else config.yml)."""
+    digest = hashlib.sha256()
+    for path in training_files(root):
+        source = config if config is not None and path == root / "config.yml" else path
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(b"\0" + source.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def fingerprint_file(model: Path) -> Path:
+    return model.with_name(model.name + ".fingerprint")
+
+
+def needs_training(model: Path, *, config: Path | None = None) -> bool:
+    marker = fingerprint_file(model)
+    if not model.is_file() or not marker.is_file():
+        return True
+    return marker.read_text(encoding="utf-8").strip() != training_fingerprint(config=config)
+
+
+def rasa_executable() -> str:
+    return str(Path(sys.executable).with_name("rasa"))
+
+
+def train(*, settings: Settings, config: Path | None = None, force: bool = False) -> bool:
+    """Train into settings.model_path if needed (or forced); return whether a model was trained."""
+    model = settings.path(settings.model_path)
+    if not force and not needs_training(model, config=config):
+        return False
+    fingerprint = training_fingerprint(config=config)
+    name = model.name.removesuffix(".tar.gz")
+    command = [
+        rasa_executable(),
+        "train",
+        "--config",
+        str(config or PROJECT_ROOT / "config.yml"),
+        "--domain",
+        str(PROJECT_ROOT / "domain.yml"),
+        "--data",
+        str(PROJECT_ROOT / "data"),
+        str(PROJECT_ROOT / "nlu"),
+        "--out",
+        str(model.parent),
+        "--fixed-model-name",
+        name,
+        "--force",
+    ]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, env=rasa_environment(), check=False)
+    if result.returncode != 0 or not model.is_file():
+        raise TrainingError(f"rasa train failed with exit code {result.returncode}; see its output above")
+    fingerprint_file(model).write_text(fingerprint + "\n", encoding="utf-8")
+    return True
+
+
+def rasa_environment() -> dict[str, str]:
+    """The environment for Rasa's processes: quiet TensorFlow, no telemetry, no hub downloads."""
+    import os
+
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("RASA_TELEMETRY_ENABLED", "false")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    return env

@@ -1,0 +1,1 @@
+"""Chat-channel connectors: how patrons' messages come in from each channel and replies go out."""

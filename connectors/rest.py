@@ -1,0 +1,124 @@
+"""The REST channel: POST /webhooks/rest/webhook, with input checked and conversations kept per channel."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from bot.language import detect_language
+from bot.redaction import fingerprint
+from bot.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+MAX_SENDER_CHARS = 200
+
+# Said when Rasa itself fails on a message; the message is already in the tracker by then.
+_APOLOGY = {
+    "zh": "抱歉，系统暂时出了点问题，请稍后再试。",
+    "en": "Sorry, something went wrong on our side. Please try again in a moment.",
+}
+
+
+class BadRequestError(ValueError):
+    """The request cannot be handled as it is; the message tells the client what to fix."""
+
+
+@dataclass(frozen=True)
+class PatronMessage:
+    """A checked patron message from the REST channel."""
+
+    sender: str
+    text: str
+    metadata: dict[str, Any]
+
+
+def clean_text(text: str) -> str:
+    """The text without NUL characters, which no database stores; everything else is kept as sent."""
+    return text.replace("\x00", "")
+
+
+def parse_request(body: bytes, *, max_chars: int) -> PatronMessage:
+    """Check a webhook body: a JSON object with a non-empty ``sender`` and ``message``."""
+    try:
+        payload = json.loads(body or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequestError('the body must be JSON: {"sender": "...", "message": "..."}') from None
+    if not isinstance(payload, dict):
+        raise BadRequestError("the body must be a JSON object with 'sender' and 'message'")
+    sender = payload.get("sender")
+    if isinstance(sender, int) and not isinstance(sender, bool):
+        sender = str(sender)
+    if not isinstance(sender, str) or not sender.strip():
+        raise BadRequestError("'sender' is required: a non-empty string that identifies the patron")
+    if len(sender) > MAX_SENDER_CHARS:
+        raise BadRequestError(f"'sender' is longer than {MAX_SENDER_CHARS} characters")
+    text = payload.get("message")
+    if not isinstance(text, str):
+        raise BadRequestError("'message' is required: the patron's text as a string")
+    text = clean_text(text)
+    if not text.strip():
+        raise BadRequestError("'message' is empty: there is nothing to answer")
+    if len(text) > max_chars:
+        raise BadRequestError(f"'message' is longer than {max_chars} characters")
+    metadata = payload.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise BadRequestError("'metadata', when given, must be a JSON object")
+    return PatronMessage(sender=clean_text(sender.strip()), text=text, metadata=metadata)
+
+
+class RestInput(InputChannel):  # type: ignore[misc]
+    """Rasa's REST channel made strict: bad requests get a 400 with the reason, never a 500.
+
+    The Rasa conversation id is ``rest:<sender>``, so the same id on another channel is another
+    conversation; replies carry the sender id as the client sent it.
+    """
+
+    @classmethod
+    def name(cls) -> str:
+        return "rest"
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        webhook = Blueprint("patronbot_rest_webhook", __name__)
+        max_chars = get_settings().max_message_chars
+
+        @webhook.route("/", methods=["GET"])
+        async def health(_: Request) -> HTTPResponse:
+            return response.json({"status": "ok"})
+
+        @webhook.route("/webhook", methods=["POST"])
+        async def receive(request: Request) -> HTTPResponse:
+            try:
+                message = parse_request(request.body, max_chars=max_chars)
+            except BadRequestError as error:
+                return response.json({"error": str(error)}, status=400)
+            conversation_id = f"{self.name()}:{message.sender}"
+            collector = CollectingOutputChannel()
+            try:
+                await on_new_message(
+                    UserMessage(
+                        message.text,
+                        collector,
+                        conversation_id,
+                        input_channel=self.name(),
+                        metadata=message.metadata,
+                    )
+                )
+            except Exception:
+                # Logged without the patron's words; the patron gets an apology, not a 500.
+                log.exception("rest: handling a message from %s failed", fingerprint(conversation_id))
+                language = detect_language(message.text) or "zh"
+                collector.messages.append({"recipient_id": conversation_id, "text": _APOLOGY[language]})
+            for reply in collector.messages:
+                reply["recipient_id"] = message.sender
+            return response.json(collector.messages)
+
+        return webhook

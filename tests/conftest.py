@@ -1,0 +1,69 @@
+"""Shared fixtures: a migrated CRM database per test, on SQLite always and on PostgreSQL when set."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine, make_url
+
+from bot.database import make_engine
+from bot.migrate import upgrade
+
+POSTGRES_URL = os.environ.get("PATRONBOT_TEST_POSTGRES_URL", "")
+REDIS_URL = os.environ.get("PATRONBOT_TEST_REDIS_URL", "")
+
+DATABASES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test reads the developer's .env or PATRONBOT_* variables, and each has its own data dir."""
+    for name in list(os.environ):
+        if name.startswith("PATRONBOT_") and not name.startswith("PATRONBOT_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PATRONBOT_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.chdir(tmp_path)
+    from bot.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def _postgres_schema_url(schema: str) -> str:
+    url = make_url(POSTGRES_URL)
+    return str(url.update_query_dict({"options": f"-csearch_path={schema}"}))
+
+
+@pytest.fixture(params=DATABASES)
+def crm_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty CRM database migrated to head: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'crm.db'}"
+        upgrade(url=url)
+        yield url
+        return
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = _postgres_schema_url(schema)
+    try:
+        upgrade(url=url)
+        yield url
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def crm(crm_url: str) -> Iterator[Engine]:
+    engine = make_engine(crm_url)
+    yield engine
+    engine.dispose()

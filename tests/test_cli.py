@@ -1,0 +1,86 @@
+"""The `patronbot` command: version, database upgrade, and clear one-line refusals."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PATRONBOT = str(Path(sys.executable).with_name("patronbot"))
+
+
+def patronbot(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PATRONBOT, *args],
+        env=os.environ | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"patronbot: {expected}"] or (
+        len(lines) == 1 and lines[0].startswith(f"patronbot: {expected}")
+    )
+
+
+def test_version_names_patronbot_and_rasa() -> None:
+    result = patronbot("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("patronbot 0.1.0 (Rasa 3.6.21, rasa-sdk 3.6.2)")
+
+
+def test_run_refuses_a_bad_setting_with_one_line() -> None:
+    result = patronbot("run", env={"PATRONBOT_RASA_PORT": "abc"})
+    assert_one_line_error(result, "PATRONBOT_RASA_PORT: value is not a valid integer")
+
+
+def test_run_refuses_a_taken_port_and_names_the_setting() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = patronbot("run", env={"PATRONBOT_RASA_PORT": str(port)})
+    assert_one_line_error(result, f"port {port} on 127.0.0.1 is already in use (PATRONBOT_RASA_PORT)")
+
+
+def test_run_refuses_a_broken_facts_file(tmp_path: Path) -> None:
+    facts = tmp_path / "library.yml"
+    facts.write_text("name: {zh: 图书馆}\n", encoding="utf-8")
+    result = patronbot("run", env={"PATRONBOT_LIBRARY_FACTS": str(facts)})
+    assert_one_line_error(result, f"{facts}: 'timezone' must be a non-empty text")
+
+
+def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    result = patronbot("db", "upgrade", env={"PATRONBOT_DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert "CRM database is at revision 0001" in result.stdout
+
+
+def test_unreachable_database_is_one_line_without_the_password() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"postgresql://librarian:hunter2@127.0.0.1:{port}/crm"
+    result = patronbot("db", "upgrade", env={"PATRONBOT_DATABASE_URL": url})
+    assert_one_line_error(result, f"database postgresql://librarian:***@127.0.0.1:{port}/crm:")
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("command", [["run", "--help"], ["db", "upgrade", "--help"], ["chat", "--help"]])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = patronbot(*command)
+    assert result.returncode == 0
+    assert "usage: patronbot" in result.stdout

@@ -1,0 +1,108 @@
+"""Rasa events become CRM interactions: each once, with patron, language, intent and producer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from bot.database import make_engine, session_scope
+from bot.ingest import IngestState, SqlEventSource, ingest_events, ingest_once
+from bot.models import ChannelIdentity, Patron
+from tests.factories import action_event, bot_event, broker_table, interactions, publish, user_event
+
+
+def count(engine: Engine, model: type) -> int:
+    with Session(engine, future=True) as session:
+        return int(session.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def test_user_and_bot_events_become_a_patron_and_two_interactions(crm: Engine) -> None:
+    events = [
+        user_event(
+            "rest:alice",
+            "图书馆几点开门？",
+            intent="ask_hours",
+            confidence=0.97,
+            language="zh",
+            timestamp=1_795_000_000.0,
+        ),
+        action_event("rest:alice", "action_opening_hours"),
+        bot_event("rest:alice", "开放时间：周一至周五 08:00–22:00", timestamp=1_795_000_000.5),
+    ]
+    with session_scope(crm) as session:
+        assert ingest_events(session=session, events=events, state=IngestState()) == 2
+    rows = interactions(crm)
+    assert [(r.direction, r.text, r.intent, r.language, r.channel, r.produced_by) for r in rows] == [
+        ("in", "图书馆几点开门？", "ask_hours", "zh", "rest", None),
+        ("out", "开放时间：周一至周五 08:00–22:00", None, "zh", "rest", "action_opening_hours"),
+    ]
+    assert abs(rows[0].confidence - 0.97) < 1e-9
+    assert rows[0].occurred_at.timestamp() == 1_795_000_000.0
+    assert rows[0].patron_id == rows[1].patron_id
+    with Session(crm, future=True) as session:
+        identity = session.execute(select(ChannelIdentity)).scalar_one()
+        assert (identity.channel, identity.external_id) == ("rest", "alice")
+        assert session.get(Patron, identity.patron_id).language == "zh"
+
+
+def test_redelivered_events_are_not_stored_twice(crm: Engine) -> None:
+    events = [
+        user_event("rest:bob", "hello", language="en"),
+        bot_event("rest:bob", "Hi!", utter_action="utter_greet"),
+    ]
+    with session_scope(crm) as session:
+        assert ingest_events(session=session, events=events, state=IngestState()) == 2
+    with session_scope(crm) as session:
+        assert ingest_events(session=session, events=events + events, state=IngestState()) == 0
+    assert count(crm, Patron) == 1
+    assert [r.produced_by for r in interactions(crm)] == [None, "utter_greet"]
+
+
+def test_same_id_on_two_channels_is_two_patrons(crm: Engine) -> None:
+    events = [user_event("rest:4242", "hi"), user_event("telegram:4242", "hi", channel="telegram")]
+    with session_scope(crm) as session:
+        ingest_events(session=session, events=events, state=IngestState())
+    assert count(crm, Patron) == 2
+    assert sorted(r.channel for r in interactions(crm)) == ["rest", "telegram"]
+
+
+def test_bot_reply_language_falls_back_to_the_patron_message(crm: Engine) -> None:
+    events = [user_event("rest:carol", "续借", language="zh"), bot_event("rest:carol", "👍")]
+    with session_scope(crm) as session:
+        ingest_events(session=session, events=events, state=IngestState())
+    assert [r.language for r in interactions(crm)] == ["zh", "zh"]
+
+
+def test_ingest_from_the_sql_broker_moves_the_cursor(crm: Engine, tmp_path: Path) -> None:
+    broker_url = f"sqlite:///{tmp_path / 'events.db'}"
+    broker = make_engine(broker_url)
+    table = broker_table(broker)
+    source = SqlEventSource(broker_url)
+    state = IngestState()
+    publish(broker, table, [user_event("rest:dan", "hi"), bot_event("rest:dan", "Hello!")])
+    assert ingest_once(crm=crm, source=source, state=state) == 2
+    assert ingest_once(crm=crm, source=source, state=state) == 0
+    publish(broker, table, [user_event("rest:dan", "thanks", intent="thanks")], raw=["{not json"])
+    assert ingest_once(crm=crm, source=source, state=state) == 2  # the broken row is read and skipped
+    assert [r.text for r in interactions(crm)] == ["hi", "Hello!", "thanks"]
+
+
+def test_missing_broker_table_means_nothing_to_ingest(crm: Engine, tmp_path: Path) -> None:
+    source = SqlEventSource(f"sqlite:///{tmp_path / 'not-yet.db'}")
+    assert ingest_once(crm=crm, source=source, state=IngestState()) == 0
+    assert count(crm, Patron) == 0
+
+
+def test_a_failing_batch_writes_nothing(crm: Engine) -> None:
+    events = [user_event("rest:erin", "hi"), user_event("rest:erin", "again")]
+    try:
+        with session_scope(crm) as session:
+            ingest_events(session=session, events=events, state=IngestState())
+            raise RuntimeError("the database went away mid-batch")
+    except RuntimeError:
+        pass
+    assert count(crm, Patron) == 0
+    assert interactions(crm) == []

@@ -1,0 +1,63 @@
+"""The settings object: defaults, environment, .env, and one-line errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.settings import PROJECT_ROOT, SettingsError, load_settings
+
+
+def test_defaults_are_embedded_sqlite_and_standard_ports(tmp_path: Path) -> None:
+    settings = load_settings()
+    assert settings.rasa_port == 5005
+    assert settings.action_port == 5055
+    assert settings.crm_database_url == f"sqlite:///{tmp_path / 'var' / 'patronbot.db'}"
+    assert settings.rasa_tracker_url.startswith("sqlite:///")
+    assert settings.lock_store_url == "memory"
+    assert settings.path(settings.model_path) == PROJECT_ROOT / "models" / "patronbot.tar.gz"
+
+
+def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATRONBOT_RASA_PORT", "6005")
+    monkeypatch.setenv("PATRONBOT_DATABASE_URL", "postgresql://lib:secret@db.example:5432/crm")
+    settings = load_settings()
+    assert settings.rasa_port == 6005
+    assert settings.crm_database_url == "postgresql://lib:secret@db.example:5432/crm"
+    assert settings.webhook_url == "http://127.0.0.1:6005/webhooks/rest/webhook"
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("PATRONBOT_ACTION_PORT=7055\n", encoding="utf-8")
+    assert load_settings().action_port == 7055
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("PATRONBOT_RASA_PORT", "abc", "PATRONBOT_RASA_PORT: value is not a valid integer"),
+        ("PATRONBOT_RASA_PORT", "70000", "PATRONBOT_RASA_PORT: must be a port number from 1 to 65535"),
+        ("PATRONBOT_DATABASE_URL", "mysql://x", "PATRONBOT_DATABASE_URL: must be a sqlite://"),
+        ("PATRONBOT_LOCK_STORE_URL", "memcached://x", "PATRONBOT_LOCK_STORE_URL: must be 'memory'"),
+        ("PATRONBOT_LOG_LEVEL", "LOUD", "PATRONBOT_LOG_LEVEL: unexpected value"),
+        ("PATRONBOT_MAX_MESSAGE_CHARS", "0", "PATRONBOT_MAX_MESSAGE_CHARS: must be at least 1"),
+    ],
+)
+def test_invalid_setting_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    message = str(error.value)
+    assert message.startswith(expected)
+    assert "\n" not in message
+
+
+def test_password_in_a_bad_url_is_not_repeated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATRONBOT_DATABASE_URL", "mysql://librarian:hunter2@db/crm")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert "hunter2" not in str(error.value)
+    assert "librarian:***@db" in str(error.value)
