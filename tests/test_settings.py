@@ -61,3 +61,11 @@ def test_password_in_a_bad_url_is_not_repeated(monkeypatch: pytest.MonkeyPatch) 
         load_settings()
     assert "hunter2" not in str(error.value)
     assert "librarian:***@db" in str(error.value)
+
+
+def test_readme_documents_every_setting() -> None:
+    from bot.settings import Settings
+
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [name for name in Settings.__fields__ if f"`PATRONBOT_{name.upper()}`" not in readme]
+    assert missing == []

@@ -1,0 +1,201 @@
+"""End to end: the trained model on a real `patronbot run`, through the REST webhook, into the CRM."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.database import make_engine
+from bot.language import detect_language
+from bot.library import load_facts
+from bot.models import ChannelIdentity, Interaction
+from bot.settings import PROJECT_ROOT
+from tests.e2e.conftest import PATRONBOT, RunningBot
+
+pytestmark = pytest.mark.rasa
+
+FACTS = load_facts(PROJECT_ROOT / "knowledge" / "library.yml")
+DOMAIN = yaml.safe_load((PROJECT_ROOT / "domain.yml").read_text(encoding="utf-8"))
+
+
+def response_text(name: str, language: str) -> str:
+    """The domain's variation of a response for a language (read from domain.yml, not copied here)."""
+    for variation in DOMAIN["responses"][name]:
+        for condition in variation.get("condition") or []:
+            if condition["name"] == "language" and condition["value"] == language:
+                return str(variation["text"])
+    raise KeyError(name)
+
+
+def sender() -> str:
+    return f"e2e-{uuid.uuid4().hex[:10]}"
+
+
+def crm_rows(bot: RunningBot, external_id: str, expected: int, timeout: float = 30) -> list[Interaction]:
+    """The patron's interactions once the ingester has written `expected` of them."""
+    engine = make_engine(bot.crm_url)
+    deadline = time.monotonic() + timeout
+    rows: list[Interaction] = []
+    try:
+        while time.monotonic() < deadline:
+            with Session(engine, future=True) as session:
+                rows = list(
+                    session.execute(
+                        select(Interaction)
+                        .join(ChannelIdentity, ChannelIdentity.patron_id == Interaction.patron_id)
+                        .where(ChannelIdentity.channel == "rest", ChannelIdentity.external_id == external_id)
+                        .order_by(Interaction.occurred_at, Interaction.id)
+                    ).scalars()
+                )
+            if len(rows) >= expected:
+                return rows
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+    pytest.fail(f"expected {expected} interactions for rest:{external_id}, found {len(rows)}")
+
+
+def test_chinese_hours_question_gets_chinese_hours_and_lands_in_the_crm(running_bot: RunningBot) -> None:
+    patron = sender()
+    replies = running_bot.say(patron, "图书馆几点开门？")
+    assert len(replies) == 1
+    assert FACTS.weekly["monday"].span() in replies[0]
+    assert FACTS.name["zh"] in replies[0]
+    assert detect_language(replies[0]) == "zh"
+    rows = crm_rows(running_bot, patron, 2)
+    assert [(r.direction, r.text, r.intent, r.language, r.channel) for r in rows] == [
+        ("in", "图书馆几点开门？", "ask_hours", "zh", "rest"),
+        ("out", replies[0], None, "zh", "rest"),
+    ]
+    assert rows[1].produced_by == "action_opening_hours"
+    assert rows[0].confidence is not None
+    assert rows[0].confidence > 0.5
+
+
+def test_english_saturday_question_gets_saturday_hours_in_english(running_bot: RunningBot) -> None:
+    patron = sender()
+    replies = running_bot.say(patron, "When do you open on Saturday?")
+    assert len(replies) == 1
+    assert FACTS.weekly["saturday"].span() in replies[0]
+    assert "Saturday" in replies[0]
+    assert detect_language(replies[0]) == "en"
+    rows = crm_rows(running_bot, patron, 2)
+    assert [(r.direction, r.intent, r.language) for r in rows] == [
+        ("in", "ask_hours", "en"),
+        ("out", None, "en"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "response", "language"),
+    [
+        ("你好", "utter_greet", "zh"),
+        ("hello there", "utter_greet", "en"),
+        ("谢谢你", "utter_youre_welcome", "zh"),
+        ("thank you so much", "utter_youre_welcome", "en"),
+        ("你是机器人吗", "utter_iamabot", "zh"),
+        ("am I talking to a bot?", "utter_iamabot", "en"),
+        ("再见", "utter_goodbye", "zh"),
+        ("goodbye", "utter_goodbye", "en"),
+        ("帮我订一张去北京的机票", "utter_out_of_scope", "zh"),
+        ("can you order me a pizza", "utter_out_of_scope", "en"),
+    ],
+)
+def test_small_talk_and_out_of_scope_in_both_languages(
+    running_bot: RunningBot, text: str, response: str, language: str
+) -> None:
+    assert running_bot.say(sender(), text) == [response_text(response, language)]
+
+
+def test_contact_answer_comes_from_the_facts_file(running_bot: RunningBot) -> None:
+    assert FACTS.phone in running_bot.say(sender(), "图书馆的电话是多少")[0]
+    assert FACTS.address["en"] in running_bot.say(sender(), "what is the library's address")[0]
+
+
+def test_language_follows_the_patron_within_a_conversation(running_bot: RunningBot) -> None:
+    patron = sender()
+    assert running_bot.say(patron, "你好") == [response_text("utter_greet", "zh")]
+    assert running_bot.say(patron, "hello") == [response_text("utter_greet", "en")]
+    # An emoji has no language of its own: the reply stays in the conversation's language.
+    replies = running_bot.say(patron, "👍👍")
+    assert len(replies) == 1
+    assert detect_language(replies[0]) == "en"
+
+
+def test_mixed_script_message_is_answered_in_chinese(running_bot: RunningBot) -> None:
+    replies = running_bot.say(sender(), "请问 library 周六几点开门")
+    assert FACTS.weekly["saturday"].span() in replies[0]
+    assert "周六" in replies[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "the body must be JSON"),
+        ({"message": "hello"}, "'sender' is required"),
+        ({"sender": "x", "message": ""}, "'message' is empty"),
+        ({"sender": "x"}, "'message' is required"),
+        ({"sender": "x", "message": "hi", "metadata": "nope"}, "'metadata', when given, must be"),
+    ],
+)
+def test_bad_requests_get_a_400_with_the_reason(running_bot: RunningBot, body: object, reason: str) -> None:
+    status, payload = running_bot.post(body)  # type: ignore[arg-type]
+    assert status == 400
+    assert reason in payload["error"]
+
+
+def test_ten_thousand_characters_get_a_reply_and_are_stored_whole(running_bot: RunningBot) -> None:
+    patron = sender()
+    text = ("我想问一下图书馆的开放时间。" * 800)[:10_000]
+    replies = running_bot.say(patron, text)
+    assert len(replies) >= 1
+    assert detect_language(replies[0]) == "zh"
+    rows = crm_rows(running_bot, patron, 2)
+    assert rows[0].text == text
+
+
+@pytest.mark.parametrize(
+    "text", ["🙂🙂🙂", "<script>alert(1)</script>", "'; DROP TABLE patron; --", "\u200b\u200b"]
+)
+def test_odd_messages_get_a_polite_reply_and_a_crm_row(running_bot: RunningBot, text: str) -> None:
+    patron = sender()
+    replies = running_bot.say(patron, text)
+    assert len(replies) >= 1
+    assert all(reply for reply in replies)
+    rows = crm_rows(running_bot, patron, 1 + len(replies))
+    assert rows[0].text == text
+    assert rows[0].direction == "in"
+
+
+def test_patronbot_chat_talks_to_the_running_bot(running_bot: RunningBot) -> None:
+    result = subprocess.run(
+        [PATRONBOT, "chat", "--sender", sender()],
+        input="你好\n/quit\n",
+        env=running_bot.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"bot> {response_text('utter_greet', 'zh')}" in result.stdout
+
+
+def test_facts_edits_apply_without_restart_or_retraining(running_bot: RunningBot) -> None:
+    path = Path(running_bot.env["PATRONBOT_LIBRARY_FACTS"])
+    original = path.read_text(encoding="utf-8")
+    assert FACTS.weekly["sunday"].span() in running_bot.say(sender(), "星期天几点关门")[0]
+    data = yaml.safe_load(original)
+    data["hours"]["sunday"] = "10:15-16:45"
+    try:
+        path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        assert "10:15–16:45" in running_bot.say(sender(), "星期天几点关门")[0]
+    finally:
+        path.write_text(original, encoding="utf-8")
