@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.cli_privacy import PatronRefError
 from bot.database import DatabaseError, describe_error, make_engine
 from bot.library import FactsError, load_facts
 from bot.logs import configure_logging
@@ -22,7 +23,7 @@ from bot.training import TrainingError
 log = logging.getLogger("patronbot")
 
 # Errors an operator can cause or fix: shown as one line, without a traceback.
-OPERATOR_ERRORS = (SettingsError, FactsError, PortTakenError, TrainingError, DatabaseError)
+OPERATOR_ERRORS = (SettingsError, FactsError, PortTakenError, TrainingError, DatabaseError, PatronRefError)
 
 
 def _version() -> str:
@@ -108,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = commands.add_parser("ingest", help="copy Rasa's events into the CRM (run by `patronbot run`)")
     ingest.set_defaults(handler=cmd_ingest)
+
+    from bot.cli_privacy import add_commands
+
+    add_commands(commands)
 
     chat = commands.add_parser("chat", help="talk to the running bot in the terminal")
     chat.add_argument("--sender", default="terminal", help="the conversation id to use (default: terminal)")

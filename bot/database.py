@@ -19,8 +19,12 @@ class DatabaseError(Exception):
     """The CRM database cannot be reached or used; the message is safe to show (no password)."""
 
 
-def make_engine(url: str, **options: Any) -> Engine:
-    """A SQLAlchemy 2.0-style engine; SQLite gets WAL, a busy timeout and foreign keys."""
+def make_engine(url: str, *, foreign_keys: bool = True, **options: Any) -> Engine:
+    """A SQLAlchemy 2.0-style engine; SQLite gets WAL, a busy timeout and (unless told) foreign keys.
+
+    Migrations turn SQLite's foreign keys off: Alembic rebuilds a table to alter it on SQLite, and
+    dropping the old copy would otherwise cascade-delete every row that refers to it.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -28,19 +32,23 @@ def make_engine(url: str, **options: Any) -> Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         options.setdefault("connect_args", {"timeout": 30})
         engine: Engine = create_engine(url, future=True, **options)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas if foreign_keys else _sqlite_pragmas_without_fk)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     options.setdefault("pool_pre_ping", True)
     return cast(Engine, create_engine(url, future=True, **options))
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas_without_fk(dbapi_connection: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_connection, record, foreign_keys=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, foreign_keys: bool = True) -> None:
     # pysqlite's own transaction handling breaks SAVEPOINTs (a released savepoint commits); let
     # SQLAlchemy emit BEGIN itself, as its documentation recommends.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()

@@ -17,9 +17,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from bot.conversations import conversation_for_message, start_conversation
 from bot.database import describe_error, make_engine, session_scope
 from bot.language import detect_language
-from bot.models import IngestCursor, Interaction
+from bot.models import Conversation, IngestCursor, Interaction
 from bot.patrons import PatronKey, touch_patrons
 
 log = logging.getLogger(__name__)
@@ -85,35 +86,67 @@ def _user_language(data: dict[str, Any]) -> str | None:
 def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: IngestState) -> int:
     """Write the interactions these events describe; return how many new rows were written.
 
-    Only user and bot events become interactions; action events tell who produced the next bot
-    message. Runs inside the caller's transaction, so a batch lands whole or not at all.
+    User and bot events become interactions; a session_started event begins a new conversation;
+    action events tell who produced the next bot message. Runs inside the caller's transaction, so a
+    batch lands whole or not at all.
     """
-    rows: list[dict[str, Any]] = []
-    seen: dict[str, PatronKey] = {}
+    relevant = [e for e in events if e.data.get("event") in ("user", "bot", "session_started", "action")]
+    keys: dict[str, PatronKey] = {}
+    for event in relevant:
+        if event.sender_id not in keys or event.data.get("event") == "user":
+            input_channel = event.data.get("input_channel") if event.data.get("event") == "user" else None
+            keys[event.sender_id] = patron_key(event.sender_id, input_channel)
+    messages = [e for e in relevant if e.data.get("event") in ("user", "bot")]
+    if not messages and not any(e.data.get("event") == "session_started" for e in relevant):
+        _remember_actions(relevant, state)
+        return 0
+    last_seen: dict[PatronKey, dt.datetime] = {}
+    languages: dict[PatronKey, str] = {}
+    for event in messages:
+        if event.data.get("event") == "user":
+            key = keys[event.sender_id]
+            last_seen[key] = max(_timestamp(event.data), last_seen.get(key, _timestamp(event.data)))
+            language = _user_language(event.data)
+            if language:
+                languages[key] = language
+    patron_ids = touch_patrons(
+        session=session, keys=set(keys.values()), last_seen=last_seen, languages=languages
+    )
+
+    conversations: dict[str, Conversation] = {}
     last_language: dict[str, str | None] = {}
-    for event in events:
-        data = event.data
+    rows: list[dict[str, Any]] = []
+    for event in relevant:
+        data, sender = event.data, event.sender_id
         kind = data.get("event")
+        key = keys[sender]
+        at = _timestamp(data)
         if kind == "action":
-            state.last_action[event.sender_id] = str(data.get("name") or "")
+            state.last_action[sender] = str(data.get("name") or "")
             continue
-        if kind not in ("user", "bot"):
+        if kind == "session_started":
+            conversations[sender] = start_conversation(
+                session=session, patron_id=patron_ids[key], channel=key.channel, rasa_sender_id=sender, at=at
+            )
             continue
-        input_channel = data.get("input_channel") if kind == "user" else None
-        key = seen.get(event.sender_id) or patron_key(event.sender_id, input_channel)
-        seen[event.sender_id] = key
+        conversation = conversations.get(sender) or conversation_for_message(
+            session=session, patron_id=patron_ids[key], channel=key.channel, rasa_sender_id=sender, at=at
+        )
+        conversations[sender] = conversation
+        conversation.last_message_at = max(conversation.last_message_at or at, at)
         text = data.get("text")
         row: dict[str, Any] = {
-            "key": key,
+            "patron_id": patron_ids[key],
+            "conversation_id": conversation.id,
             "channel": key.channel,
             "text": text,
             "event_key": event_key(event),
-            "occurred_at": _timestamp(data),
+            "occurred_at": at,
         }
         if kind == "user":
             intent = (data.get("parse_data") or {}).get("intent") or {}
             language = _user_language(data)
-            last_language[event.sender_id] = language
+            last_language[sender] = language
             row |= {
                 "direction": "in",
                 "intent": intent.get("name"),
@@ -123,33 +156,22 @@ def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: Ing
             }
         else:
             metadata = data.get("metadata") or {}
-            producer = metadata.get("utter_action") or state.last_action.get(event.sender_id)
             row |= {
                 "direction": "out",
                 "intent": None,
                 "confidence": None,
-                "language": detect_language(str(text or "")) or last_language.get(event.sender_id),
-                "produced_by": producer,
+                "language": detect_language(str(text or "")) or last_language.get(sender),
+                "produced_by": metadata.get("utter_action") or state.last_action.get(sender),
             }
         rows.append(row)
-    if not rows:
-        return 0
-    last_seen = {}
-    languages = {}
-    for row in rows:
-        if row["direction"] == "in":
-            last_seen[row["key"]] = row["occurred_at"]
-            if row["language"]:
-                languages[row["key"]] = row["language"]
-    patron_ids = touch_patrons(
-        session=session,
-        keys={row["key"] for row in rows},
-        last_seen=last_seen,
-        languages=languages,
-    )
-    for row in rows:
-        row["patron_id"] = patron_ids[row.pop("key")]
-    return _insert_new(session=session, rows=rows)
+    session.flush()
+    return _insert_new(session=session, rows=rows) if rows else 0
+
+
+def _remember_actions(events: Sequence[BrokerEvent], state: IngestState) -> None:
+    for event in events:
+        if event.data.get("event") == "action":
+            state.last_action[event.sender_id] = str(event.data.get("name") or "")
 
 
 def _insert_new(*, session: Session, rows: list[dict[str, Any]]) -> int:
@@ -221,6 +243,18 @@ def ingest_once(*, crm: Engine, source: SqlEventSource, state: IngestState, limi
         ingest_events(session=session, events=[event for _, event in batch], state=state)
         cursor.position = batch[-1][0]
         return len(batch)
+
+
+def purge_ingested(*, crm: Engine, source: SqlEventSource) -> int:
+    """Delete the broker rows the ingester has already copied into the CRM."""
+    from bot.rasa_events import RasaEventStore
+
+    with session_scope(crm) as session:
+        cursor = session.get(IngestCursor, source.name)
+        position = int(cursor.position or 0) if cursor else 0
+    if position == 0:
+        return 0
+    return RasaEventStore(name="event_broker", url=source.url).purge_through(position)
 
 
 def run_ingester(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -12,6 +13,11 @@ from alembic.script import ScriptDirectory
 from bot.database import make_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Leave databases' own bookkeeping tables (SQLite's sqlite_sequence) out of autogenerate."""
+    return not (type_ == "table" and name == "sqlite_sequence")
 
 
 def alembic_config(*, url: str) -> Config:

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     )
     event_queue: str = Field("patronbot_events", description="RabbitMQ queue when the broker is amqp://")
     max_message_chars: int = Field(20_000, description="longest patron message accepted")
+    retention_days: int = Field(365, description="days after which interaction texts are purged")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
     class Config:
@@ -54,7 +55,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a port number from 1 to 65535, got {value}")
         return value
 
-    @validator("max_message_chars")
+    @validator("max_message_chars", "retention_days")
     def _positive(cls, value: int) -> int:  # noqa: N805
         if value < 1:
             raise ValueError(f"must be at least 1, got {value}")

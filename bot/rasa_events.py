@@ -1,0 +1,108 @@
+"""Rasa's own event tables (the SQL tracker store and the SQL event broker), for privacy requests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from typing import Any
+
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, delete, inspect, select
+from sqlalchemy.engine import Engine
+
+from bot.database import make_engine
+
+_metadata = MetaData()
+# Both stores name their table "events"; the tracker store adds columns the broker does not have.
+_events = Table(
+    "events",
+    _metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sender_id", String(255)),
+    Column("data", Text),
+)
+_tracker_events = Table(
+    "events",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("sender_id", String(255)),
+    Column("timestamp", Float),
+    Column("data", Text),
+)
+
+
+class RasaEventStore:
+    """One of Rasa's SQL event tables: read or delete a patron's events, or purge old ones."""
+
+    def __init__(self, *, name: str, url: str) -> None:
+        self.name = name
+        self.url = url
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.url)
+        return self._engine
+
+    def _table_exists(self) -> bool:
+        return bool(inspect(self.engine).has_table("events"))
+
+    def events_for(self, senders: Collection[str]) -> list[dict[str, Any]]:
+        if not senders or not self._table_exists():
+            return []
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(_events.c.sender_id, _events.c.data)
+                .where(_events.c.sender_id.in_(list(senders)))
+                .order_by(_events.c.id)
+            ).all()
+        result = []
+        for sender_id, data in rows:
+            try:
+                event = json.loads(data)
+            except (TypeError, ValueError):
+                event = {"unparsed": data}
+            result.append({"sender_id": sender_id, **event})
+        return result
+
+    def delete_for(self, senders: Collection[str]) -> int:
+        if not senders or not self._table_exists():
+            return 0
+        with self.engine.begin() as connection:
+            result: Any = connection.execute(delete(_events).where(_events.c.sender_id.in_(list(senders))))
+        return int(result.rowcount or 0)
+
+    def purge_before(self, cutoff: float) -> int:
+        """Delete events older than `cutoff` (a Unix time); only the tracker store has timestamps."""
+        if not self._table_exists():
+            return 0
+        columns = {column["name"] for column in inspect(self.engine).get_columns("events")}
+        if "timestamp" not in columns:
+            return 0
+        with self.engine.begin() as connection:
+            result: Any = connection.execute(
+                delete(_tracker_events).where(_tracker_events.c.timestamp < cutoff)
+            )
+        return int(result.rowcount or 0)
+
+    def purge_through(self, last_id: int) -> int:
+        """Delete rows up to and including id `last_id` (the broker's rows the ingester has copied)."""
+        if not self._table_exists():
+            return 0
+        with self.engine.begin() as connection:
+            result: Any = connection.execute(delete(_events).where(_events.c.id <= last_id))
+        return int(result.rowcount or 0)
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def rasa_event_stores(*, tracker_url: str, broker_url: str) -> list[RasaEventStore]:
+    """Rasa's stores that hold patron events and that patronbot can reach (SQL ones)."""
+    stores = []
+    if tracker_url != "memory":
+        stores.append(RasaEventStore(name="tracker_store", url=tracker_url))
+    if not broker_url.startswith("amqp://"):
+        stores.append(RasaEventStore(name="event_broker", url=broker_url))
+    return stores

@@ -1,0 +1,292 @@
+"""Privacy rights: export reaches every table and Rasa store, erasure leaves nothing, retention purges."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from bot.consent import record_consent
+from bot.database import make_engine, session_scope
+from bot.ingest import IngestState, ingest_events
+from bot.models import (
+    AuditLog,
+    Base,
+    Campaign,
+    Delivery,
+    Escalation,
+    Feedback,
+    Interaction,
+    InteractionStat,
+    Patron,
+    Segment,
+    SegmentMembership,
+    StaffUser,
+    Suggestion,
+)
+from bot.patrons import PatronKey, PatronNotFoundError, find_patron_ids
+from bot.privacy import erase_patron, export_patron, patron_tables, purge_expired
+from bot.rasa_events import RasaEventStore
+from tests.factories import bot_event, broker_table, publish, user_event
+
+T0 = 1_795_000_000.0
+
+
+@pytest.fixture
+def tracker(tmp_path: Path) -> RasaEventStore:
+    """A SQL store in Rasa's event-table layout holding two patrons' events."""
+    url = f"sqlite:///{tmp_path / 'tracker.db'}"
+    engine = make_engine(url)
+    table = broker_table(engine)
+    publish(
+        engine, table, [user_event("rest:alice", "my card number is 12345"), user_event("rest:bob", "hi")]
+    )
+    engine.dispose()
+    return RasaEventStore(name="tracker_store", url=url)
+
+
+def populate(crm: Engine) -> int:
+    """Alice, with a row in every table that can hold a patron, and Bob, who must be untouched."""
+    events = [
+        user_event("rest:alice", "我想推荐买一本书", intent="suggestion", language="zh", timestamp=T0),
+        bot_event("rest:alice", "谢谢您的建议", timestamp=T0 + 1),
+        user_event("telegram:77", "hello", timestamp=T0 + 2, channel="telegram"),
+        user_event("rest:bob", "hi", timestamp=T0 + 3),
+    ]
+    with session_scope(crm) as session:
+        ingest_events(session=session, events=events, state=IngestState())
+    with session_scope(crm) as session:
+        ids = find_patron_ids(session=session, keys=[PatronKey("rest", "alice"), PatronKey("telegram", "77")])
+        alice = ids[PatronKey("rest", "alice")]
+        # The telegram identity is Alice's too (she linked her accounts).
+        session.execute(
+            text("UPDATE channel_identity SET patron_id = :a WHERE channel = 'telegram'"), {"a": alice}
+        )
+        session.execute(
+            text("UPDATE interaction SET patron_id = :a WHERE channel = 'telegram'"), {"a": alice}
+        )
+        session.execute(
+            text("UPDATE conversation SET patron_id = :a WHERE channel = 'telegram'"), {"a": alice}
+        )
+        session.execute(text("DELETE FROM patron WHERE id = :t"), {"t": ids[PatronKey("telegram", "77")]})
+        conversation_id = (
+            session.execute(text("SELECT id FROM conversation WHERE patron_id = :a"), {"a": alice})
+            .scalars()
+            .first()
+        )
+        staff = StaffUser(username="li.wei", role="librarian")
+        segment = Segment(name="postgraduates", definition={"patron_type": "postgraduate"})
+        session.add_all([staff, segment])
+        session.flush()
+        campaign = Campaign(
+            name="new database",
+            segment_id=segment.id,
+            purpose="follow_up",
+            message={"zh": "新库", "en": "New"},
+        )
+        session.add(campaign)
+        session.flush()
+        record_consent(session=session, patron_id=alice, purpose="follow_up", granted=True, channel="rest")
+        session.add_all(
+            [
+                Feedback(
+                    patron_id=alice,
+                    conversation_id=conversation_id,
+                    csat=2,
+                    comment="太吵了 my phone 138",
+                    topic="spaces",
+                ),
+                Suggestion(
+                    patron_id=alice, conversation_id=conversation_id, kind="purchase", text="买《三体》英文版"
+                ),
+                Escalation(
+                    patron_id=alice,
+                    conversation_id=conversation_id,
+                    reason="low_rating",
+                    due_at=dt.datetime(2026, 11, 26, tzinfo=dt.UTC),
+                    resolution_note="called her back",
+                ),
+                SegmentMembership(segment_id=segment.id, patron_id=alice),
+                Delivery(campaign_id=campaign.id, patron_id=alice, channel="rest"),
+                AuditLog(actor="li.wei", action="read", patron_id=alice, reason="answering her escalation"),
+            ]
+        )
+    return alice
+
+
+def rows_referencing(crm: Engine, patron_id: int) -> dict[str, int]:
+    found = {}
+    with crm.connect() as connection:
+        for table in patron_tables():
+            count = connection.execute(
+                select(func.count()).select_from(table).where(table.c.patron_id == patron_id)
+            ).scalar_one()
+            if count:
+                found[table.name] = count
+    return found
+
+
+def test_export_holds_every_table_with_a_patron_key_and_the_tracker(
+    crm: Engine, tracker: RasaEventStore
+) -> None:
+    alice = populate(crm)
+    with session_scope(crm) as session:
+        document = export_patron(
+            session=session,
+            patron_ref="rest:alice",
+            actor="cli:test",
+            reason="her request",
+            rasa_stores=[tracker],
+        )
+    json.dumps(document, ensure_ascii=False)  # machine-readable as it is
+    # Walk the schema: every table that can hold a patron key must be in the export.
+    holding = {table.name for table in Base.metadata.sorted_tables if "patron_id" in table.c}
+    assert holding <= set(document["tables"])
+    assert holding == {table.name for table in patron_tables()}
+    assert document["patron"]["id"] == alice
+    for name in holding:
+        assert document["tables"][name], f"export of {name} is empty although Alice has a row there"
+    channels = {(i["channel"], i["external_id"]) for i in document["tables"]["channel_identity"]}
+    assert channels == {("rest", "alice"), ("telegram", "77")}
+    assert [e["text"] for e in document["rasa"]["tracker_store"]] == ["my card number is 12345"]
+    assert all(row["patron_id"] == alice for rows in document["tables"].values() for row in rows)
+
+
+def test_export_is_audited(crm: Engine, tracker: RasaEventStore) -> None:
+    alice = populate(crm)
+    with session_scope(crm) as session:
+        export_patron(
+            session=session, patron_ref=str(alice), actor="cli:test", reason="her request", rasa_stores=[]
+        )
+    with Session(crm, future=True) as session:
+        entry = session.execute(select(AuditLog).where(AuditLog.action == "export")).scalar_one()
+        assert (entry.patron_id, entry.actor, entry.reason) == (alice, "cli:test", "her request")
+
+
+def test_erasure_leaves_no_row_or_tracker_event_and_keeps_counts(
+    crm: Engine, tracker: RasaEventStore
+) -> None:
+    alice = populate(crm)
+    with session_scope(crm) as session:
+        report = erase_patron(
+            session=session,
+            patron_ref="telegram:77",
+            actor="cli:test",
+            reason="her request",
+            rasa_stores=[tracker],
+        )
+    assert report.patron_id == alice
+    assert rows_referencing(crm, alice) == {}
+    assert tracker.events_for({"rest:alice", "telegram:77"}) == []
+    assert [e["text"] for e in tracker.events_for({"rest:bob"})] == ["hi"]
+    with Session(crm, future=True) as session:
+        assert session.get(Patron, alice) is None
+        # Anonymous rows survive for the statistics, without the patron or their words.
+        feedback = session.execute(select(Feedback)).scalar_one()
+        assert (feedback.patron_id, feedback.csat, feedback.comment, feedback.conversation_id) == (
+            None,
+            2,
+            None,
+            None,
+        )
+        suggestion = session.execute(select(Suggestion)).scalar_one()
+        assert (suggestion.patron_id, suggestion.text) == (None, None)
+        escalation = session.execute(select(Escalation)).scalar_one()
+        assert (escalation.patron_id, escalation.resolution_note, escalation.reason) == (
+            None,
+            None,
+            "low_rating",
+        )
+        delivery = session.execute(select(Delivery)).scalar_one()
+        assert delivery.patron_id is None
+        stats = session.execute(select(func.sum(InteractionStat.count))).scalar_one()
+        assert stats == 3  # Alice's two rest messages and her telegram one
+        # Bob is untouched.
+        assert session.execute(select(func.count()).select_from(Interaction)).scalar_one() == 1
+        erasure = session.execute(select(AuditLog).where(AuditLog.action == "erase")).scalar_one()
+        assert erasure.patron_id is None
+        assert "alice" not in json.dumps(erasure.detail)
+
+
+def test_erasing_an_unknown_patron_is_a_clear_error_and_changes_nothing(crm: Engine) -> None:
+    populate(crm)
+    with pytest.raises(PatronNotFoundError, match="no patron 'rest:nobody'"), session_scope(crm) as session:
+        erase_patron(session=session, patron_ref="rest:nobody", actor="t", reason="r", rasa_stores=[])
+    with Session(crm, future=True) as session:
+        assert session.execute(select(func.count()).select_from(Patron)).scalar_one() == 2
+
+
+def test_a_failing_erasure_writes_nothing_to_the_crm(crm: Engine) -> None:
+    alice = populate(crm)
+    before = rows_referencing(crm, alice)
+
+    def erase_then_fail() -> None:
+        with session_scope(crm) as session:
+            erase_patron(session=session, patron_ref="rest:alice", actor="t", reason="r", rasa_stores=[])
+            raise RuntimeError("the database went away before commit")
+
+    with pytest.raises(RuntimeError):
+        erase_then_fail()
+    assert rows_referencing(crm, alice) == before
+
+
+def test_an_erased_patrons_id_is_never_given_to_anyone_else(crm: Engine) -> None:
+    populate(crm)
+    zed = PatronKey("rest", "zed")
+    with session_scope(crm) as session:  # the newest patron: the id a reusing database would hand out
+        ingest_events(
+            session=session, events=[user_event("rest:zed", "hi", timestamp=T0 + 50)], state=IngestState()
+        )
+    with Session(crm, future=True) as session:
+        old_id = find_patron_ids(session=session, keys=[zed])[zed]
+    with session_scope(crm) as session:
+        erase_patron(session=session, patron_ref="rest:zed", actor="t", reason="r", rasa_stores=[])
+    with session_scope(crm) as session:
+        ingest_events(
+            session=session,
+            events=[user_event("rest:zed", "still there?", timestamp=T0 + 99)],
+            state=IngestState(),
+        )
+    with Session(crm, future=True) as session:
+        new_id = find_patron_ids(session=session, keys=[zed])[zed]
+        assert new_id > old_id
+        assert (
+            session.execute(
+                select(func.count()).select_from(Interaction).where(Interaction.patron_id == new_id)
+            ).scalar_one()
+            == 1
+        )
+
+
+@pytest.mark.parametrize("ref", ["999999", "rest:ghost", "not a ref"])
+def test_export_of_an_unknown_patron_is_a_clear_error(crm: Engine, ref: str) -> None:
+    with pytest.raises((PatronNotFoundError, ValueError)), session_scope(crm) as session:
+        export_patron(session=session, patron_ref=ref, actor="t", reason="r", rasa_stores=[])
+
+
+def test_retention_purges_old_texts_and_keeps_the_rows(crm: Engine, tmp_path: Path) -> None:
+    old, recent = T0, T0 + 300 * 86400
+    with session_scope(crm) as session:
+        ingest_events(
+            session=session,
+            events=[
+                user_event("rest:carol", "old question", timestamp=old),
+                user_event("rest:carol", "new question", timestamp=recent),
+            ],
+            state=IngestState(),
+        )
+    now = dt.datetime.fromtimestamp(recent, dt.UTC) + dt.timedelta(days=1)
+    with session_scope(crm) as session:
+        report = purge_expired(session=session, retention_days=100, rasa_stores=[], now=now)
+    assert report.interaction_texts_purged == 1
+    with Session(crm, future=True) as session:
+        texts = [
+            row.text
+            for row in session.execute(select(Interaction).order_by(Interaction.occurred_at)).scalars()
+        ]
+    assert texts == [None, "new question"]
