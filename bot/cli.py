@@ -66,14 +66,21 @@ def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.ingest import SqlEventSource, run_ingester
-
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     crm = make_engine(settings.crm_database_url)
-    source = SqlEventSource(settings.rasa_event_broker_url)
-    run_ingester(crm=crm, crm_url=settings.crm_database_url, source=source, stop=stop)
+    broker = settings.rasa_event_broker_url
+    if broker.startswith("amqp://"):
+        from bot.ingest_amqp import run_amqp_ingester
+
+        run_amqp_ingester(
+            crm=crm, crm_url=settings.crm_database_url, amqp_url=broker, queue=settings.event_queue, stop=stop
+        )
+        return 0
+    from bot.ingest import SqlEventSource, run_ingester
+
+    run_ingester(crm=crm, crm_url=settings.crm_database_url, source=SqlEventSource(broker), stop=stop)
     return 0
 
 

@@ -23,6 +23,8 @@ def _sql_store(url: str, store_type: str) -> dict[str, Any]:
             "username": parsed.username,
             "password": parsed.password,
         }
+        if parsed.query:
+            config["query"] = dict(parsed.query)
     return config
 
 

@@ -21,10 +21,11 @@ log = logging.getLogger(__name__)
 
 MAX_SENDER_CHARS = 200
 
-# Said when Rasa itself fails on a message; the message is already in the tracker by then.
-_APOLOGY = {
-    "zh": "抱歉，系统暂时出了点问题，请稍后再试。",
-    "en": "Sorry, something went wrong on our side. Please try again in a moment.",
+# Said when the bot produced no reply (the action server is down, say) or Rasa failed; by then the
+# message is in the tracker store, so it is recorded.
+APOLOGY = {
+    "zh": "抱歉，我暂时无法回答，您的消息已记录。请稍后再试。",
+    "en": "Sorry, I can't answer that right now. Your message has been recorded; please try again shortly.",
 }
 
 
@@ -115,8 +116,9 @@ class RestInput(InputChannel):  # type: ignore[misc]
             except Exception:
                 # Logged without the patron's words; the patron gets an apology, not a 500.
                 log.exception("rest: handling a message from %s failed", fingerprint(conversation_id))
+            if not collector.messages:
                 language = detect_language(message.text) or "zh"
-                collector.messages.append({"recipient_id": conversation_id, "text": _APOLOGY[language]})
+                collector.messages.append({"recipient_id": conversation_id, "text": APOLOGY[language]})
             for reply in collector.messages:
                 reply["recipient_id"] = message.sender
             return response.json(collector.messages)

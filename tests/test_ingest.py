@@ -106,3 +106,45 @@ def test_a_failing_batch_writes_nothing(crm: Engine) -> None:
         pass
     assert count(crm, Patron) == 0
     assert interactions(crm) == []
+
+
+def test_read_only_crm_loses_nothing_and_catches_up_later(crm: Engine, crm_url: str, tmp_path: Path) -> None:
+    import pytest
+    from sqlalchemy.exc import SQLAlchemyError
+
+    broker_url = f"sqlite:///{tmp_path / 'events.db'}"
+    broker = make_engine(broker_url)
+    publish(broker, broker_table(broker), [user_event("rest:ro", "hi"), bot_event("rest:ro", "Hello!")])
+    source = SqlEventSource(broker_url)
+    if crm_url.startswith("sqlite"):
+        read_only = make_engine(f"sqlite:///file:{crm_url.removeprefix('sqlite:///')}?mode=ro&uri=true")
+    else:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(crm_url)
+        options = f"{url.query.get('options', '')} -cdefault_transaction_read_only=on".strip()
+        read_only = make_engine(
+            url.update_query_dict({"options": options}).render_as_string(hide_password=False)
+        )
+    with pytest.raises(SQLAlchemyError, match="readonly|read-only"):
+        ingest_once(crm=read_only, source=source, state=IngestState())
+    read_only.dispose()
+    assert interactions(crm) == []
+    assert ingest_once(crm=crm, source=source, state=IngestState()) == 2
+    assert [r.text for r in interactions(crm)] == ["hi", "Hello!"]
+
+
+def test_duplicate_channel_id_is_one_patron(crm: Engine) -> None:
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    from bot.models import ChannelIdentity
+    from bot.patrons import PatronKey, get_or_create_patron
+
+    key = PatronKey("telegram", "4242")
+    with session_scope(crm) as session:
+        first = get_or_create_patron(session=session, key=key)
+        assert get_or_create_patron(session=session, key=key) == first
+    with pytest.raises(IntegrityError), session_scope(crm) as session:
+        session.add(Patron(identities=[ChannelIdentity(channel="telegram", external_id="4242")]))
+    assert count(crm, Patron) == 1

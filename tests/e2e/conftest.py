@@ -86,6 +86,21 @@ class RunningBot:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
 
+    def child_pid(self, marker: str) -> int:
+        """The pid of the supervised child whose command line contains `marker`."""
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == self.process.pid and marker in cmdline:
+                return int(entry.name)
+        raise LookupError(f"no child of patronbot run with {marker!r}")
+
     def say(self, sender: str, text: str) -> list[str]:
         status, replies = self.post({"sender": sender, "message": text})
         assert status == 200, replies

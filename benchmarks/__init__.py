@@ -1,0 +1,1 @@
+"""patronbot's benchmarks: ingest throughput, privacy requests and history reads, run by `make bench`."""

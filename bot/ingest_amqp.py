@@ -1,0 +1,89 @@
+"""The ingester's RabbitMQ side: Rasa's Pika event broker's queue, acknowledged after the CRM commit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.database import describe_error, session_scope
+from bot.ingest import BrokerEvent, IngestState, ingest_events
+from bot.redaction import redact_url
+
+log = logging.getLogger(__name__)
+
+
+def parse_message(body: bytes) -> BrokerEvent | None:
+    """The event in a broker message, or None for a message that is not a Rasa event."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    return BrokerEvent(sender_id=str(data.get("sender_id") or ""), data=data)
+
+
+def _ingest(crm: Engine, events: list[BrokerEvent], state: IngestState) -> int:
+    with session_scope(crm) as session:
+        return ingest_events(session=session, events=events, state=state)
+
+
+async def consume(
+    *,
+    crm: Engine,
+    crm_url: str,
+    amqp_url: str,
+    queue: str,
+    stop: threading.Event,
+    batch_size: int = 500,
+    flush_seconds: float = 0.1,
+) -> None:
+    """Consume until `stop` is set. A batch is acknowledged only after its CRM transaction commits,
+    so a crash redelivers it, and the event digests make the redelivery write nothing twice."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    log.info("ingesting Rasa events from %s queue %s", redact_url(amqp_url), queue)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=batch_size * 2)
+        # Declared as Rasa's Pika broker declares it, so either may start first.
+        amqp_queue = await channel.declare_queue(queue, durable=True)
+        pending: list[AbstractIncomingMessage] = []
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            pending.append(message)
+
+        consumer_tag = await amqp_queue.consume(on_message, no_ack=False)
+        state = IngestState()
+        loop = asyncio.get_running_loop()
+        backoff = flush_seconds
+        while not stop.is_set():
+            if not pending:
+                await asyncio.sleep(flush_seconds)
+                continue
+            batch = pending[:batch_size]
+            del pending[: len(batch)]
+            events = [event for event in (parse_message(m.body) for m in batch) if event is not None]
+            try:
+                await loop.run_in_executor(None, _ingest, crm, events, state)
+            except SQLAlchemyError as error:
+                log.error("ingest failed, messages go back to the queue: %s", describe_error(error, crm_url))
+                await batch[-1].nack(multiple=True, requeue=True)
+                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(backoff)
+                continue
+            backoff = flush_seconds
+            await batch[-1].ack(multiple=True)
+        await amqp_queue.cancel(consumer_tag)
+
+
+def run_amqp_ingester(**options: Any) -> None:
+    """`consume` in its own event loop (the `patronbot ingest` process)."""
+    asyncio.run(consume(**options))

@@ -1,0 +1,74 @@
+"""Ingesting from RabbitMQ (Rasa's Pika broker): every event once, acknowledged only after commit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+import uuid
+
+import aio_pika
+import pytest
+from sqlalchemy.engine import Engine
+
+from bot.ingest import BrokerEvent
+from bot.ingest_amqp import consume, parse_message
+from tests.factories import bot_event, interactions, user_event
+
+AMQP_URL = os.environ.get("PATRONBOT_TEST_AMQP_URL", "")
+
+
+def test_parse_message_accepts_rasa_events_and_refuses_junk() -> None:
+    event = user_event("rest:a", "hi")
+    parsed = parse_message(json.dumps(event.data).encode())
+    assert parsed == BrokerEvent(sender_id="rest:a", data=event.data)
+    assert parse_message(b"{not json") is None
+    assert parse_message(b"[1, 2]") is None
+
+
+async def _publish(queue: str, bodies: list[bytes]) -> None:
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(queue, durable=True)
+        for body in bodies:
+            await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
+
+
+async def _queue_depth(queue: str) -> int:
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, durable=True)
+        count = declared.declaration_result.message_count
+        await declared.delete(if_unused=False, if_empty=False)
+        return int(count or 0)
+
+
+@pytest.mark.skipif(not AMQP_URL, reason="PATRONBOT_TEST_AMQP_URL is not set (CI sets it)")
+def test_events_from_rabbitmq_land_once_and_are_acknowledged(crm: Engine, crm_url: str) -> None:
+    queue = f"patronbot_test_{uuid.uuid4().hex[:8]}"
+    events = [user_event("rest:amqp", "图书馆几点开门", language="zh"), bot_event("rest:amqp", "08:00–22:00")]
+    bodies = [json.dumps(e.data).encode() for e in events]
+    # Each event twice (a redelivery), plus a message that is not an event at all.
+    asyncio.run(_publish(queue, bodies + bodies + [b"not json"]))
+    stop = threading.Event()
+    consumer = threading.Thread(
+        target=lambda: asyncio.run(
+            consume(crm=crm, crm_url=crm_url, amqp_url=AMQP_URL, queue=queue, stop=stop, flush_seconds=0.05)
+        )
+    )
+    consumer.start()
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and len(interactions(crm)) < 2:
+            time.sleep(0.1)
+        time.sleep(0.5)  # give a wrongly repeated insert the chance to show
+    finally:
+        stop.set()
+        consumer.join(timeout=30)
+    rows = interactions(crm)
+    assert [(r.direction, r.text) for r in rows] == [("in", "图书馆几点开门"), ("out", "08:00–22:00")]
+    assert asyncio.run(_queue_depth(queue)) == 0  # everything was acknowledged
