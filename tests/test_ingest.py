@@ -126,7 +126,7 @@ def test_read_only_crm_loses_nothing_and_catches_up_later(crm: Engine, crm_url: 
         read_only = make_engine(
             url.update_query_dict({"options": options}).render_as_string(hide_password=False)
         )
-    with pytest.raises(SQLAlchemyError, match="readonly|read-only"):
+    with pytest.raises(SQLAlchemyError, match=r"readonly|read-only"):
         ingest_once(crm=read_only, source=source, state=IngestState())
     read_only.dispose()
     assert interactions(crm) == []
