@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot.models import Conversation, Interaction
@@ -13,49 +14,60 @@ from bot.models import Conversation, Interaction
 _STAYS_OPEN = ("pending_review", "with_staff")
 
 
-def latest_conversation(*, session: Session, rasa_sender_id: str) -> Conversation | None:
-    return session.execute(
-        select(Conversation)
-        .where(Conversation.rasa_sender_id == rasa_sender_id)
-        .order_by(Conversation.started_at.desc(), Conversation.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+class ConversationBook:
+    """The latest conversation of each Rasa conversation id in a batch, loaded in one query.
 
+    New conversations are added to the session without a flush; flush once before reading their ids.
+    """
 
-def start_conversation(
-    *, session: Session, patron_id: int, channel: str, rasa_sender_id: str, at: dt.datetime
-) -> Conversation:
-    """Begin a new conversation (Rasa started a new session), closing an idle previous one."""
-    previous = latest_conversation(session=session, rasa_sender_id=rasa_sender_id)
-    if previous is not None and (previous.status in _STAYS_OPEN or previous.started_at == at):
-        # With staff, or the same session_started event delivered again.
-        return previous
-    if previous is not None and previous.status == "open":
-        previous.status = "resolved"
-        previous.resolved_at = max(at, previous.last_message_at or at)
-    conversation = Conversation(
-        patron_id=patron_id,
-        channel=channel,
-        rasa_sender_id=rasa_sender_id,
-        status="open",
-        started_at=at,
-        last_message_at=at,
-    )
-    session.add(conversation)
-    session.flush()
-    return conversation
+    def __init__(self, *, session: Session, rasa_sender_ids: Collection[str]) -> None:
+        self.session = session
+        self.latest: dict[str, Conversation] = {}
+        senders = list(rasa_sender_ids)
+        for start in range(0, len(senders), 500):
+            chunk = senders[start : start + 500]
+            newest = (
+                select(func.max(Conversation.id))
+                .where(Conversation.rasa_sender_id.in_(chunk))
+                .group_by(Conversation.rasa_sender_id)
+                .scalar_subquery()
+            )
+            for conversation in session.execute(
+                select(Conversation).where(Conversation.id.in_(newest))
+            ).scalars():
+                self.latest[conversation.rasa_sender_id] = conversation
 
-
-def conversation_for_message(
-    *, session: Session, patron_id: int, channel: str, rasa_sender_id: str, at: dt.datetime
-) -> Conversation:
-    """The conversation a message at `at` belongs to: the latest one, or a new one if none."""
-    current = latest_conversation(session=session, rasa_sender_id=rasa_sender_id)
-    if current is None or current.patron_id != patron_id:
-        return start_conversation(
-            session=session, patron_id=patron_id, channel=channel, rasa_sender_id=rasa_sender_id, at=at
+    def start(self, *, patron_id: int, channel: str, rasa_sender_id: str, at: dt.datetime) -> Conversation:
+        """Begin a new conversation (Rasa started a new session), closing an idle previous one."""
+        previous = self.latest.get(rasa_sender_id)
+        if previous is not None and previous.patron_id == patron_id:
+            if previous.status in _STAYS_OPEN or previous.started_at == at:
+                return previous  # with staff, or the same session_started event delivered again
+            if previous.status == "open":
+                previous.status = "resolved"
+                previous.resolved_at = max(at, previous.last_message_at or at)
+        conversation = Conversation(
+            patron_id=patron_id,
+            channel=channel,
+            rasa_sender_id=rasa_sender_id,
+            status="open",
+            started_at=at,
+            last_message_at=at,
         )
-    return current
+        self.session.add(conversation)
+        self.latest[rasa_sender_id] = conversation
+        return conversation
+
+    def for_message(
+        self, *, patron_id: int, channel: str, rasa_sender_id: str, at: dt.datetime
+    ) -> Conversation:
+        """The conversation a message belongs to: the latest one, or a new one if none."""
+        current = self.latest.get(rasa_sender_id)
+        if current is None or current.patron_id != patron_id:
+            return self.start(patron_id=patron_id, channel=channel, rasa_sender_id=rasa_sender_id, at=at)
+        if current.last_message_at is None or at > current.last_message_at:
+            current.last_message_at = at
+        return current
 
 
 def patron_history(*, session: Session, patron_id: int, limit: int = 50) -> list[Interaction]:

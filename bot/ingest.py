@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from bot.conversations import conversation_for_message, start_conversation
+from bot.conversations import ConversationBook
 from bot.database import describe_error, make_engine, session_scope
 from bot.language import detect_language
 from bot.models import Conversation, IngestCursor, Interaction
@@ -113,7 +113,7 @@ def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: Ing
         session=session, keys=set(keys.values()), last_seen=last_seen, languages=languages
     )
 
-    conversations: dict[str, Conversation] = {}
+    book = ConversationBook(session=session, rasa_sender_ids=keys.keys())
     last_language: dict[str, str | None] = {}
     rows: list[dict[str, Any]] = []
     for event in relevant:
@@ -125,19 +125,15 @@ def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: Ing
             state.last_action[sender] = str(data.get("name") or "")
             continue
         if kind == "session_started":
-            conversations[sender] = start_conversation(
-                session=session, patron_id=patron_ids[key], channel=key.channel, rasa_sender_id=sender, at=at
-            )
+            book.start(patron_id=patron_ids[key], channel=key.channel, rasa_sender_id=sender, at=at)
             continue
-        conversation = conversations.get(sender) or conversation_for_message(
-            session=session, patron_id=patron_ids[key], channel=key.channel, rasa_sender_id=sender, at=at
+        conversation = book.for_message(
+            patron_id=patron_ids[key], channel=key.channel, rasa_sender_id=sender, at=at
         )
-        conversations[sender] = conversation
-        conversation.last_message_at = max(conversation.last_message_at or at, at)
         text = data.get("text")
         row: dict[str, Any] = {
             "patron_id": patron_ids[key],
-            "conversation_id": conversation.id,
+            "conversation": conversation,
             "channel": key.channel,
             "text": text,
             "event_key": event_key(event),
@@ -164,7 +160,10 @@ def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: Ing
                 "produced_by": metadata.get("utter_action") or state.last_action.get(sender),
             }
         rows.append(row)
-    session.flush()
+    session.flush()  # gives the new conversations their ids
+    for row in rows:
+        owner: Conversation = row.pop("conversation")
+        row["conversation_id"] = owner.id
     return _insert_new(session=session, rows=rows) if rows else 0
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -83,19 +84,49 @@ def touch_patrons(
     last_seen: Mapping[PatronKey, dt.datetime],
     languages: Mapping[PatronKey, str],
 ) -> dict[PatronKey, int]:
-    """Patron ids for all keys (creating new patrons), with last-seen time and language updated."""
-    ids = find_patron_ids(session=session, keys=keys)
-    for key in set(keys) - set(ids):
-        ids[key] = get_or_create_patron(session=session, key=key, language=languages.get(key))
-    for key, seen_at in last_seen.items():
-        values: dict[str, object] = {"last_seen_at": seen_at}
-        if key in languages:
-            values["language"] = languages[key]
+    """Patron ids for all keys (creating new patrons), with last-seen time and language updated.
+
+    Works in bulk (the ingester calls it once per batch of events): one lookup, one flush for the new
+    patrons, one executemany for the updates. A concurrent writer creating the same patron makes the
+    bulk flush fail; then each new patron is created on its own, safely.
+    """
+    wanted = set(keys)
+    ids = find_patron_ids(session=session, keys=wanted)
+    missing = wanted - set(ids)
+    if missing:
+        now = utcnow()
+        created: dict[PatronKey, Patron] = {}
+        try:
+            with session.begin_nested():
+                for key in missing:
+                    patron = Patron(language=languages.get(key), created_at=now, last_seen_at=now)
+                    patron.identities.append(
+                        ChannelIdentity(channel=key.channel, external_id=key.external_id, created_at=now)
+                    )
+                    created[key] = patron
+                session.add_all(created.values())
+                session.flush()
+            ids.update({key: int(patron.id) for key, patron in created.items()})
+        except IntegrityError:
+            for key in missing:
+                ids[key] = get_or_create_patron(session=session, key=key, language=languages.get(key))
+    table = Patron.__table__
+    for with_language in (True, False):
+        batch = [
+            {"b_id": ids[key], "b_seen": seen, **({"b_language": languages[key]} if with_language else {})}
+            for key, seen in last_seen.items()
+            if (key in languages) == with_language
+        ]
+        if not batch:
+            continue
+        values: dict[str, Any] = {"last_seen_at": bindparam("b_seen")}
+        if with_language:
+            values["language"] = bindparam("b_language")
         session.execute(
-            update(Patron)
-            .where(Patron.id == ids[key], Patron.last_seen_at <= seen_at)
-            .values(**values)
-            .execution_options(synchronize_session=False)
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.last_seen_at <= bindparam("b_seen"))
+            .values(**values),
+            batch,
         )
     return ids
 

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from bot.database import make_engine, session_scope
-from bot.ingest import IngestState, SqlEventSource, ingest_events, ingest_once
+from bot.ingest import BrokerEvent, IngestState, SqlEventSource, ingest_events, ingest_once
 from bot.models import ChannelIdentity, Patron
 from tests.factories import action_event, bot_event, broker_table, interactions, publish, user_event
 
@@ -148,3 +148,46 @@ def test_duplicate_channel_id_is_one_patron(crm: Engine) -> None:
     with pytest.raises(IntegrityError), session_scope(crm) as session:
         session.add(Patron(identities=[ChannelIdentity(channel="telegram", external_id="4242")]))
     assert count(crm, Patron) == 1
+
+
+def session_started(sender: str, timestamp: float) -> BrokerEvent:
+    from rasa.shared.core.events import SessionStarted
+
+    return BrokerEvent(
+        sender_id=sender, data={"sender_id": sender, **SessionStarted(timestamp=timestamp).as_dict()}
+    )
+
+
+def test_rasa_sessions_become_conversations(crm: Engine) -> None:
+    from bot.models import Conversation
+
+    t = 1_795_000_000.0
+    first = [session_started("rest:fay", t), user_event("rest:fay", "hi", timestamp=t + 1)]
+    second = [session_started("rest:fay", t + 7200), user_event("rest:fay", "again", timestamp=t + 7201)]
+    with session_scope(crm) as session:
+        ingest_events(session=session, events=first, state=IngestState())
+    with session_scope(crm) as session:
+        ingest_events(session=session, events=second + second, state=IngestState())  # with a redelivery
+    with Session(crm, future=True) as session:
+        conversations = session.execute(select(Conversation).order_by(Conversation.id)).scalars().all()
+        assert [c.status for c in conversations] == ["resolved", "open"]
+        by_conversation = [r.conversation_id for r in interactions(crm)]
+        assert by_conversation == [conversations[0].id, conversations[1].id]
+
+
+def test_a_conversation_with_staff_carries_on_across_sessions(crm: Engine) -> None:
+    from bot.models import Conversation
+
+    t = 1_795_000_000.0
+    with session_scope(crm) as session:
+        ingest_events(
+            session=session, events=[user_event("rest:gus", "help", timestamp=t)], state=IngestState()
+        )
+        session.execute(Conversation.__table__.update().values(status="with_staff"))
+    with session_scope(crm) as session:
+        events = [
+            session_started("rest:gus", t + 7200),
+            user_event("rest:gus", "still there?", timestamp=t + 7201),
+        ]
+        ingest_events(session=session, events=events, state=IngestState())
+    assert count(crm, Conversation) == 1
