@@ -10,6 +10,7 @@ import os
 import platform
 import random
 import sqlite3
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -171,6 +172,25 @@ def machine() -> dict[str, Any]:
     return description
 
 
+def code_version() -> dict[str, Any]:
+    """The commit the figures were measured on, and whether the bot's code differed from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "bot"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "bot_modified": None}
+    return {"commit": commit, "bot_modified": bool(changed)}
+
+
 # --- databases -------------------------------------------------------------------------------------
 
 
@@ -249,6 +269,15 @@ def rasa_database(database: str, workdir: Path, label: str) -> Iterator[str]:
         return
     with postgres_schema(label) as url:
         yield url
+
+
+def vacuum_analyze(engine: Engine) -> None:
+    """What autovacuum does to a live PostgreSQL database: statistics, visibility map, hint bits."""
+    connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        connection.execute(text("VACUUM ANALYZE"))
+    finally:
+        connection.close()
 
 
 def broker_table() -> Table:

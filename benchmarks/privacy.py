@@ -31,6 +31,7 @@ from benchmarks.common import (
     skipped,
     tracker_table,
     utc,
+    vacuum_analyze,
 )
 from bot.database import make_engine, session_scope
 from bot.models import (
@@ -191,7 +192,13 @@ def _add_patron(
 
 
 def _add_records(
-    connection: Connection, rng: random.Random, *, ids: _Ids, patron_id: int, scale: int, campaign_ids: list[int]
+    connection: Connection,
+    rng: random.Random,
+    *,
+    ids: _Ids,
+    patron_id: int,
+    scale: int,
+    campaign_ids: list[int],
 ) -> None:
     """Consents, feedback, suggestions, escalations, segment memberships, deliveries and audit rows."""
     conversations = list(
@@ -345,8 +352,7 @@ def fill_crm(engine: Engine, *, interactions: int, background: int, seed: int = 
                         )
                     )
     if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.execute(text("VACUUM ANALYZE"))
+        vacuum_analyze(engine)
     with engine.connect() as connection:
         total = connection.execute(select(func.count()).select_from(Interaction.__table__)).scalar_one()
     return {"patron_id": big, "interactions_in_table": int(total)}
@@ -374,7 +380,11 @@ def tracker_events(*, patron_events: int, background_senders: int, seed: int = 1
 def _measure(*, database: str, crm_url: str, tracker_url: str, sizes: dict[str, int]) -> list[Result]:
     tracker = make_engine(tracker_url)
     with Timer() as tracker_fill:
-        publish(tracker, tracker_table(), tracker_events(**{k: sizes[k] for k in ("patron_events", "background_senders")}))
+        publish(
+            tracker,
+            tracker_table(),
+            tracker_events(**{k: sizes[k] for k in ("patron_events", "background_senders")}),
+        )
     tracker.dispose()
     crm = make_engine(crm_url)
     try:
@@ -386,7 +396,9 @@ def _measure(*, database: str, crm_url: str, tracker_url: str, sizes: dict[str, 
             "patron_rasa_events": sizes["patron_events"],
             "other_patrons": sizes["background_patrons"],
             "interactions_in_table": filled["interactions_in_table"],
-            "tracker_store": "SQLite file" if database == "sqlite" else "PostgreSQL schema (separate from the CRM)",
+            "tracker_store": "SQLite file"
+            if database == "sqlite"
+            else "PostgreSQL schema (separate from the CRM)",
             "fill_seconds": round(crm_fill.elapsed + tracker_fill.elapsed, 2),
         }
         if database == "postgresql":
@@ -399,7 +411,11 @@ def _measure(*, database: str, crm_url: str, tracker_url: str, sizes: dict[str, 
             with Timer() as export:
                 with session_scope(crm) as session:
                     document = export_patron(
-                        session=session, patron_ref=PATRON, actor="bench", reason="benchmark", rasa_stores=stores
+                        session=session,
+                        patron_ref=PATRON,
+                        actor="bench",
+                        reason="benchmark",
+                        rasa_stores=stores,
                     )
                 payload = json.dumps(document, ensure_ascii=False, indent=2)
             stores[0].dispose()
@@ -419,7 +435,7 @@ def _measure(*, database: str, crm_url: str, tracker_url: str, sizes: dict[str, 
             | {
                 "statistic": f"median of {EXPORT_REPEATS} runs",
                 "runs_seconds": [round(run, 4) for run in runs],
-                "includes": "export_patron in session_scope (commit) and json.dumps(ensure_ascii=False, indent=2)",
+                "includes": "export_patron in session_scope, with the commit, and json.dumps as the CLI does",
                 "document_bytes": size,
             },
         )
@@ -434,7 +450,9 @@ def _measure(*, database: str, crm_url: str, tracker_url: str, sizes: dict[str, 
             raise RuntimeError(f"erasure counted {report.interactions_counted} interactions")
         with crm.connect() as connection:
             left = connection.execute(
-                select(func.count()).select_from(Interaction.__table__).where(Interaction.patron_id == report.patron_id)
+                select(func.count())
+                .select_from(Interaction.__table__)
+                .where(Interaction.patron_id == report.patron_id)
             ).scalar_one()
             stat_rows = connection.execute(text("SELECT COUNT(*) FROM interaction_stat")).scalar_one()
         if left:

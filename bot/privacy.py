@@ -155,49 +155,35 @@ def erase_patron(
 
 
 def _count_interactions(*, session: Session, patron_id: int) -> int:
-    """Fold a patron's interactions into the anonymous daily counts before they are deleted."""
+    """Fold a patron's interactions into the anonymous daily counts (one INSERT ... SELECT)."""
+    dialect = session.get_bind().dialect.name
+    # The day in UTC on both databases (PostgreSQL would otherwise use its session's time zone).
     day = (
-        cast(Interaction.occurred_at, Date)
-        if session.get_bind().dialect.name != "sqlite"
-        else func.date(Interaction.occurred_at)
+        func.date(Interaction.occurred_at)
+        if dialect == "sqlite"
+        else cast(func.timezone("UTC", Interaction.occurred_at), Date)
     )
-    groups = session.execute(
-        select(
-            day,
-            Interaction.channel,
-            Interaction.direction,
-            func.coalesce(Interaction.intent, ""),
-            func.coalesce(Interaction.language, ""),
-            func.count(),
-        )
+    intent = func.coalesce(Interaction.intent, "")
+    language = func.coalesce(Interaction.language, "")
+    groups = (
+        select(day, Interaction.channel, Interaction.direction, intent, language, func.count())
         .where(Interaction.patron_id == patron_id)
-        .group_by(day, Interaction.channel, Interaction.direction, Interaction.intent, Interaction.language)
-    ).all()
-    total = 0
-    for raw_day, channel, direction, intent, language, count in groups:
-        when = raw_day if isinstance(raw_day, dt.date) else dt.date.fromisoformat(str(raw_day))
-        values = {
-            "day": when,
-            "channel": channel,
-            "direction": direction,
-            "intent": intent,
-            "language": language,
-            "count": int(count),
-        }
-        _add_to_stat(session=session, values=values)
-        total += int(count)
-    return total
-
-
-def _add_to_stat(*, session: Session, values: dict[str, Any]) -> None:
+        .group_by(day, Interaction.channel, Interaction.direction, intent, language)
+    )
+    total = session.execute(
+        select(func.count()).select_from(Interaction).where(Interaction.patron_id == patron_id)
+    ).scalar_one()
     table: Any = InteractionStat.__table__
-    keys = ["day", "channel", "direction", "intent", "language"]
-    insert: Any = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = insert(table).values(**values)
+    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table).from_select(
+        ["day", "channel", "direction", "intent", "language", "count"], groups
+    )
     statement = statement.on_conflict_do_update(
-        index_elements=keys, set_={"count": table.c.count + statement.excluded.count}
+        index_elements=["day", "channel", "direction", "intent", "language"],
+        set_={"count": table.c.count + statement.excluded.count},
     )
     session.execute(statement)
+    return int(total)
 
 
 @dataclass(frozen=True)
