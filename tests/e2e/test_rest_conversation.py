@@ -199,3 +199,48 @@ def test_facts_edits_apply_without_restart_or_retraining(running_bot: RunningBot
         assert "10:15–16:45" in running_bot.say(sender(), "星期天几点关门")[0]
     finally:
         path.write_text(original, encoding="utf-8")
+
+
+KNOWLEDGE = {
+    (entry["id"], lang): entry[lang]
+    for entry in yaml.safe_load((PROJECT_ROOT / "knowledge" / "faq.yml").read_text(encoding="utf-8"))[
+        "entries"
+    ]
+    for lang in ("zh", "en")
+}
+
+
+@pytest.mark.parametrize(
+    ("entry_id", "language"),
+    [
+        ("renew-online", "zh"),
+        ("renew-online", "en"),
+        ("wifi", "zh"),
+        ("overdue-fines", "en"),
+        ("ill-request", "zh"),
+    ],
+)
+def test_service_questions_are_answered_from_the_knowledge_base(
+    running_bot: RunningBot, entry_id: str, language: str
+) -> None:
+    block = KNOWLEDGE[(entry_id, language)]
+    status, replies = running_bot.post({"sender": sender(), "message": block["question"]})
+    assert status == 200
+    assert len(replies) == 1
+    # Asked in the knowledge base's own words, the bot answers, or at least offers that very question.
+    offered = [button["payload"] for button in replies[0].get("buttons") or []]
+    assert replies[0].get("text") == block["answer"] or block["question"] in offered
+
+
+def test_knowledge_base_edits_apply_without_restart(running_bot: RunningBot, tmp_path: Path) -> None:
+    kb = Path(running_bot.env["PATRONBOT_KNOWLEDGE_BASE"])
+    original = kb.read_text(encoding="utf-8")
+    data = yaml.safe_load(original)
+    wifi = next(entry for entry in data["entries"] if entry["id"] == "wifi")
+    wifi["zh"]["answer"] = "无线网络已更名为 RU-Library-2027，请用校园 ID 登录。"
+    try:
+        kb.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        replies = running_bot.say(sender(), wifi["zh"]["question"])
+        assert replies == [wifi["zh"]["answer"]]
+    finally:
+        kb.write_text(original, encoding="utf-8")

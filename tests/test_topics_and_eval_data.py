@@ -1,0 +1,84 @@
+"""nlu/topics.yml maps every intent to a shared topic id; the shared evaluation data is not training data."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from bot.settings import PROJECT_ROOT
+
+SHARED_EVAL = PROJECT_ROOT.parent / "shared" / "eval"
+TOPICS = yaml.safe_load((PROJECT_ROOT / "nlu" / "topics.yml").read_text(encoding="utf-8"))["topics"]
+DOMAIN = yaml.safe_load((PROJECT_ROOT / "domain.yml").read_text(encoding="utf-8"))
+
+
+def test_every_domain_intent_has_a_topic() -> None:
+    assert set(DOMAIN["intents"]) <= set(TOPICS)
+
+
+def test_topics_are_the_shared_topic_ids() -> None:
+    if not (SHARED_EVAL / "topics.md").is_file():
+        pytest.skip("../shared/eval is not beside this checkout")
+    table = (SHARED_EVAL / "topics.md").read_text(encoding="utf-8")
+    known = set(re.findall(r"^\| ([a-z_]+) \|", table, flags=re.MULTILINE)) - {"topic"}
+    assert set(TOPICS.values()) <= known
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"[\W_]+", "", text.lower())
+
+
+def _project_texts() -> dict[str, set[str]]:
+    """Every example, question, alternative, answer and query the project trains, answers or tunes with."""
+    texts: dict[str, set[str]] = {}
+    folders = ["nlu", "nlu-drafts", "data", "knowledge", "tests/data"]
+    for folder in folders:
+        for path in (PROJECT_ROOT / folder).rglob("*"):
+            if path.suffix not in {".yml", ".yaml", ".jsonl"}:
+                continue
+            content = path.read_text(encoding="utf-8")
+            lines = [
+                line
+                for line in re.findall(r"^\s*- (.+)$", content, flags=re.MULTILINE)
+                if not line.startswith(("intent:", "rule:", "story:", "action:", "or:"))
+            ]
+            lines += re.findall(r"(?:question|answer|text): (.+)$", content, flags=re.MULTILINE)
+            if path.suffix == ".jsonl":
+                lines += [json.loads(line).get("text", "") for line in content.splitlines() if line.strip()]
+            texts[str(path.relative_to(PROJECT_ROOT))] = {_normalise(line) for line in lines if line.strip()}
+    return texts
+
+
+def test_no_shared_evaluation_utterance_is_in_training_data_or_the_knowledge_base() -> None:
+    if not SHARED_EVAL.is_dir():
+        pytest.skip("../shared/eval is not beside this checkout")
+    evaluation = set()
+    for path in SHARED_EVAL.glob("*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                text = _normalise(json.loads(line)["text"])
+                if len(text) >= 8:  # a shared word like "renew" is not a copied utterance
+                    evaluation.add(text)
+    assert len(evaluation) > 500
+    overlaps = {
+        name: sorted(texts & evaluation)[:5] for name, texts in _project_texts().items() if texts & evaluation
+    }
+    assert overlaps == {}
+
+
+def test_held_out_examples_are_not_training_examples() -> None:
+    texts = _project_texts()
+    training = set().union(*(v for k, v in texts.items() if k.startswith("nlu")))
+    for name in ("tests/data/nlu_heldout_en.yml", "tests/data/nlu_heldout_zh.yml"):
+        assert texts[name], name
+        assert texts[name] & training == set(), name
+
+
+def test_retrieval_test_queries_are_not_in_the_knowledge_base() -> None:
+    texts = _project_texts()
+    for split in ("knowledge/eval/queries_dev.jsonl", "knowledge/eval/queries_test.jsonl"):
+        assert texts[split] & texts["knowledge/faq.yml"] == set(), split
+    assert texts["knowledge/eval/queries_dev.jsonl"] & texts["knowledge/eval/queries_test.jsonl"] == set()
