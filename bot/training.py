@@ -11,7 +11,9 @@ from bot.settings import PROJECT_ROOT, Settings
 
 # What a model is made from: changing any of these files means the model must be trained again.
 TRAINING_INPUTS = ("config.yml", "domain.yml", "data", "nlu")
-_INPUT_SUFFIXES = {".yml", ".yaml", ".txt", ".py"}
+_INPUT_SUFFIXES = {".yml", ".yaml", ".txt"}
+# The pipeline's own code is part of the model too; other modules in nlu/ (evaluation) are not.
+_PIPELINE_CODE = ("components.py",)
 
 
 class TrainingError(Exception):
@@ -28,7 +30,9 @@ def training_files(root: Path = PROJECT_ROOT) -> list[Path]:
             files.extend(
                 p
                 for p in path.rglob("*")
-                if p.is_file() and p.suffix in _INPUT_SUFFIXES and "__pycache__" not in p.parts
+                if p.is_file()
+                and (p.suffix in _INPUT_SUFFIXES or p.name in _PIPELINE_CODE)
+                and "__pycache__" not in p.parts
             )
     return sorted(files)
 

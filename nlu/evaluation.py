@@ -54,8 +54,13 @@ def load_topic_file(path: Path) -> list[Labelled]:
 
 def parse_all(model: Path, texts: Sequence[str]) -> list[tuple[str, float]]:
     """The trained model's intent and confidence for each text."""
-    from rasa.core.agent import Agent
+    import logging
 
+    from rasa.core.agent import Agent
+    from rasa.utils.log_utils import configure_structlog
+
+    # Rasa logs every parsed message, text included, at DEBUG; patrons' words stay out of logs.
+    configure_structlog(log_level=logging.WARNING)
     agent = Agent.load(str(model))
 
     async def run() -> list[tuple[str, float]]:

@@ -69,3 +69,25 @@ def test_readme_documents_every_setting() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
     missing = [name for name in Settings.__fields__ if f"`PATRONBOT_{name.upper()}`" not in readme]
     assert missing == []
+
+
+def test_training_fingerprint_follows_training_data_not_other_code(tmp_path: Path) -> None:
+    import shutil
+
+    from bot.training import training_fingerprint
+
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in ("config.yml", "domain.yml"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    (root / "nlu").mkdir()
+    (root / "nlu" / "components.py").write_text("# pipeline code\n", encoding="utf-8")
+    (root / "nlu" / "greet.yml").write_text("nlu: []\n", encoding="utf-8")
+    before = training_fingerprint(root)
+    (root / "nlu" / "evaluation.py").write_text("# not part of the model\n", encoding="utf-8")
+    assert training_fingerprint(root) == before
+    (root / "nlu" / "components.py").write_text("# pipeline code, changed\n", encoding="utf-8")
+    changed = training_fingerprint(root)
+    assert changed != before
+    (root / "nlu" / "greet.yml").write_text("nlu: [x]\n", encoding="utf-8")
+    assert training_fingerprint(root) != changed
