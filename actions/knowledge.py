@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Any
 
 from rasa_sdk import Action, Tracker
@@ -64,3 +65,16 @@ class ActionAnswerFaq(Action):  # type: ignore[misc]
         else:
             dispatcher.utter_message(response="utter_faq_unknown", **_contact())
         return []
+
+
+def warm_up() -> None:
+    """Load the models and index the knowledge base before the first patron asks (takes seconds)."""
+    try:
+        knowledge_service().retriever()
+    except KnowledgeError as error:
+        log.error("cannot index the knowledge base: %s", error)
+
+
+# `patronbot run` sets this for the action server, which then answers /health only once warm.
+if os.environ.get("PATRONBOT_WARM_UP") == "1":
+    warm_up()

@@ -60,7 +60,8 @@ def record_consent(
     wording_version: str | None = None,
     at: dt.datetime | None = None,
 ) -> ConsentChange:
-    """Record a patron's decision. Repeating the decision in force changes nothing (no new row).
+    """Record a patron's decision. Repeating their last recorded decision changes nothing (no new
+    row); a first explicit decision is recorded even when it equals the default.
 
     Withdrawing takes effect at once: pending deliveries that need the purpose are cancelled, and
     withdrawing profiling clears the interests and rule-made segment memberships built on it.
@@ -69,7 +70,13 @@ def record_consent(
         raise ValueError(f"unknown consent purpose {purpose!r}; one of {', '.join(CONSENT_PURPOSES)}")
     if session.get(Patron, patron_id) is None:
         raise LookupError(f"no patron {patron_id}")
-    if current_consents(session=session, patron_id=patron_id)[purpose] == granted:
+    latest = session.execute(
+        select(Consent.granted)
+        .where(Consent.patron_id == patron_id, Consent.purpose == purpose)
+        .order_by(Consent.recorded_at.desc(), Consent.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if latest is not None and bool(latest) == granted:
         return ConsentChange(purpose=purpose, granted=granted, changed=False)
     session.add(
         Consent(

@@ -21,7 +21,7 @@ from bot.conversations import ConversationBook
 from bot.database import describe_error, make_engine, session_scope
 from bot.language import detect_language
 from bot.models import Conversation, IngestCursor, Interaction
-from bot.patrons import PatronKey, touch_patrons
+from bot.patrons import PatronKey, patron_key, touch_patrons
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +55,6 @@ def event_key(event: BrokerEvent) -> str:
     """A digest that is the same for a redelivered copy of an event and differs between events."""
     canonical = json.dumps(event.data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(f"{event.sender_id}\n{canonical}".encode()).hexdigest()
-
-
-def patron_key(sender_id: str, input_channel: str | None) -> PatronKey:
-    """The channel and the channel's own id behind a Rasa sender id.
-
-    patronbot's connectors name conversations ``CHANNEL:ID`` (``rest:abc``, ``telegram:4242``) so that
-    the same id on two channels never shares a Rasa tracker; other senders keep their id as it is.
-    """
-    channel, sep, external = sender_id.partition(":")
-    if sep and channel and external and channel.isidentifier():
-        return PatronKey(channel=channel, external_id=external)
-    return PatronKey(channel=input_channel or "unknown", external_id=sender_id)
 
 
 def _timestamp(data: dict[str, Any]) -> dt.datetime:

@@ -350,6 +350,25 @@ class Retriever:
         return Decision(kind="unknown", hits=tuple(hits))
 
 
+class CachedEncoder:
+    """Remembers the vectors of passages it has encoded, so rebuilding the index after a librarian's
+    edit encodes only the texts that changed."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self._passages: dict[str, NDArray[np.float32]] = {}
+
+    def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        return self.encoder.encode_queries(texts)
+
+    def encode_passages(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        missing = list(dict.fromkeys(text for text in texts if text not in self._passages))
+        if missing:
+            for text, vector in zip(missing, self.encoder.encode_passages(missing), strict=True):
+                self._passages[text] = vector
+        return np.stack([self._passages[text] for text in texts]) if texts else np.zeros((0, 0), np.float32)
+
+
 def fuse(scores: dict[str, NDArray[Any]], weights: dict[str, float]) -> NDArray[Any]:
     """The weighted sum of the signals' scores for every entry."""
     total: NDArray[Any] = np.zeros_like(next(iter(scores.values())), dtype=np.float64)
@@ -413,7 +432,8 @@ class KnowledgeService:
             tuned_model, tuning = load_tuning(self.tuning_path)
             model = self.model or tuned_model
             if not self._encoders or self._model_in_use != model:
-                self._encoders = make_encoders(sentence_model=model, multilingual=self.multilingual)
+                made = make_encoders(sentence_model=model, multilingual=self.multilingual)
+                self._encoders = {name: CachedEncoder(encoder) for name, encoder in made.items()}
                 self._model_in_use = model
             self._retriever = Retriever(load_entries(self.kb_path), encoders=self._encoders, tuning=tuning)
             self._stamp = stamp

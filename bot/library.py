@@ -50,6 +50,7 @@ class LibraryFacts:
     phone: str
     email: str
     website: str
+    privacy_notice: str
     timezone: ZoneInfo
     weekly: dict[str, Opening]
     exceptions: dict[dt.date, Opening]
@@ -124,6 +125,7 @@ def parse_facts(raw: Any, *, source: str = "facts") -> LibraryFacts:
         phone=text("phone"),
         email=text("email"),
         website=text("website"),
+        privacy_notice=str(raw.get("privacy_notice") or "").strip() or text("website"),
         timezone=zone,
         weekly=weekly,
         exceptions=exceptions,

@@ -25,6 +25,18 @@ class PatronKey:
         return f"{self.channel}:{self.external_id}"
 
 
+def patron_key(sender_id: str, input_channel: str | None) -> PatronKey:
+    """The channel and the channel's own id behind a Rasa sender id.
+
+    patronbot's connectors name conversations ``CHANNEL:ID`` (``rest:abc``, ``telegram:4242``) so that
+    the same id on two channels never shares a Rasa tracker; other senders keep their id as it is.
+    """
+    channel, sep, external = sender_id.partition(":")
+    if sep and channel and external and channel.isidentifier():
+        return PatronKey(channel=channel, external_id=external)
+    return PatronKey(channel=input_channel or "unknown", external_id=sender_id)
+
+
 class PatronNotFoundError(LookupError):
     """No patron matches the reference given."""
 

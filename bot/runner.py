@@ -32,7 +32,8 @@ def children(settings: Settings, endpoints: Path) -> list[Child]:
         Child(
             name="action server",
             argv=[rasa, "run", "actions", "--actions", "actions", "--port", str(settings.action_port)],
-            env=env | {"SANIC_HOST": host},
+            # Warm: models loaded and the knowledge base indexed before /health answers.
+            env=env | {"SANIC_HOST": host, "PATRONBOT_WARM_UP": "1"},
             ready_url=action_health,
         ),
         Child(name="ingester", argv=[patronbot, "ingest"], env=env),

@@ -253,3 +253,28 @@ def test_faq_eval_command_reads_the_shared_formats(tmp_path: Path) -> None:
 def test_entry_texts_include_question_with_answer() -> None:
     entry = Entry(id="x", lang="en", question="Q?", answer="A.", alternatives=("alt",))
     assert entry.texts() == ["Q?", "alt", "Q? A."]
+
+
+def test_rebuilding_after_an_edit_encodes_only_changed_texts() -> None:
+    from bot.knowledge import CachedEncoder
+
+    class CountingEncoder:
+        def __init__(self) -> None:
+            self.passages: list[str] = []
+
+        def encode_queries(self, texts):  # type: ignore[no-untyped-def]
+            import numpy as np
+
+            return np.ones((len(texts), 2), dtype=np.float32)
+
+        def encode_passages(self, texts):  # type: ignore[no-untyped-def]
+            import numpy as np
+
+            self.passages.extend(texts)
+            return np.ones((len(texts), 2), dtype=np.float32)
+
+    counting = CountingEncoder()
+    cached = CachedEncoder(counting)
+    assert cached.encode_passages(["a", "b", "a"]).shape == (3, 2)
+    assert cached.encode_passages(["a", "b", "c"]).shape == (3, 2)
+    assert counting.passages == ["a", "b", "c"]

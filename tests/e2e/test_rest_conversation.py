@@ -244,3 +244,24 @@ def test_knowledge_base_edits_apply_without_restart(running_bot: RunningBot, tmp
         assert replies == [wifi["zh"]["answer"]]
     finally:
         kb.write_text(original, encoding="utf-8")
+
+
+def test_one_word_unsubscribes_and_the_crm_keeps_the_history(running_bot: RunningBot) -> None:
+    from bot.models import Consent
+
+    patron = sender()
+    subscribed = running_bot.say(patron, "I'd like to receive messages from the library")
+    assert FACTS.privacy_notice in subscribed[0]
+    assert running_bot.say(patron, "退订") == [response_text("utter_unsubscribed", "zh")]
+    engine = make_engine(running_bot.crm_url)
+    try:
+        with Session(engine, future=True) as session:
+            history = session.execute(
+                select(Consent.granted)
+                .join(ChannelIdentity, ChannelIdentity.patron_id == Consent.patron_id)
+                .where(ChannelIdentity.channel == "rest", ChannelIdentity.external_id == patron)
+                .order_by(Consent.id)
+            ).scalars()
+            assert list(history) == [True, False]
+    finally:
+        engine.dispose()

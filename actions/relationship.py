@@ -1,0 +1,154 @@
+"""Actions for the patron's relationship with the library: consent to messages, and their data."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from actions.language import patron_language
+from bot.audit import log_access
+from bot.consent import current_consents, record_consent
+from bot.database import describe_error, make_engine, session_scope
+from bot.library import FactsError, load_facts
+from bot.models import ChannelIdentity, Interaction, Patron
+from bot.patrons import get_or_create_patron, patron_key
+from bot.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+# The version of the consent wording the patron answered, kept with every consent row.
+FOLLOW_UP_WORDING = "follow-up-v1"
+
+
+@functools.cache
+def crm_engine() -> Engine:
+    return make_engine(get_settings().crm_database_url)
+
+
+def _privacy_url() -> str:
+    settings = get_settings()
+    try:
+        return load_facts(settings.path(settings.library_facts)).privacy_notice
+    except FactsError:
+        return "-"
+
+
+def _patron_id(session: Session, tracker: Tracker) -> int:
+    key = patron_key(tracker.sender_id, tracker.get_latest_input_channel())
+    return get_or_create_patron(session=session, key=key)
+
+
+def _set_follow_up(tracker: Tracker, *, granted: bool) -> bool:
+    """Record the patron's decision; False if the CRM could not be reached (logged, no patron data)."""
+    settings = get_settings()
+    try:
+        with session_scope(crm_engine()) as session:
+            patron_id = _patron_id(session, tracker)
+            record_consent(
+                session=session,
+                patron_id=patron_id,
+                purpose="follow_up",
+                granted=granted,
+                channel=patron_key(tracker.sender_id, tracker.get_latest_input_channel()).channel,
+                wording_version=FOLLOW_UP_WORDING,
+            )
+    except SQLAlchemyError as error:
+        log.error("cannot record a consent decision: %s", describe_error(error, settings.crm_database_url))
+        return False
+    return True
+
+
+class ActionSubscribe(Action):  # type: ignore[misc]
+    """The patron asks for library messages: record the follow-up consent, show the privacy notice."""
+
+    def name(self) -> str:
+        return "action_subscribe"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        if _set_follow_up(tracker, granted=True):
+            dispatcher.utter_message(response="utter_subscribed", privacy_url=_privacy_url())
+        else:
+            dispatcher.utter_message(response="utter_action_unavailable")
+        return []
+
+
+class ActionUnsubscribe(Action):  # type: ignore[misc]
+    """One word ("stop", "退订") withdraws the follow-up consent at once, wherever the patron is."""
+
+    def name(self) -> str:
+        return "action_unsubscribe"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        if _set_follow_up(tracker, granted=False):
+            dispatcher.utter_message(response="utter_unsubscribed")
+        else:
+            dispatcher.utter_message(response="utter_action_unavailable")
+        return []
+
+
+class ActionPrivacySummary(Action):  # type: ignore[misc]
+    """Tells the patron what the library holds about them (the read is written to the audit log)."""
+
+    def name(self) -> str:
+        return "action_privacy_summary"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        settings = get_settings()
+        zh = patron_language(tracker) == "zh"
+        try:
+            with session_scope(crm_engine()) as session:
+                patron_id = _patron_id(session, tracker)
+                summary = _summary(session, patron_id, zh=zh)
+                log_access(
+                    session=session,
+                    actor="patron",
+                    action="read",
+                    patron_id=patron_id,
+                    reason="the patron asked what the library holds about them",
+                )
+        except SQLAlchemyError as error:
+            log.error(
+                "cannot summarise a patron's data: %s", describe_error(error, settings.crm_database_url)
+            )
+            dispatcher.utter_message(response="utter_action_unavailable")
+            return []
+        dispatcher.utter_message(response="utter_privacy_summary", privacy_url=_privacy_url(), **summary)
+        return []
+
+
+def _summary(session: Session, patron_id: int, *, zh: bool) -> dict[str, str]:
+    patron = session.get(Patron, patron_id)
+    assert patron is not None  # just created or found in this transaction
+    channels = session.execute(
+        select(ChannelIdentity.channel).where(ChannelIdentity.patron_id == patron_id)
+    ).scalars()
+    messages = session.execute(
+        select(func.count()).select_from(Interaction).where(Interaction.patron_id == patron_id)
+    ).scalar_one()
+    none = "无" if zh else "none"
+    interests = patron.interests if isinstance(patron.interests, list) else []
+    consents = current_consents(session=session, patron_id=patron_id)
+    words = {True: "同意" if zh else "yes", False: "不同意" if zh else "no"}
+    return {
+        "channels": ", ".join(sorted(set(channels))) or none,
+        "language": patron.language or none,
+        "patron_type": patron.patron_type or none,
+        "interests": ", ".join(str(i) for i in interests) or none,
+        "messages": str(messages),
+        "first_seen": f"{patron.created_at:%Y-%m-%d}" if patron.created_at else none,
+        "consents": ", ".join(f"{purpose}: {words[granted]}" for purpose, granted in consents.items()),
+    }
