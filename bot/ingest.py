@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
@@ -22,18 +22,9 @@ from bot.database import describe_error, make_engine, session_scope
 from bot.language import detect_language
 from bot.models import Conversation, IngestCursor, Interaction
 from bot.patrons import PatronKey, patron_key, touch_patrons
+from bot.rasa_events import EVENTS, RasaEventStore
 
 log = logging.getLogger(__name__)
-
-# The table Rasa's SQL event broker writes (rasa.core.brokers.sql.SQLEventBroker.SQLBrokerEvent).
-_broker_metadata = MetaData()
-rasa_events = Table(
-    "events",
-    _broker_metadata,
-    Column("id", Integer, primary_key=True),
-    Column("sender_id", String(255)),
-    Column("data", Text),
-)
 
 
 @dataclass(frozen=True)
@@ -191,7 +182,7 @@ class SqlEventSource:
         return self._engine
 
     def fetch(self, *, after: int, limit: int) -> list[tuple[int, BrokerEvent]]:
-        query = select(rasa_events).where(rasa_events.c.id > after).order_by(rasa_events.c.id).limit(limit)
+        query = select(EVENTS).where(EVENTS.c.id > after).order_by(EVENTS.c.id).limit(limit)
         try:
             with self.engine.connect() as connection:
                 result = connection.execute(query).all()
@@ -234,8 +225,6 @@ def ingest_once(*, crm: Engine, source: SqlEventSource, state: IngestState, limi
 
 def purge_ingested(*, crm: Engine, source: SqlEventSource) -> int:
     """Delete the broker rows the ingester has already copied into the CRM."""
-    from bot.rasa_events import RasaEventStore
-
     with session_scope(crm) as session:
         cursor = session.get(IngestCursor, source.name)
         position = int(cursor.position or 0) if cursor else 0
@@ -254,20 +243,29 @@ def run_ingester(
 ) -> None:
     """Ingest until `stop` is set; database errors are logged (without patron data) and retried."""
     state = IngestState()
-    backoff = poll_seconds
+    wait = poll_seconds
     log.info("ingesting Rasa events from %s", source.name)
     while not stop.is_set():
         try:
             moved = ingest_once(crm=crm, source=source, state=state)
-            backoff = poll_seconds
         except SQLAlchemyError as error:
             log.error("ingest failed, will retry: %s", describe_error(error, crm_url))
-            backoff = min(backoff * 2, 5.0)
-            moved = 0
-        if not moved:
-            stop.wait(backoff)
-
-
-def events_from(records: Iterable[dict[str, Any]]) -> list[BrokerEvent]:
-    """Broker events from dicts as Rasa publishes them (with a ``sender_id`` key)."""
-    return [BrokerEvent(sender_id=str(record.get("sender_id") or ""), data=record) for record in records]
+            wait = min(max(wait, poll_seconds) * 2, 5.0)
+            stop.wait(wait)
+            continue
+        if moved:
+            wait = poll_seconds
+        else:
+            stop.wait(wait)
+            wait = min(wait * 2, 1.0)  # idle: poll less often, at most a second apart
+    # Stopping: copy what Rasa published before it stopped, so nothing waits for the next start.
+    for _ in range(100):
+        try:
+            if not ingest_once(crm=crm, source=source, state=state):
+                break
+        except SQLAlchemyError as error:
+            log.error(
+                "final ingest failed; the rest is copied at the next start: %s",
+                describe_error(error, crm_url),
+            )
+            break

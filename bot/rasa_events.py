@@ -11,11 +11,11 @@ from sqlalchemy.engine import Engine
 
 from bot.database import make_engine
 
-_metadata = MetaData()
-# Both stores name their table "events"; the tracker store adds columns the broker does not have.
-_events = Table(
+# Both stores name their table "events" (rasa.core.brokers.sql.SQLEventBroker.SQLBrokerEvent and
+# rasa.core.tracker_store.SQLTrackerStore.SQLEvent); the tracker store adds columns the broker lacks.
+EVENTS = Table(
     "events",
-    _metadata,
+    MetaData(),
     Column("id", Integer, primary_key=True),
     Column("sender_id", String(255)),
     Column("data", Text),
@@ -52,9 +52,9 @@ class RasaEventStore:
             return []
         with self.engine.connect() as connection:
             rows = connection.execute(
-                select(_events.c.sender_id, _events.c.data)
-                .where(_events.c.sender_id.in_(list(senders)))
-                .order_by(_events.c.id)
+                select(EVENTS.c.sender_id, EVENTS.c.data)
+                .where(EVENTS.c.sender_id.in_(list(senders)))
+                .order_by(EVENTS.c.id)
             ).all()
         result = []
         for sender_id, data in rows:
@@ -69,7 +69,7 @@ class RasaEventStore:
         if not senders or not self._table_exists():
             return 0
         with self.engine.begin() as connection:
-            result: Any = connection.execute(delete(_events).where(_events.c.sender_id.in_(list(senders))))
+            result: Any = connection.execute(delete(EVENTS).where(EVENTS.c.sender_id.in_(list(senders))))
         return int(result.rowcount or 0)
 
     def purge_before(self, cutoff: float) -> int:
@@ -90,7 +90,7 @@ class RasaEventStore:
         if not self._table_exists():
             return 0
         with self.engine.begin() as connection:
-            result: Any = connection.execute(delete(_events).where(_events.c.id <= last_id))
+            result: Any = connection.execute(delete(EVENTS).where(EVENTS.c.id <= last_id))
         return int(result.rowcount or 0)
 
     def dispose(self) -> None:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.engine import Engine
 
 from bot.ingest import BrokerEvent
@@ -51,16 +51,10 @@ def interactions(engine: Engine) -> list[Interaction]:
 
 def broker_table(engine: Engine) -> Table:
     """Rasa's SQL event broker table, created as Rasa creates it."""
-    metadata = MetaData()
-    table = Table(
-        "events",
-        metadata,
-        Column("id", Integer, primary_key=True),
-        Column("sender_id", String(255)),
-        Column("data", Text),
-    )
-    metadata.create_all(engine)
-    return table
+    from bot.rasa_events import EVENTS
+
+    EVENTS.metadata.create_all(engine)
+    return EVENTS
 
 
 def publish(engine: Engine, table: Table, events: list[BrokerEvent], raw: list[Any] | None = None) -> None:

@@ -191,3 +191,48 @@ def test_a_conversation_with_staff_carries_on_across_sessions(crm: Engine) -> No
         ]
         ingest_events(session=session, events=events, state=IngestState())
     assert count(crm, Conversation) == 1
+
+
+def test_the_ingester_copies_what_is_pending_when_it_stops(crm: Engine, crm_url: str, tmp_path: Path) -> None:
+    import threading
+
+    from bot.ingest import run_ingester
+
+    broker_url = f"sqlite:///{tmp_path / 'events.db'}"
+    broker = make_engine(broker_url)
+    publish(
+        broker, broker_table(broker), [user_event("rest:last", "bye"), bot_event("rest:last", "Goodbye!")]
+    )
+    stop = threading.Event()
+    stop.set()  # asked to stop before it read anything: it still drains the broker first
+    run_ingester(crm=crm, crm_url=crm_url, source=SqlEventSource(broker_url), stop=stop)
+    assert [r.text for r in interactions(crm)] == ["bye", "Goodbye!"]
+
+
+def test_the_ingester_keeps_running_and_picks_up_new_events(
+    crm: Engine, crm_url: str, tmp_path: Path
+) -> None:
+    import threading
+    import time
+
+    from bot.ingest import run_ingester
+
+    broker_url = f"sqlite:///{tmp_path / 'events.db'}"
+    broker = make_engine(broker_url)
+    table = broker_table(broker)
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_ingester,
+        kwargs={"crm": crm, "crm_url": crm_url, "source": SqlEventSource(broker_url), "stop": stop},
+    )
+    worker.start()
+    try:
+        publish(broker, table, [user_event("rest:live", "hello")])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not interactions(crm):
+            time.sleep(0.05)
+        assert [r.text for r in interactions(crm)] == ["hello"]
+    finally:
+        stop.set()
+        worker.join(timeout=20)
+    assert not worker.is_alive()
