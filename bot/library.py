@@ -1,4 +1,4 @@
-"""The library's facts (name, address, contact, opening hours) from its editable facts file."""
+"""The library's facts (name, address, contact, opening and staffed hours) from its editable facts file."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 _ZH_WEEKDAYS = ("周一", "周二", "周三", "周四", "周五", "周六", "周日")
 _EN_WEEKDAYS = tuple(day.capitalize() for day in WEEKDAYS)
 _HOURS = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+DEFAULT_STAFF_RESPONSE_MINUTES = 60
 
 
 class FactsError(Exception):
@@ -54,9 +55,24 @@ class LibraryFacts:
     timezone: ZoneInfo
     weekly: dict[str, Opening]
     exceptions: dict[dt.date, Opening]
+    # When librarians answer escalated conversations; defaults to the opening hours.
+    staffed_weekly: dict[str, Opening] = field(default_factory=dict)
+    staffed_exceptions: dict[dt.date, Opening] = field(default_factory=dict)
+    # How soon, within staffed hours, a librarian answers an escalation (its due time).
+    staff_response: dt.timedelta = dt.timedelta(minutes=DEFAULT_STAFF_RESPONSE_MINUTES)
+    # Whether the feedback form also asks the Net Promoter question (0-10).
+    feedback_nps: bool = False
 
     def opening_on(self, day: dt.date) -> Opening:
         return self.exceptions.get(day) or self.weekly[WEEKDAYS[day.weekday()]]
+
+    def staffed_on(self, day: dt.date) -> Opening:
+        """When librarians are on duty on `day`: a dated exception, else the weekday's staffed hours."""
+        if day in self.staffed_exceptions:
+            return self.staffed_exceptions[day]
+        if self.staffed_weekly:
+            return self.staffed_weekly[WEEKDAYS[day.weekday()]]
+        return self.opening_on(day)
 
     def today(self) -> dt.date:
         return dt.datetime.now(self.timezone).date()
@@ -108,7 +124,16 @@ def parse_facts(raw: Any, *, source: str = "facts") -> LibraryFacts:
     if not isinstance(hours, dict) or set(hours) != set(WEEKDAYS):
         raise FactsError(f"{source}: 'hours' must give hours for each of {', '.join(WEEKDAYS)}")
     weekly = {day: _opening(hours[day], where=f"{source}: hours.{day}") for day in WEEKDAYS}
+    staffed = raw.get("staffed_hours")
+    staffed_weekly: dict[str, Opening] = {}
+    if staffed is not None:
+        if not isinstance(staffed, dict) or set(staffed) != set(WEEKDAYS):
+            raise FactsError(f"{source}: 'staffed_hours' must give hours for each of {', '.join(WEEKDAYS)}")
+        staffed_weekly = {
+            day: _opening(staffed[day], where=f"{source}: staffed_hours.{day}") for day in WEEKDAYS
+        }
     exceptions: dict[dt.date, Opening] = {}
+    staffed_exceptions: dict[dt.date, Opening] = {}
     for index, entry in enumerate(raw.get("hours_exceptions") or []):
         where = f"{source}: hours_exceptions[{index}]"
         if not isinstance(entry, dict):
@@ -119,6 +144,20 @@ def parse_facts(raw: Any, *, source: str = "facts") -> LibraryFacts:
             raise FactsError(f"{where}.date must be a date like 2026-10-01") from None
         note = bilingual(f"hours_exceptions[{index}].note", entry.get("note") or {"zh": "", "en": ""})
         exceptions[day] = _opening(entry.get("hours"), where=f"{where}.hours", note=note)
+        # Librarians are off when the library is closed, unless the entry says when they are on.
+        if "staffed" in entry:
+            staffed_exceptions[day] = _opening(entry["staffed"], where=f"{where}.staffed")
+        elif exceptions[day].closed:
+            staffed_exceptions[day] = exceptions[day]
+    response = raw.get("staff_response_minutes", DEFAULT_STAFF_RESPONSE_MINUTES)
+    if not isinstance(response, int) or isinstance(response, bool) or not 1 <= response <= 7 * 24 * 60:
+        raise FactsError(
+            f"{source}: 'staff_response_minutes' must be a whole number of minutes from 1 to 10080,"
+            f" got {response!r}"
+        )
+    feedback_nps = raw.get("feedback_nps", False)
+    if not isinstance(feedback_nps, bool):
+        raise FactsError(f"{source}: 'feedback_nps' must be true or false, got {feedback_nps!r}")
     return LibraryFacts(
         name=bilingual("name"),
         address=bilingual("address"),
@@ -129,6 +168,10 @@ def parse_facts(raw: Any, *, source: str = "facts") -> LibraryFacts:
         timezone=zone,
         weekly=weekly,
         exceptions=exceptions,
+        staffed_weekly=staffed_weekly,
+        staffed_exceptions=staffed_exceptions,
+        staff_response=dt.timedelta(minutes=response),
+        feedback_nps=feedback_nps,
     )
 
 
@@ -228,6 +271,68 @@ def hours_reply(*, facts: LibraryFacts, text: str, language: Language, today: dt
     if day is None:
         return weekly_hours_reply(facts=facts, language=language, today=today)
     return day_hours_reply(facts=facts, day=day, language=language)
+
+
+def _local(facts: LibraryFacts, at: dt.datetime) -> dt.datetime:
+    if at.tzinfo is None:
+        raise ValueError("naive datetime given for staffed hours; pass a timezone-aware one")
+    return at.astimezone(facts.timezone)
+
+
+def staffed_now(*, facts: LibraryFacts, at: dt.datetime) -> bool:
+    """Whether a librarian is on duty at `at` (in the library's time zone)."""
+    local = _local(facts, at)
+    duty = facts.staffed_on(local.date())
+    return duty.opens is not None and duty.closes is not None and duty.opens <= local.time() < duty.closes
+
+
+def next_staffed(*, facts: LibraryFacts, at: dt.datetime) -> dt.datetime | None:
+    """The first moment at or after `at` when a librarian is on duty, in the library's time zone.
+
+    `at` itself when staffed now; None when no librarian is on duty in the coming year.
+    """
+    local = _local(facts, at)
+    if staffed_now(facts=facts, at=local):
+        return local
+    for offset in range(367):
+        day = local.date() + dt.timedelta(days=offset)
+        duty = facts.staffed_on(day)
+        if duty.opens is None:
+            continue
+        start = dt.datetime.combine(day, duty.opens, tzinfo=facts.timezone)
+        if start > local:
+            return start
+    return None
+
+
+def _when(start: dt.datetime, *, today: dt.date, language: Language) -> str:
+    """'today 14:00', 'tomorrow 09:00', 'Monday 09:00', or with the date when over a week away."""
+    days = (start.date() - today).days
+    clock = f"{start:%H:%M}"
+    if language == "zh":
+        if days in (0, 1):
+            return f"{'今天' if days == 0 else '明天'} {clock}"
+        name = weekday_name(start.date(), "zh")
+        return f"{name} {clock}" if days < 7 else f"{start.month}月{start.day}日（{name}）{clock}"
+    if days in (0, 1):
+        return f"{'today' if days == 0 else 'tomorrow'} {clock}"
+    name = weekday_name(start.date(), "en")
+    return f"{name} {clock}" if days < 7 else f"{name} {start:%-d %B} {clock}"
+
+
+def handoff_reply(*, facts: LibraryFacts, language: Language, at: dt.datetime) -> str:
+    """What the patron is told when handed to a librarian: soon, or from when a librarian is on duty."""
+    if staffed_now(facts=facts, at=at):
+        return "馆员会尽快在这里回复您。" if language == "zh" else "A librarian will reply here shortly."
+    start = next_staffed(facts=facts, at=at)
+    if start is None:
+        if language == "zh":
+            return "馆员现在不在岗，会尽快在这里回复您。"
+        return "Librarians are not on duty now; one will answer here as soon as possible."
+    when = _when(start, today=_local(facts, at).date(), language=language)
+    if language == "zh":
+        return f"馆员现在不在岗，{when} 起会在这里回复您。"
+    return f"Librarians are not on duty now; one will answer here from {when}."
 
 
 def contact_reply(*, facts: LibraryFacts, language: Language) -> str:

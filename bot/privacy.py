@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Date, Table, cast, delete, func, select, update
+from sqlalchemy import Date, Table, cast, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -17,14 +17,18 @@ from bot.rasa_events import RasaEventStore
 
 EXPORT_FORMAT = "patronbot-patron-export/1"
 
-# Free-text columns that may hold personal data, blanked when a row outlives its patron anonymously.
+# Columns that may hold personal data (free text, channel ids), blanked when a row outlives its
+# patron anonymously.
 PERSONAL_TEXT = {
     "feedback": ("comment",),
     "suggestion": ("text", "library_answer"),
-    "escalation": ("resolution_note",),
+    "escalation": ("resolution_note", "rasa_sender_id"),
     "audit_log": ("detail",),
     "delivery": ("last_error",),
 }
+
+# Tables whose rows also belong to a patron through a Rasa sender id column, even without the key.
+SENDER_COLUMNS = {"outbox": "recipient", "escalation": "rasa_sender_id"}
 
 
 def patron_tables() -> list[Table]:
@@ -38,9 +42,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _rows(session: Session, table: Table, patron_id: int) -> list[dict[str, Any]]:
+def _belongs(table: Table, patron_id: int, senders: set[str]) -> Any:
+    """The rows of `table` that are the patron's: by patron key, or by their conversations' ids."""
+    condition: Any = table.c.patron_id == patron_id
+    column = SENDER_COLUMNS.get(table.name)
+    if column is not None and senders:
+        condition = or_(condition, table.c[column].in_(sorted(senders)))
+    return condition
+
+
+def _rows(session: Session, table: Table, patron_id: int, senders: set[str]) -> list[dict[str, Any]]:
     order = list(table.primary_key.columns)
-    result = session.execute(select(table).where(table.c.patron_id == patron_id).order_by(*order))
+    result = session.execute(select(table).where(_belongs(table, patron_id, senders)).order_by(*order))
     return [{key: _jsonable(value) for key, value in row._mapping.items()} for row in result]
 
 
@@ -73,7 +86,7 @@ def export_patron(
         "format": EXPORT_FORMAT,
         "exported_at": utcnow().isoformat(),
         "patron": {key: _jsonable(value) for key, value in profile._mapping.items()},
-        "tables": {table.name: _rows(session, table, patron.id) for table in patron_tables()},
+        "tables": {table.name: _rows(session, table, patron.id, senders) for table in patron_tables()},
         "rasa": {store.name: store.events_for(senders) for store in rasa_stores},
     }
     log_access(
@@ -123,7 +136,7 @@ def erase_patron(
     anonymised: dict[str, int] = {}
     for table in reversed(patron_tables()):
         foreign_key = next(fk for fk in table.c.patron_id.foreign_keys if fk.column.table.name == "patron")
-        condition = table.c.patron_id == patron_id
+        condition = _belongs(table, patron_id, senders)
         if foreign_key.ondelete == "CASCADE":
             result: Any = session.execute(delete(table).where(condition))
             deleted[table.name] = int(result.rowcount or 0)

@@ -1,7 +1,13 @@
-"""The REST channel: POST /webhooks/rest/webhook, with input checked and conversations kept per channel."""
+"""The REST channel: POST /webhooks/rest/webhook, with input checked and conversations kept per channel.
+
+Messages that no Rasa turn produced (staff replies) wait in the CRM's outbox: they come before the
+bot's replies in the next webhook response, or from GET /webhooks/rest/outbox?sender=ID for a widget.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -12,8 +18,11 @@ from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, Us
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
+from sqlalchemy.engine import Engine
 
+from bot.database import make_engine, session_scope
 from bot.language import detect_language
+from bot.outbound import take_pending
 from bot.redaction import fingerprint
 from bot.settings import get_settings
 
@@ -47,6 +56,17 @@ def clean_text(text: str) -> str:
     return text.replace("\x00", "")
 
 
+def parse_sender(sender: object) -> str:
+    """Check a sender id (the patron as the client knows them): a non-empty string, or a number."""
+    if isinstance(sender, int) and not isinstance(sender, bool):
+        sender = str(sender)
+    if not isinstance(sender, str) or not sender.strip():
+        raise BadRequestError("'sender' is required: a non-empty string that identifies the patron")
+    if len(sender) > MAX_SENDER_CHARS:
+        raise BadRequestError(f"'sender' is longer than {MAX_SENDER_CHARS} characters")
+    return clean_text(sender.strip())
+
+
 def parse_request(body: bytes, *, max_chars: int) -> PatronMessage:
     """Check a webhook body: a JSON object with a non-empty ``sender`` and ``message``."""
     try:
@@ -55,13 +75,7 @@ def parse_request(body: bytes, *, max_chars: int) -> PatronMessage:
         raise BadRequestError('the body must be JSON: {"sender": "...", "message": "..."}') from None
     if not isinstance(payload, dict):
         raise BadRequestError("the body must be a JSON object with 'sender' and 'message'")
-    sender = payload.get("sender")
-    if isinstance(sender, int) and not isinstance(sender, bool):
-        sender = str(sender)
-    if not isinstance(sender, str) or not sender.strip():
-        raise BadRequestError("'sender' is required: a non-empty string that identifies the patron")
-    if len(sender) > MAX_SENDER_CHARS:
-        raise BadRequestError(f"'sender' is longer than {MAX_SENDER_CHARS} characters")
+    sender = parse_sender(payload.get("sender"))
     text = payload.get("message")
     if not isinstance(text, str):
         raise BadRequestError("'message' is required: the patron's text as a string")
@@ -73,7 +87,36 @@ def parse_request(body: bytes, *, max_chars: int) -> PatronMessage:
     metadata = payload.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise BadRequestError("'metadata', when given, must be a JSON object")
-    return PatronMessage(sender=clean_text(sender.strip()), text=text, metadata=metadata)
+    return PatronMessage(sender=sender, text=text, metadata=metadata)
+
+
+@functools.cache
+def crm_engine(url: str) -> Engine:
+    """The CRM engine of this Rasa process, made on first use (statement parameters kept out of errors)."""
+    return make_engine(url, hide_parameters=True)
+
+
+def pending_replies(*, engine: Engine, conversation_id: str, recipient_id: str) -> list[dict[str, str]]:
+    """The conversation's waiting outbox messages as replies, marked delivered once committed."""
+    with session_scope(engine) as session:
+        messages = take_pending(session=session, channel=RestInput.name(), recipient=conversation_id)
+        return [{"recipient_id": recipient_id, "text": str(message.text)} for message in messages]
+
+
+async def _outbox_replies(conversation_id: str, recipient_id: str) -> list[dict[str, str]] | None:
+    """pending_replies off the event loop; None (logged without patron data) if the CRM fails."""
+    engine = crm_engine(get_settings().crm_database_url)
+    try:
+        return await asyncio.to_thread(
+            pending_replies, engine=engine, conversation_id=conversation_id, recipient_id=recipient_id
+        )
+    except Exception as error:
+        log.error(
+            "rest: the outbox of %s could not be read (%s)",
+            fingerprint(conversation_id),
+            type(error).__name__,
+        )
+        return None
 
 
 class RestInput(InputChannel):  # type: ignore[misc]
@@ -121,6 +164,21 @@ class RestInput(InputChannel):  # type: ignore[misc]
                 collector.messages.append({"recipient_id": conversation_id, "text": APOLOGY[language]})
             for reply in collector.messages:
                 reply["recipient_id"] = message.sender
-            return response.json(collector.messages)
+            # Staff replies waiting for this conversation come first: they were written before these.
+            waiting = await _outbox_replies(conversation_id, message.sender) or []
+            return response.json([*waiting, *collector.messages])
+
+        @webhook.route("/outbox", methods=["GET"])
+        async def outbox(request: Request) -> HTTPResponse:
+            try:
+                sender = parse_sender(request.args.get("sender"))
+            except BadRequestError as error:
+                return response.json({"error": str(error)}, status=400)
+            waiting = await _outbox_replies(f"{self.name()}:{sender}", sender)
+            if waiting is None:
+                return response.json(
+                    {"error": "the outbox cannot be read right now; try again shortly"}, status=503
+                )
+            return response.json(waiting)
 
         return webhook

@@ -5,11 +5,22 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 
-from bot.library import FactsError, find_day, hours_reply, load_facts, parse_facts
+from bot.library import (
+    WEEKDAYS,
+    FactsError,
+    find_day,
+    handoff_reply,
+    hours_reply,
+    load_facts,
+    next_staffed,
+    parse_facts,
+    staffed_now,
+)
 from bot.settings import PROJECT_ROOT
 
 FACTS_FILE = PROJECT_ROOT / "knowledge" / "library.yml"
@@ -111,3 +122,135 @@ def test_malformed_facts_are_reported_by_key(change, message: str) -> None:  # t
 def test_missing_facts_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FactsError, match="cannot read the library facts file"):
         load_facts(tmp_path / "nope.yml")
+
+
+def staffed_facts(**changes: object):  # type: ignore[no-untyped-def]
+    data = raw_facts()
+    data["staffed_hours"] = {
+        **dict.fromkeys(("monday", "tuesday", "wednesday", "thursday", "friday"), "09:00-17:00"),
+        "saturday": "closed",
+        "sunday": "closed",
+    }
+    data.update(changes)
+    return parse_facts(data)
+
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+@pytest.mark.parametrize(
+    ("at", "expected"),
+    [
+        (dt.datetime(2026, 11, 25, 9, 0, tzinfo=SHANGHAI), True),
+        (dt.datetime(2026, 11, 25, 16, 59, tzinfo=SHANGHAI), True),
+        (dt.datetime(2026, 11, 25, 17, 0, tzinfo=SHANGHAI), False),
+        (dt.datetime(2026, 11, 25, 8, 59, tzinfo=SHANGHAI), False),
+        (dt.datetime(2026, 11, 28, 11, 0, tzinfo=SHANGHAI), False),  # Saturday
+        # 02:00 UTC is 10:00 in Shanghai, the facts file's time zone.
+        (dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC), True),
+        (dt.datetime(2026, 11, 25, 10, 0, tzinfo=dt.UTC), False),
+    ],
+)
+def test_staffed_now_follows_the_staffed_hours_in_the_librarys_time_zone(
+    at: dt.datetime, expected: bool
+) -> None:
+    assert staffed_now(facts=staffed_facts(), at=at) is expected
+
+
+def test_next_staffed_is_now_or_the_next_opening() -> None:
+    facts = staffed_facts()
+    wednesday_10 = dt.datetime(2026, 11, 25, 10, 0, tzinfo=SHANGHAI)
+    assert next_staffed(facts=facts, at=wednesday_10) == wednesday_10
+    early = next_staffed(facts=facts, at=dt.datetime(2026, 11, 25, 7, 30, tzinfo=SHANGHAI))
+    assert early == dt.datetime(2026, 11, 25, 9, 0, tzinfo=SHANGHAI)
+    weekend = next_staffed(facts=facts, at=dt.datetime(2026, 11, 27, 18, 0, tzinfo=SHANGHAI))
+    assert weekend == dt.datetime(2026, 11, 30, 9, 0, tzinfo=SHANGHAI)
+    assert weekend is not None
+    assert weekend.utcoffset() == dt.timedelta(hours=8)
+
+
+def test_a_closed_holiday_has_no_librarians_unless_the_exception_says_so() -> None:
+    holiday = {"date": "2026-11-26", "hours": "closed", "note": {"zh": "闭馆", "en": "closed"}}
+    thursday_10 = dt.datetime(2026, 11, 26, 10, 0, tzinfo=SHANGHAI)
+    facts = staffed_facts(hours_exceptions=[holiday])
+    assert staffed_now(facts=facts, at=thursday_10) is False
+    assert next_staffed(facts=facts, at=thursday_10) == dt.datetime(2026, 11, 27, 9, 0, tzinfo=SHANGHAI)
+    on_call = staffed_facts(hours_exceptions=[holiday | {"staffed": "10:00-12:00"}])
+    assert staffed_now(facts=on_call, at=thursday_10) is True
+
+
+def test_without_staffed_hours_librarians_are_on_duty_in_opening_hours() -> None:
+    data = raw_facts()
+    data.pop("staffed_hours", None)
+    facts = parse_facts(data)
+    assert staffed_now(facts=facts, at=dt.datetime(2026, 11, 28, 20, 0, tzinfo=SHANGHAI)) is True  # Sat 09-21
+    assert staffed_now(facts=facts, at=dt.datetime(2026, 11, 28, 21, 30, tzinfo=SHANGHAI)) is False
+
+
+def test_never_staffed_has_no_next_time() -> None:
+    facts = staffed_facts(staffed_hours=dict.fromkeys(WEEKDAYS, "closed"))
+    at = dt.datetime(2026, 11, 25, 10, 0, tzinfo=SHANGHAI)
+    assert next_staffed(facts=facts, at=at) is None
+    assert "as soon as possible" in handoff_reply(facts=facts, language="en", at=at)
+
+
+@pytest.mark.parametrize(
+    ("at", "language", "expected"),
+    [
+        (dt.datetime(2026, 11, 25, 10, 0, tzinfo=SHANGHAI), "en", "A librarian will reply here shortly."),
+        (dt.datetime(2026, 11, 25, 10, 0, tzinfo=SHANGHAI), "zh", "馆员会尽快在这里回复您。"),
+        (
+            dt.datetime(2026, 11, 27, 18, 0, tzinfo=SHANGHAI),
+            "en",
+            "Librarians are not on duty now; one will answer here from Monday 09:00.",
+        ),
+        (
+            dt.datetime(2026, 11, 27, 18, 0, tzinfo=SHANGHAI),
+            "zh",
+            "馆员现在不在岗，周一 09:00 起会在这里回复您。",
+        ),
+        (
+            dt.datetime(2026, 11, 25, 18, 0, tzinfo=SHANGHAI),
+            "en",
+            "Librarians are not on duty now; one will answer here from tomorrow 09:00.",
+        ),
+        (
+            dt.datetime(2026, 11, 25, 7, 0, tzinfo=SHANGHAI),
+            "zh",
+            "馆员现在不在岗，今天 09:00 起会在这里回复您。",
+        ),
+    ],
+)
+def test_handoff_reply_says_when_a_librarian_answers(at: dt.datetime, language: str, expected: str) -> None:
+    assert handoff_reply(facts=staffed_facts(), language=language, at=at) == expected  # type: ignore[arg-type]
+
+
+def test_staff_response_time_comes_from_the_facts_file() -> None:
+    assert staffed_facts(staff_response_minutes=20).staff_response == dt.timedelta(minutes=20)
+    assert load_facts(FACTS_FILE).staff_response == dt.timedelta(minutes=60)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"staffed_hours": {"monday": "09:00-17:00"}}, "'staffed_hours' must give hours for each of"),
+        (
+            {"staffed_hours": {**dict.fromkeys(WEEKDAYS, "closed"), "friday": "9-5"}},
+            "staffed_hours.friday must be 'HH:MM-HH:MM' or 'closed'",
+        ),
+        ({"staff_response_minutes": 0}, "'staff_response_minutes' must be a whole number of minutes"),
+        ({"staff_response_minutes": "soon"}, "'staff_response_minutes' must be a whole number of minutes"),
+        (
+            {"hours_exceptions": [{"date": "2026-11-26", "hours": "closed", "staffed": "late"}]},
+            r"hours_exceptions\[0\].staffed must be 'HH:MM-HH:MM'",
+        ),
+    ],
+)
+def test_malformed_staffed_hours_are_reported_by_key(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(FactsError, match=message):
+        staffed_facts(**changes)
+
+
+def test_staffed_hours_refuse_a_naive_time() -> None:
+    with pytest.raises(ValueError, match="naive datetime"):
+        staffed_now(facts=staffed_facts(), at=dt.datetime(2026, 11, 25, 10, 0))

@@ -10,6 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from bot.database import make_engine
 from bot.migrate import alembic_config, current_revision, head_revision, include_object, upgrade
@@ -74,3 +75,44 @@ def test_downgrade_to_base_and_back(empty_url: str) -> None:
     assert current_revision(url=empty_url) is None
     upgrade(url=empty_url)
     assert current_revision(url=empty_url) == head_revision()
+
+
+def test_0003_keeps_escalations_and_admits_a_helpful_only_feedback(empty_url: str) -> None:
+    upgrade(url=empty_url, revision="0002")
+    engine = make_engine(empty_url)
+    now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO patron (id, language, created_at, last_seen_at) VALUES (1, 'zh', :now, :now)"),
+            {"now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO escalation (id, patron_id, reason, priority, status, created_at, due_at)"
+                " VALUES (1, 1, 'requested', 'high', 'open', :now, :now)"
+            ),
+            {"now": now},
+        )
+    upgrade(url=empty_url)
+    with engine.begin() as connection:
+        row = connection.execute(
+            text("SELECT priority, channel, rasa_sender_id FROM escalation WHERE id = 1")
+        ).one()
+        assert tuple(row) == ("high", None, None)
+        connection.execute(
+            text("INSERT INTO feedback (patron_id, helpful, created_at) VALUES (1, :yes, :now)"),
+            {"yes": True, "now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO outbox (channel, recipient, patron_id, text, produced_by, created_at)"
+                " VALUES ('rest', 'rest:a', 1, 'hi', 'staff:li', :now)"
+            ),
+            {"now": now},
+        )
+    # The other checks survived the rebuild of the feedback table.
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(text("INSERT INTO feedback (csat, created_at) VALUES (9, :now)"), {"now": now})
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(text("INSERT INTO feedback (topic, created_at) VALUES ('x', :now)"), {"now": now})
+    engine.dispose()

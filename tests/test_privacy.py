@@ -23,6 +23,7 @@ from bot.models import (
     Feedback,
     Interaction,
     InteractionStat,
+    OutboxMessage,
     Patron,
     Segment,
     SegmentMembership,
@@ -107,6 +108,8 @@ def populate(crm: Engine) -> int:
                 Escalation(
                     patron_id=alice,
                     conversation_id=conversation_id,
+                    channel="rest",
+                    rasa_sender_id="rest:alice",
                     reason="low_rating",
                     due_at=dt.datetime(2026, 11, 26, tzinfo=dt.UTC),
                     resolution_note="called her back",
@@ -114,6 +117,18 @@ def populate(crm: Engine) -> int:
                 SegmentMembership(segment_id=segment.id, patron_id=alice),
                 Delivery(campaign_id=campaign.id, patron_id=alice, channel="rest"),
                 AuditLog(actor="li.wei", action="read", patron_id=alice, reason="answering her escalation"),
+                OutboxMessage(
+                    channel="rest",
+                    recipient="rest:alice",
+                    patron_id=alice,
+                    text="您的卡已续期",
+                    produced_by="staff:li",
+                ),
+                # Queued for her telegram conversation without the patron key: found by the sender id.
+                OutboxMessage(
+                    channel="telegram", recipient="telegram:77", text="see you", produced_by="staff:li"
+                ),
+                OutboxMessage(channel="rest", recipient="rest:bob", text="hello bob", produced_by="staff:li"),
             ]
         )
     return alice
@@ -154,7 +169,15 @@ def test_export_holds_every_table_with_a_patron_key_and_the_tracker(
     channels = {(i["channel"], i["external_id"]) for i in document["tables"]["channel_identity"]}
     assert channels == {("rest", "alice"), ("telegram", "77")}
     assert [e["text"] for e in document["rasa"]["tracker_store"]] == ["my card number is 12345"]
-    assert all(row["patron_id"] == alice for rows in document["tables"].values() for row in rows)
+    assert [(m["recipient"], m["text"]) for m in document["tables"]["outbox"]] == [
+        ("rest:alice", "您的卡已续期"),
+        ("telegram:77", "see you"),
+    ]
+    assert all(
+        row["patron_id"] == alice or (name == "outbox" and row["recipient"] == "telegram:77")
+        for name, rows in document["tables"].items()
+        for row in rows
+    )
 
 
 def test_export_is_audited(crm: Engine, tracker: RasaEventStore) -> None:
@@ -202,6 +225,9 @@ def test_erasure_leaves_no_row_or_tracker_event_and_keeps_counts(
             None,
             "low_rating",
         )
+        assert (escalation.rasa_sender_id, escalation.channel) == (None, "rest")
+        # Her outbox messages are gone, by patron key and by sender id; Bob's is not.
+        assert [m.recipient for m in session.execute(select(OutboxMessage)).scalars()] == ["rest:bob"]
         delivery = session.execute(select(Delivery)).scalar_one()
         assert delivery.patron_id is None
         stats = session.execute(select(func.sum(InteractionStat.count))).scalar_one()

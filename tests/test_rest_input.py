@@ -1,12 +1,27 @@
-"""The REST channel's request checks: every bad request gets a 400 reason, good ones pass whole."""
+"""The REST channel: every bad request gets a 400 reason, good ones pass whole, staff messages come first."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from rasa.core.channels.channel import UserMessage
+from sanic import Sanic
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
-from connectors.rest import BadRequestError, parse_request
+from bot.database import session_scope
+from bot.models import OutboxMessage, Patron
+from bot.outbound import send
+from bot.settings import get_settings
+from connectors.rest import BadRequestError, RestInput, crm_engine, parse_request
 
 
 def body(payload: object) -> bytes:
@@ -54,3 +69,120 @@ def test_ten_thousand_characters_are_accepted_under_the_default_limit() -> None:
 def test_bad_requests_are_refused_with_a_reason(raw: bytes, reason: str) -> None:
     with pytest.raises(BadRequestError, match=reason):
         parse_request(raw, max_chars=100)
+
+
+async def _exchange(requests: list[tuple[str, str, dict[str, Any]]]) -> list[httpx.Response]:
+    """Send requests to a Sanic app serving the REST channel, whose bot answers "bot: TEXT"."""
+
+    async def bot(message: UserMessage) -> None:
+        await message.output_channel.send_text_message(message.sender_id, f"bot: {message.text}")
+
+    Sanic.test_mode = True  # as sanic-testing does: Sanic's start-up rewriting is then safe to repeat
+    app = Sanic(f"rest_{uuid.uuid4().hex[:8]}")
+    app.blueprint(RestInput().blueprint(bot), url_prefix="/webhooks/rest")
+    lifespan: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    started = asyncio.Event()
+
+    async def lifespan_send(event: dict[str, str]) -> None:
+        if event["type"] == "lifespan.startup.complete":
+            started.set()
+
+    await lifespan.put({"type": "lifespan.startup"})
+    server = asyncio.create_task(app({"type": "lifespan"}, lifespan.get, lifespan_send))
+    await asyncio.wait_for(started.wait(), 10)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bot") as client:
+            return [await client.request(method, path, **options) for method, path, options in requests]
+    finally:
+        server.cancel()
+
+
+@pytest.fixture
+def channel_crm(crm: Engine, crm_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """The REST channel's CRM is the test database."""
+    monkeypatch.setenv("PATRONBOT_DATABASE_URL", crm_url)
+    get_settings.cache_clear()
+    crm_engine.cache_clear()
+    yield crm
+    crm_engine(crm_url).dispose()
+    crm_engine.cache_clear()
+
+
+def queue(engine: Engine, recipient: str, *texts: str) -> None:
+    with session_scope(engine) as session:
+        patron = Patron(language="en")
+        session.add(patron)
+        session.flush()
+        for text in texts:
+            send(
+                session=session,
+                channel="rest",
+                recipient=recipient,
+                text=text,
+                produced_by="staff:li",
+                patron_id=patron.id,
+            )
+
+
+def test_waiting_staff_messages_come_before_the_bots_replies_once(channel_crm: Engine) -> None:
+    queue(channel_crm, "rest:alice", "Librarian here.", "Your card is renewed.")
+    queue(channel_crm, "rest:bob", "Not for alice")
+    first, second = asyncio.run(
+        _exchange(
+            [
+                ("POST", "/webhooks/rest/webhook", {"json": {"sender": "alice", "message": "thanks"}}),
+                ("POST", "/webhooks/rest/webhook", {"json": {"sender": "alice", "message": "bye"}}),
+            ]
+        )
+    )
+    assert first.status_code == 200
+    assert first.json() == [
+        {"recipient_id": "alice", "text": "Librarian here."},
+        {"recipient_id": "alice", "text": "Your card is renewed."},
+        {"recipient_id": "alice", "text": "bot: thanks"},
+    ]
+    assert second.json() == [{"recipient_id": "alice", "text": "bot: bye"}]
+    with Session(channel_crm, future=True) as session:
+        pending = session.execute(select(OutboxMessage.text).where(OutboxMessage.delivered_at.is_(None)))
+        assert list(pending.scalars()) == ["Not for alice"]
+
+
+def test_a_widget_polls_the_outbox_and_gets_each_message_once(channel_crm: Engine) -> None:
+    queue(channel_crm, "rest:alice", "Librarian here.")
+    responses = asyncio.run(
+        _exchange(
+            [
+                ("GET", "/webhooks/rest/outbox", {"params": {"sender": "alice"}}),
+                ("GET", "/webhooks/rest/outbox", {"params": {"sender": "alice"}}),
+                ("GET", "/webhooks/rest/outbox", {}),
+                ("GET", "/webhooks/rest/outbox", {"params": {"sender": "x" * 201}}),
+            ]
+        )
+    )
+    assert [r.status_code for r in responses] == [200, 200, 400, 400]
+    assert responses[0].json() == [{"recipient_id": "alice", "text": "Librarian here."}]
+    assert responses[1].json() == []
+    assert "'sender' is required" in responses[2].json()["error"]
+    assert "'sender' is longer than 200" in responses[3].json()["error"]
+
+
+def test_a_broken_crm_does_not_break_the_patrons_turn(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A database without the schema: every outbox query fails.
+    monkeypatch.setenv("PATRONBOT_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    get_settings.cache_clear()
+    crm_engine.cache_clear()
+    turn, poll = asyncio.run(
+        _exchange(
+            [
+                ("POST", "/webhooks/rest/webhook", {"json": {"sender": "alice", "message": "hello"}}),
+                ("GET", "/webhooks/rest/outbox", {"params": {"sender": "alice"}}),
+            ]
+        )
+    )
+    crm_engine.cache_clear()
+    assert (turn.status_code, turn.json()) == (200, [{"recipient_id": "alice", "text": "bot: hello"}])
+    assert poll.status_code == 503
+    assert "could not be read" in caplog.text
+    assert "alice" not in caplog.text

@@ -1,4 +1,4 @@
-"""The CRM's tables, by domain: patrons and consent, conversations, feedback, outreach, staff."""
+"""The CRM's tables, by domain: patrons and consent, conversations, feedback, outreach, outbox, staff."""
 
 from bot.models.base import Base, BigId, UTCDateTime, utcnow
 from bot.models.conversation import (
@@ -9,6 +9,7 @@ from bot.models.conversation import (
     InteractionStat,
 )
 from bot.models.feedback import Escalation, Feedback, Suggestion
+from bot.models.outbound import OutboxMessage
 from bot.models.outreach import Campaign, Delivery, Segment, SegmentMembership
 from bot.models.patron import CONSENT_PURPOSES, PATRON_TYPES, ChannelIdentity, Consent, Patron
 from bot.models.staff import AuditLog, StaffUser
@@ -30,6 +31,7 @@ __all__ = [
     "IngestCursor",
     "Interaction",
     "InteractionStat",
+    "OutboxMessage",
     "Patron",
     "Segment",
     "SegmentMembership",

@@ -6,7 +6,7 @@ satisfaction and response-time figures stay true.
 
 from __future__ import annotations
 
-from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, CheckConstraint, Column, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped
 
 from bot.models.base import Base, BigId, UTCDateTime, utcnow
@@ -18,13 +18,16 @@ ESCALATION_STATUSES = ("open", "assigned", "resolved", "cancelled")
 
 
 class Feedback(Base):
-    """A rating (CSAT 1-5 and/or NPS 0-10) with an optional comment, about a conversation or topic."""
+    """A rating (CSAT 1-5, NPS 0-10, "did this help?") and an optional comment, on a conversation or topic."""
 
     __tablename__ = "feedback"
     __table_args__ = (
         CheckConstraint("csat IS NULL OR (csat >= 1 AND csat <= 5)", name="csat_range"),
         CheckConstraint("nps IS NULL OR (nps >= 0 AND nps <= 10)", name="nps_range"),
-        CheckConstraint("csat IS NOT NULL OR nps IS NOT NULL OR comment IS NOT NULL", name="not_empty"),
+        CheckConstraint(
+            "csat IS NOT NULL OR nps IS NOT NULL OR helpful IS NOT NULL OR comment IS NOT NULL",
+            name="not_empty",
+        ),
     )
 
     id: Mapped[int] = Column(BigId(), primary_key=True)
@@ -34,6 +37,7 @@ class Feedback(Base):
     nps = Column(Integer, nullable=True)
     comment = Column(Text, nullable=True)
     topic = Column(String(40), nullable=True)
+    helpful = Column(Boolean, nullable=True)  # a one-tap "did this help?" answer
     created_at = Column(UTCDateTime, nullable=False, default=utcnow, index=True)
 
 
@@ -79,6 +83,9 @@ class Escalation(Base):
     id: Mapped[int] = Column(BigId(), primary_key=True)
     patron_id = Column(BigId(), ForeignKey("patron.id", ondelete="SET NULL"), nullable=True, index=True)
     conversation_id = Column(BigId(), ForeignKey("conversation.id", ondelete="SET NULL"), nullable=True)
+    # The conversation it came from, known before the ingester has created its conversation row.
+    channel = Column(String(32), nullable=True)
+    rasa_sender_id = Column(String(255), nullable=True, index=True)
     reason = Column(String(20), nullable=False)
     priority = Column(String(10), nullable=False, default="normal")
     status = Column(String(12), nullable=False, default="open")

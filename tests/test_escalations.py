@@ -1,0 +1,429 @@
+"""Escalations to staff, the outbound path, and handing a conversation back to the bot via Rasa's API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from bot.database import session_scope
+from bot.escalations import (
+    CLOSING_MESSAGE,
+    EscalationError,
+    EscalationNotFoundError,
+    conversation_for_staff,
+    list_escalations,
+    open_escalation,
+    open_for_sender,
+    resolve_escalation,
+    staff_reply,
+)
+from bot.library import LibraryFacts, parse_facts
+from bot.models import (
+    AuditLog,
+    ChannelIdentity,
+    Conversation,
+    Escalation,
+    Interaction,
+    OutboxMessage,
+    Patron,
+    StaffUser,
+)
+from bot.outbound import register_sender, send, take_pending, unregister_sender
+from bot.rasa_api import api_token, resume_conversation
+from bot.settings import PROJECT_ROOT, load_settings
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+WEDNESDAY_10 = dt.datetime(2026, 11, 25, 10, 0, tzinfo=SHANGHAI)
+FRIDAY_18 = dt.datetime(2026, 11, 27, 18, 0, tzinfo=SHANGHAI)
+
+
+@pytest.fixture
+def facts() -> LibraryFacts:
+    """The shipped facts with librarians on duty Monday to Friday 09:00-17:00, answering within 45 min."""
+    raw = yaml.safe_load((PROJECT_ROOT / "knowledge" / "library.yml").read_text(encoding="utf-8"))
+    raw["staffed_hours"] = dict.fromkeys(("monday", "tuesday", "wednesday", "thursday"), "09:00-17:00")
+    raw["staffed_hours"] |= {"friday": "09:00-17:00", "saturday": "closed", "sunday": "closed"}
+    raw["staff_response_minutes"] = 45
+    return parse_facts(raw)
+
+
+def add_patron(crm: Engine, external_id: str = "alice", language: str = "en") -> int:
+    with session_scope(crm) as session:
+        patron = Patron(language=language)
+        session.add(patron)
+        session.flush()
+        session.add(ChannelIdentity(patron_id=patron.id, channel="rest", external_id=external_id))
+        return patron.id
+
+
+def escalate(crm: Engine, facts: LibraryFacts, patron_id: int, **options: Any) -> int:
+    arguments: dict[str, Any] = {
+        "channel": "rest",
+        "rasa_sender_id": "rest:alice",
+        "reason": "requested",
+        "now": WEDNESDAY_10,
+    } | options
+    with session_scope(crm) as session:
+        return open_escalation(session=session, patron_id=patron_id, facts=facts, **arguments).id
+
+
+def test_escalation_in_staffed_hours_is_due_after_the_response_time(crm: Engine, facts: LibraryFacts) -> None:
+    escalation_id = escalate(crm, facts, add_patron(crm))
+    with Session(crm, future=True) as session:
+        escalation = session.get(Escalation, escalation_id)
+        assert escalation is not None
+        assert escalation.due_at == dt.datetime(2026, 11, 25, 10, 45, tzinfo=SHANGHAI)
+        assert (escalation.status, escalation.priority, escalation.channel) == ("open", "normal", "rest")
+        assert escalation.rasa_sender_id == "rest:alice"
+
+
+def test_escalation_out_of_hours_is_due_after_the_next_staffed_opening(
+    crm: Engine, facts: LibraryFacts
+) -> None:
+    escalation_id = escalate(crm, facts, add_patron(crm), now=FRIDAY_18)
+    with Session(crm, future=True) as session:
+        escalation = session.get(Escalation, escalation_id)
+        assert escalation is not None
+        # Friday evening: the next librarian starts Monday 09:00.
+        assert escalation.due_at == dt.datetime(2026, 11, 30, 9, 45, tzinfo=SHANGHAI)
+        assert escalation.created_at == FRIDAY_18
+
+
+def test_a_second_escalation_of_the_same_conversation_returns_the_first_raising_its_priority(
+    crm: Engine, facts: LibraryFacts
+) -> None:
+    patron = add_patron(crm)
+    first = escalate(crm, facts, patron)
+    assert escalate(crm, facts, patron, reason="complaint", priority="high") == first
+    assert escalate(crm, facts, patron, reason="fallback", priority="low") == first
+    with Session(crm, future=True) as session:
+        assert session.execute(select(func.count()).select_from(Escalation)).scalar_one() == 1
+        escalation = session.get(Escalation, first)
+        assert escalation is not None
+        assert (escalation.priority, escalation.reason) == ("high", "requested")
+        found = open_for_sender(session=session, rasa_sender_id="rest:alice")
+        assert found is not None
+        assert found.id == first
+        assert open_for_sender(session=session, rasa_sender_id="rest:bob") is None
+    with session_scope(crm) as session:
+        resolve_escalation(session=session, escalation_id=first, staff="li.wei")
+    # Once resolved, the patron asking again opens a new escalation.
+    assert escalate(crm, facts, patron) != first
+
+
+@pytest.mark.parametrize(("field", "value"), [("reason", "bored"), ("priority", "critical")])
+def test_unknown_reason_or_priority_is_refused(
+    crm: Engine, facts: LibraryFacts, field: str, value: str
+) -> None:
+    patron = add_patron(crm)
+    with pytest.raises(ValueError, match=f"{field} must be one of"):
+        escalate(crm, facts, patron, **{field: value})
+
+
+def test_escalation_links_the_conversation_once_the_ingester_made_it(
+    crm: Engine, facts: LibraryFacts
+) -> None:
+    patron = add_patron(crm)
+    escalation_id = escalate(crm, facts, patron)
+    with session_scope(crm) as session:
+        assert session.get(Escalation, escalation_id).conversation_id is None  # type: ignore[union-attr]
+        conversation = Conversation(patron_id=patron, channel="rest", rasa_sender_id="rest:alice")
+        session.add(conversation)
+        session.flush()
+        conversation_id = conversation.id
+    with session_scope(crm) as session:
+        staff_reply(session=session, escalation_id=escalation_id, staff="li.wei", text="Hello, Li here.")
+    with Session(crm, future=True) as session:
+        assert session.get(Escalation, escalation_id).conversation_id == conversation_id  # type: ignore[union-attr]
+        assert session.get(Conversation, conversation_id).status == "with_staff"  # type: ignore[union-attr]
+        reply = session.execute(select(Interaction)).scalar_one()
+        assert reply.conversation_id == conversation_id
+
+
+def test_staff_reply_queues_an_outbox_message_and_records_the_interaction(
+    crm: Engine, facts: LibraryFacts
+) -> None:
+    patron = add_patron(crm)
+    escalation_id = escalate(crm, facts, patron)
+    with session_scope(crm) as session:
+        outbox_id = staff_reply(
+            session=session, escalation_id=escalation_id, staff="li.wei", text="Your card is renewed."
+        )
+    with Session(crm, future=True) as session:
+        message = session.get(OutboxMessage, outbox_id)
+        assert message is not None
+        assert (message.channel, message.recipient, message.patron_id) == ("rest", "rest:alice", patron)
+        assert (message.text, message.produced_by, message.delivered_at) == (
+            "Your card is renewed.",
+            "staff:li.wei",
+            None,
+        )
+        interaction = session.execute(select(Interaction)).scalar_one()
+        assert (interaction.direction, interaction.text, interaction.produced_by) == (
+            "out",
+            "Your card is renewed.",
+            "staff:li.wei",
+        )
+        assert (interaction.event_key, interaction.patron_id, interaction.channel) == (
+            f"outbox:{outbox_id}",
+            patron,
+            "rest",
+        )
+        staff = session.execute(select(StaffUser)).scalar_one()
+        assert (staff.username, staff.role) == ("li.wei", "librarian")
+        escalation = session.get(Escalation, escalation_id)
+        assert escalation is not None
+        assert (escalation.status, escalation.assignee_id) == ("assigned", staff.id)
+        audit = session.execute(select(AuditLog)).scalar_one()
+        assert (audit.actor, audit.action, audit.patron_id) == ("staff:li.wei", "update", patron)
+
+
+def test_take_pending_hands_each_message_out_once_oldest_first(crm: Engine) -> None:
+    patron = add_patron(crm)
+    with session_scope(crm) as session:
+        for text in ("first", "second"):
+            send(session=session, channel="rest", recipient="rest:alice", text=text, produced_by="staff:li")
+        # Found by the recipient's channel identity when no patron is given.
+        send(session=session, channel="rest", recipient="rest:alice", text="third", produced_by="staff:li")
+        send(
+            session=session,
+            channel="rest",
+            recipient="rest:bob",
+            text="not alice's",
+            produced_by="x",
+            patron_id=patron,
+        )
+    with session_scope(crm) as session:
+        taken = take_pending(session=session, channel="rest", recipient="rest:alice")
+        assert [message.text for message in taken] == ["first", "second", "third"]
+        assert all(message.patron_id == patron for message in taken)
+    with session_scope(crm) as session:
+        assert take_pending(session=session, channel="rest", recipient="rest:alice") == []
+        assert [m.text for m in take_pending(session=session, channel="rest", recipient="rest:bob")] == [
+            "not alice's"
+        ]
+
+
+def test_send_to_an_unknown_recipient_is_refused(crm: Engine) -> None:
+    from bot.patrons import PatronNotFoundError
+
+    with pytest.raises(PatronNotFoundError), session_scope(crm) as session:
+        send(session=session, channel="rest", recipient="rest:nobody", text="hi", produced_by="staff:li")
+
+
+def test_a_push_channel_delivers_at_once_and_a_failed_push_stays_pending(crm: Engine) -> None:
+    pushed: list[tuple[str, str]] = []
+
+    def push(message: OutboxMessage) -> None:
+        if message.text == "fail":
+            raise ConnectionError("channel down")
+        pushed.append((str(message.recipient), str(message.text)))
+
+    with session_scope(crm) as session:
+        patron = Patron(language="zh")
+        session.add(patron)
+        session.flush()
+        register_sender("telegram", push)
+        try:
+            delivered = send(
+                session=session,
+                channel="telegram",
+                recipient="telegram:42",
+                text="hi",
+                produced_by="s",
+                patron_id=patron.id,
+            )
+            failed = send(
+                session=session,
+                channel="telegram",
+                recipient="telegram:42",
+                text="fail",
+                produced_by="s",
+                patron_id=patron.id,
+            )
+        finally:
+            unregister_sender("telegram")
+    assert pushed == [("telegram:42", "hi")]
+    with Session(crm, future=True) as session:
+        assert session.get(OutboxMessage, delivered).delivered_at is not None  # type: ignore[union-attr]
+        assert session.get(OutboxMessage, failed).delivered_at is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+def test_resolving_tells_the_patron_in_their_language_that_the_bot_is_back(
+    crm: Engine, facts: LibraryFacts, language: str
+) -> None:
+    patron = add_patron(crm, language=language)
+    with session_scope(crm) as session:
+        session.add(Conversation(patron_id=patron, channel="rest", rasa_sender_id="rest:alice"))
+    escalation_id = escalate(crm, facts, patron)
+    with session_scope(crm) as session:
+        resolve_escalation(
+            session=session, escalation_id=escalation_id, staff="li.wei", note="renewed her card"
+        )
+    with Session(crm, future=True) as session:
+        escalation = session.get(Escalation, escalation_id)
+        assert escalation is not None
+        assert (escalation.status, escalation.resolution_note) == ("resolved", "renewed her card")
+        assert escalation.resolved_at is not None
+        assert escalation.assignee_id is not None
+        message = session.execute(select(OutboxMessage)).scalar_one()
+        assert message.text == CLOSING_MESSAGE[language]  # type: ignore[index]
+        assert message.recipient == "rest:alice"
+        conversation = session.execute(select(Conversation)).scalar_one()
+        assert conversation.status == "open"
+        assert session.execute(select(Interaction.text)).scalar_one() == CLOSING_MESSAGE[language]  # type: ignore[index]
+
+
+def test_a_resolved_escalation_takes_no_reply_and_no_second_resolution(
+    crm: Engine, facts: LibraryFacts
+) -> None:
+    escalation_id = escalate(crm, facts, add_patron(crm))
+    with session_scope(crm) as session:
+        resolve_escalation(session=session, escalation_id=escalation_id, staff="li.wei")
+    with pytest.raises(EscalationError, match="is already resolved"), session_scope(crm) as session:
+        resolve_escalation(session=session, escalation_id=escalation_id, staff="li.wei")
+    with pytest.raises(EscalationError, match="is resolved"), session_scope(crm) as session:
+        staff_reply(session=session, escalation_id=escalation_id, staff="li.wei", text="hello?")
+    with pytest.raises(EscalationNotFoundError, match="no escalation 999"), session_scope(crm) as session:
+        staff_reply(session=session, escalation_id=999, staff="li.wei", text="hello?")
+
+
+def test_reading_the_conversation_is_audited_and_in_order(crm: Engine, facts: LibraryFacts) -> None:
+    patron = add_patron(crm)
+    now = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
+    with session_scope(crm) as session:
+        conversation = Conversation(patron_id=patron, channel="rest", rasa_sender_id="rest:alice")
+        session.add(conversation)
+        session.flush()
+        for minute, (direction, text) in enumerate(
+            [("in", "I lost my card"), ("out", "Let me find a librarian")]
+        ):
+            session.add(
+                Interaction(
+                    patron_id=patron,
+                    conversation_id=conversation.id,
+                    channel="rest",
+                    direction=direction,
+                    text=text,
+                    event_key=f"k{minute}",
+                    occurred_at=now + dt.timedelta(minutes=minute),
+                )
+            )
+    escalation_id = escalate(crm, facts, patron)
+    with session_scope(crm) as session:
+        texts = [
+            m.text
+            for m in conversation_for_staff(session=session, escalation_id=escalation_id, staff="li.wei")
+        ]
+    assert texts == ["I lost my card", "Let me find a librarian"]
+    with Session(crm, future=True) as session:
+        audit = session.execute(select(AuditLog)).scalar_one()
+        assert (audit.action, audit.actor, audit.patron_id) == ("read", "staff:li.wei", patron)
+        assert audit.detail == {"escalation_id": escalation_id}
+
+
+def test_list_escalations_by_status_soonest_due_first(crm: Engine, facts: LibraryFacts) -> None:
+    late = escalate(crm, facts, add_patron(crm, "alice"), now=FRIDAY_18)
+    soon = escalate(crm, facts, add_patron(crm, "bob"), rasa_sender_id="rest:bob")
+    with session_scope(crm) as session:
+        resolve_escalation(session=session, escalation_id=late, staff="li.wei")
+    with Session(crm, future=True) as session:
+        assert [e.id for e in list_escalations(session=session)] == [soon, late]
+        assert [e.id for e in list_escalations(session=session, status="open")] == [soon]
+        assert [e.id for e in list_escalations(session=session, status="resolved")] == [late]
+        with pytest.raises(EscalationError, match="status must be one of"):
+            list_escalations(session=session, status="closed")
+
+
+class _FakeRasa(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]]
+    status = 200
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        type(self).received.append({"path": self.path, "body": json.loads(self.rfile.read(length))})
+        self.send_response(type(self).status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_rasa() -> Iterator[tuple[int, type[_FakeRasa]]]:
+    handler = type("Handler", (_FakeRasa,), {"received": [], "status": 200})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_resume_conversation_posts_the_slot_event_with_the_token(
+    fake_rasa: tuple[int, type[_FakeRasa]], caplog: pytest.LogCaptureFixture
+) -> None:
+    port, handler = fake_rasa
+    settings = load_settings(rasa_port=port, rasa_api_token="s3cret-token")
+    with caplog.at_level(logging.DEBUG):
+        assert resume_conversation(settings=settings, rasa_sender_id="rest:alice 1") is True
+    [request] = handler.received
+    url = urlsplit(request["path"])
+    assert url.path == "/conversations/rest%3Aalice%201/tracker/events"
+    assert parse_qs(url.query) == {"include_events": ["NONE"], "token": ["s3cret-token"]}
+    assert request["body"] == [{"event": "slot", "name": "handoff_active", "value": False}]
+    assert "s3cret-token" not in caplog.text
+    assert "alice" not in caplog.text
+
+
+def test_resume_conversation_is_false_when_rasa_refuses(
+    fake_rasa: tuple[int, type[_FakeRasa]], caplog: pytest.LogCaptureFixture
+) -> None:
+    port, handler = fake_rasa
+    handler.status = 401
+    settings = load_settings(rasa_port=port, rasa_api_token="s3cret-token")
+    assert resume_conversation(settings=settings, rasa_sender_id="rest:alice") is False
+    assert "HTTP 401" in caplog.text
+    assert "s3cret-token" not in caplog.text
+
+
+def test_resume_conversation_is_false_when_rasa_is_down(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = load_settings(rasa_port=port, rasa_api_token="s3cret-token")
+    assert resume_conversation(settings=settings, rasa_sender_id="rest:alice") is False
+    assert "not reachable" in caplog.text
+    assert "s3cret-token" not in caplog.text
+    assert "alice" not in caplog.text
+
+
+def test_a_generated_api_token_is_shared_by_every_process_and_private(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data")
+    token = api_token(settings=settings)
+    path = tmp_path / "data" / "rasa-api-token"
+    assert len(token) >= 32
+    assert path.read_text(encoding="utf-8").strip() == token
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert api_token(settings=load_settings(data_dir=tmp_path / "data")) == token
+    assert api_token(settings=load_settings(data_dir=tmp_path / "other")) != token
+    assert api_token(settings=load_settings(data_dir=tmp_path / "data", rasa_api_token="set")) == "set"
