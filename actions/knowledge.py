@@ -8,11 +8,14 @@ import os
 from typing import Any
 
 from rasa_sdk import Action, Tracker
+from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.language import patron_language
-from bot.knowledge import KnowledgeError, KnowledgeService
+from bot.knowledge import Entry, KnowledgeError, KnowledgeService
+from bot.language import Language
 from bot.library import FactsError, load_facts
+from bot.profile import mentioned_patron_type
 from bot.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,36 @@ def knowledge_service() -> KnowledgeService:
         model=settings.embedding_model,
         multilingual=settings.multilingual_model,
     )
+
+
+def faq_entry(entry_id: str | None, language: str) -> Entry | None:
+    """The knowledge-base entry with this id, in this language (else any), if it still exists."""
+    if not entry_id:
+        return None
+    try:
+        entries = knowledge_service().entries()
+    except KnowledgeError:
+        return None
+    matches = [entry for entry in entries if entry.id == entry_id]
+    return next((entry for entry in matches if entry.lang == language), matches[0] if matches else None)
+
+
+def faq_topic(entry_id: str | None) -> str | None:
+    """The topic of the last answer, which feedback on it is about."""
+    entry = faq_entry(entry_id, "en")
+    return entry.topic if entry is not None else None
+
+
+HELPFUL_TITLES = {"zh": ("👍 有帮助", "👎 没帮助"), "en": ("👍 Helpful", "👎 Not helpful")}
+
+
+def helpful_buttons(language: Language) -> list[dict[str, str]]:
+    """One tap to say whether an answer helped."""
+    yes, no = HELPFUL_TITLES[language]
+    return [
+        {"title": yes, "payload": '/give_feedback{"helpful": "yes"}'},
+        {"title": no, "payload": '/give_feedback{"helpful": "no"}'},
+    ]
 
 
 def _contact() -> dict[str, str]:
@@ -58,13 +91,28 @@ class ActionAnswerFaq(Action):  # type: ignore[misc]
             return []
         best = decision.best
         if decision.kind == "answer" and best is not None:
-            dispatcher.utter_message(text=best.entry.answer_for(tracker.get_slot("patron_type")))
-        elif decision.kind == "suggest":
+            return self._answer(dispatcher, tracker, best.entry, text=text, language=language)
+        if decision.kind == "suggest":
             buttons = [{"title": hit.entry.question, "payload": hit.entry.question} for hit in decision.hits]
             dispatcher.utter_message(response="utter_faq_did_you_mean", buttons=buttons)
         else:
             dispatcher.utter_message(response="utter_faq_unknown", **_contact())
         return []
+
+    @staticmethod
+    def _answer(
+        dispatcher: CollectingDispatcher, tracker: Tracker, entry: Entry, *, text: str, language: Language
+    ) -> list[dict[str, Any]]:
+        """The answer for the patron's type: the one named in the question, else the one they told."""
+        patron_type = mentioned_patron_type(text) or tracker.get_slot("patron_type")
+        events: list[dict[str, Any]] = [SlotSet("last_faq", entry.id)]
+        if entry.audience and patron_type is None and not tracker.get_slot("profile_asked"):
+            # The rule differs by patron type and the bot does not know theirs: ask, once.
+            dispatcher.utter_message(text=entry.answer)
+            dispatcher.utter_message(response="utter_ask_patron_type")
+            return [*events, SlotSet("profile_asked", True)]
+        dispatcher.utter_message(text=entry.answer_for(patron_type), buttons=helpful_buttons(language))
+        return events
 
 
 def warm_up() -> None:

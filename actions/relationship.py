@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy import func, select
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from actions.crm import crm_engine, patron_id_for, privacy_url, tracker_key
 from actions.language import patron_language
 from bot.audit import log_access
 from bot.consent import current_consents, record_consent
-from bot.database import describe_error, make_engine, session_scope
-from bot.library import FactsError, load_facts
+from bot.database import describe_error, session_scope
 from bot.models import ChannelIdentity, Interaction, Patron
-from bot.patrons import get_or_create_patron, patron_key
 from bot.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -27,23 +24,7 @@ log = logging.getLogger(__name__)
 # The version of the consent wording the patron answered, kept with every consent row.
 FOLLOW_UP_WORDING = "follow-up-v1"
 
-
-@functools.cache
-def crm_engine() -> Engine:
-    return make_engine(get_settings().crm_database_url)
-
-
-def _privacy_url() -> str:
-    settings = get_settings()
-    try:
-        return load_facts(settings.path(settings.library_facts)).privacy_notice
-    except FactsError:
-        return "-"
-
-
-def _patron_id(session: Session, tracker: Tracker) -> int:
-    key = patron_key(tracker.sender_id, tracker.get_latest_input_channel())
-    return get_or_create_patron(session=session, key=key)
+__all__ = ["ActionPrivacySummary", "ActionSubscribe", "ActionUnsubscribe", "crm_engine"]
 
 
 def _set_follow_up(tracker: Tracker, *, granted: bool) -> bool:
@@ -51,13 +32,13 @@ def _set_follow_up(tracker: Tracker, *, granted: bool) -> bool:
     settings = get_settings()
     try:
         with session_scope(crm_engine()) as session:
-            patron_id = _patron_id(session, tracker)
+            patron_id = patron_id_for(session, tracker)
             record_consent(
                 session=session,
                 patron_id=patron_id,
                 purpose="follow_up",
                 granted=granted,
-                channel=patron_key(tracker.sender_id, tracker.get_latest_input_channel()).channel,
+                channel=tracker_key(tracker).channel,
                 wording_version=FOLLOW_UP_WORDING,
             )
     except SQLAlchemyError as error:
@@ -76,7 +57,7 @@ class ActionSubscribe(Action):  # type: ignore[misc]
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
         if _set_follow_up(tracker, granted=True):
-            dispatcher.utter_message(response="utter_subscribed", privacy_url=_privacy_url())
+            dispatcher.utter_message(response="utter_subscribed", privacy_url=privacy_url())
         else:
             dispatcher.utter_message(response="utter_action_unavailable")
         return []
@@ -111,7 +92,7 @@ class ActionPrivacySummary(Action):  # type: ignore[misc]
         zh = patron_language(tracker) == "zh"
         try:
             with session_scope(crm_engine()) as session:
-                patron_id = _patron_id(session, tracker)
+                patron_id = patron_id_for(session, tracker)
                 summary = _summary(session, patron_id, zh=zh)
                 log_access(
                     session=session,
@@ -126,7 +107,7 @@ class ActionPrivacySummary(Action):  # type: ignore[misc]
             )
             dispatcher.utter_message(response="utter_action_unavailable")
             return []
-        dispatcher.utter_message(response="utter_privacy_summary", privacy_url=_privacy_url(), **summary)
+        dispatcher.utter_message(response="utter_privacy_summary", privacy_url=privacy_url(), **summary)
         return []
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.cli_privacy import PatronRefError
 from bot.database import DatabaseError, describe_error, make_engine
+from bot.escalations import EscalationError
 from bot.faq_eval import QueryFileError
 from bot.knowledge import KnowledgeError
 from bot.library import FactsError, load_facts
@@ -34,6 +35,7 @@ OPERATOR_ERRORS = (
     PatronRefError,
     KnowledgeError,
     QueryFileError,
+    EscalationError,
 )
 
 
@@ -80,18 +82,33 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    from bot.rasa_events import rasa_event_stores
+
     crm = make_engine(settings.crm_database_url)
     broker = settings.rasa_event_broker_url
+    # Where a patron's events are erased from when they ask in the chat to be deleted.
+    stores = rasa_event_stores(tracker_url=settings.rasa_tracker_url, broker_url=broker)
     if broker.startswith("amqp://"):
         from bot.ingest_amqp import run_amqp_ingester
 
         run_amqp_ingester(
-            crm=crm, crm_url=settings.crm_database_url, amqp_url=broker, queue=settings.event_queue, stop=stop
+            crm=crm,
+            crm_url=settings.crm_database_url,
+            amqp_url=broker,
+            queue=settings.event_queue,
+            stop=stop,
+            rasa_stores=stores,
         )
         return 0
     from bot.ingest import SqlEventSource, run_ingester
 
-    run_ingester(crm=crm, crm_url=settings.crm_database_url, source=SqlEventSource(broker), stop=stop)
+    run_ingester(
+        crm=crm,
+        crm_url=settings.crm_database_url,
+        source=SqlEventSource(broker),
+        stop=stop,
+        rasa_stores=stores,
+    )
     return 0
 
 
@@ -128,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="copy Rasa's events into the CRM (run by `patronbot run`)")
     ingest.set_defaults(handler=cmd_ingest)
 
+    from bot.cli_escalations import add_commands as add_escalation_commands
     from bot.cli_eval import add_commands as add_eval_commands
     from bot.cli_faq import add_commands as add_faq_commands
     from bot.cli_privacy import add_commands
@@ -135,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(commands)
     add_faq_commands(commands)
     add_eval_commands(commands)
+    add_escalation_commands(commands)
 
     chat = commands.add_parser("chat", help="talk to the running bot in the terminal")
     chat.add_argument("--sender", default="terminal", help="the conversation id to use (default: terminal)")

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from bot.conversations import ConversationBook
 from bot.database import describe_error, make_engine, session_scope
+from bot.erasure_requests import carry_out, note_requests, requested_in
 from bot.language import detect_language
 from bot.models import Conversation, IngestCursor, Interaction
 from bot.patrons import PatronKey, patron_key, touch_patrons
@@ -69,6 +70,15 @@ def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: Ing
     action events tell who produced the next bot message. Runs inside the caller's transaction, so a
     batch lands whole or not at all.
     """
+    written = _ingest_messages(session=session, events=events, state=state)
+    erasures = requested_in(events)
+    if erasures:
+        session.flush()
+        note_requests(session=session, senders=erasures)
+    return written
+
+
+def _ingest_messages(*, session: Session, events: Sequence[BrokerEvent], state: IngestState) -> int:
     relevant = [e for e in events if e.data.get("event") in ("user", "bot", "session_started", "action")]
     keys: dict[str, PatronKey] = {}
     for event in relevant:
@@ -240,12 +250,24 @@ def run_ingester(
     source: SqlEventSource,
     stop: threading.Event,
     poll_seconds: float = 0.1,
+    rasa_stores: Sequence[RasaEventStore] = (),
 ) -> None:
-    """Ingest until `stop` is set; database errors are logged (without patron data) and retried."""
+    """Ingest until `stop` is set; database errors are logged (without patron data) and retried.
+
+    After each batch, patrons who asked in the chat to be erased are erased (`rasa_stores` are the
+    Rasa stores their events are deleted from).
+    """
     state = IngestState()
     wait = poll_seconds
     log.info("ingesting Rasa events from %s", source.name)
+    pending_erasures = True  # requests a previous run noted but did not carry out
     while not stop.is_set():
+        if pending_erasures:
+            try:
+                carry_out(crm=crm, crm_url=crm_url, rasa_stores=rasa_stores)
+                pending_erasures = False
+            except SQLAlchemyError as error:
+                log.error("cannot look for erasure requests: %s", describe_error(error, crm_url))
         try:
             moved = ingest_once(crm=crm, source=source, state=state)
         except SQLAlchemyError as error:
@@ -255,6 +277,7 @@ def run_ingester(
             continue
         if moved:
             wait = poll_seconds
+            pending_erasures = True
         else:
             stop.wait(wait)
             wait = min(wait * 2, 1.0)  # idle: poll less often, at most a second apart

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
@@ -14,7 +15,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.database import describe_error, session_scope
+from bot.erasure_requests import carry_out, requested_in
 from bot.ingest import BrokerEvent, IngestState, ingest_events
+from bot.rasa_events import RasaEventStore
 from bot.redaction import redact_url
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,10 @@ def _ingest(crm: Engine, events: list[BrokerEvent], state: IngestState) -> int:
         return ingest_events(session=session, events=events, state=state)
 
 
+def _erase(crm: Engine, crm_url: str, rasa_stores: Sequence[RasaEventStore]) -> int:
+    return carry_out(crm=crm, crm_url=crm_url, rasa_stores=rasa_stores)
+
+
 async def consume(
     *,
     crm: Engine,
@@ -45,6 +52,7 @@ async def consume(
     stop: threading.Event,
     batch_size: int = 500,
     flush_seconds: float = 0.1,
+    rasa_stores: Sequence[RasaEventStore] = (),
 ) -> None:
     """Consume until `stop` is set. A batch is acknowledged only after its CRM transaction commits,
     so a crash redelivers it, and the event digests make the redelivery write nothing twice."""
@@ -81,6 +89,13 @@ async def consume(
                 continue
             backoff = flush_seconds
             await batch[-1].ack(multiple=True)
+            if requested_in(events):
+                try:
+                    await loop.run_in_executor(None, _erase, crm, crm_url, rasa_stores)
+                except SQLAlchemyError as error:
+                    log.error(
+                        "erasure failed, retried with the next batch: %s", describe_error(error, crm_url)
+                    )
         await amqp_queue.cancel(consumer_tag)
 
 

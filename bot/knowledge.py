@@ -300,8 +300,9 @@ class Retriever:
         self.encoders = encoders
         self.tuning = tuning or {}
         self.signals = [*encoders, CHARACTERS]
+        self.entries = list(entries)
         by_language: dict[str, list[Entry]] = {}
-        for entry in entries:
+        for entry in self.entries:
             by_language.setdefault(entry.lang, []).append(entry)
         self.indexes = {lang: _LanguageIndex(items, encoders) for lang, items in by_language.items()}
 
@@ -415,6 +416,7 @@ class KnowledgeService:
         self._retriever: Retriever | None = None
         self._encoders: dict[str, Encoder] = {}
         self._model_in_use = ""
+        self._entries: tuple[tuple[int, int], list[Entry]] | None = None
 
     def _current_stamp(self) -> tuple[int, int]:
         try:
@@ -425,6 +427,15 @@ class KnowledgeService:
             ) from None
         tuning = self.tuning_path.stat().st_mtime_ns if self.tuning_path.is_file() else 0
         return kb, tuning
+
+    def entries(self) -> list[Entry]:
+        """The entries as the file holds them now, without loading any model."""
+        stamp = self._current_stamp()
+        if self._retriever is not None and stamp == self._stamp:
+            return self._retriever.entries
+        if self._entries is None or self._entries[0] != stamp:
+            self._entries = (stamp, load_entries(self.kb_path))
+        return self._entries[1]
 
     def retriever(self) -> Retriever:
         stamp = self._current_stamp()

@@ -1,0 +1,225 @@
+"""Feedback actions: "did this help?", the CSAT/NPS form, complaints and suggestions, into the CRM."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+from sqlalchemy.orm import Session
+
+from actions.crm import library_facts, patron_id_for, with_crm
+from actions.handoff import open_escalation_for, when_staff_answer
+from actions.knowledge import faq_topic, knowledge_service
+from actions.language import patron_language
+from bot.feedback import (
+    LOW_CSAT,
+    has_details,
+    is_skip,
+    parse_csat,
+    parse_nps,
+    rating_correction,
+    record_feedback,
+    record_report,
+    report_kind,
+)
+from bot.knowledge import KnowledgeError
+
+log = logging.getLogger(__name__)
+
+SKIPPED = "-"
+# A comment or report longer than this is cut (the full text stays in the conversation's record).
+MAX_TEXT = 4000
+
+
+def _entity(tracker: Tracker, name: str) -> str | None:
+    for entity in (tracker.latest_message or {}).get("entities") or []:
+        if entity.get("entity") == name and entity.get("value") is not None:
+            return str(entity["value"])
+    return None
+
+
+def _text(tracker: Tracker) -> str:
+    return str((tracker.latest_message or {}).get("text") or "")
+
+
+class ActionRecordHelpful(Action):  # type: ignore[misc]
+    """One tap on "did this help?" after an answer: recorded with the answer's topic."""
+
+    def name(self) -> str:
+        return "action_record_helpful"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        helpful = (_entity(tracker, "helpful") or "").lower() in ("yes", "true", "1", "是")
+        topic = faq_topic(tracker.get_slot("last_faq"))
+
+        def record(session: Session) -> int:
+            patron_id = patron_id_for(session, tracker)
+            return record_feedback(session=session, patron_id=patron_id, helpful=helpful, topic=topic).id
+
+        if with_crm(record, doing="record a did-this-help answer") is None:
+            dispatcher.utter_message(response="utter_action_unavailable")
+            return []
+        dispatcher.utter_message(response="utter_helpful_thanks" if helpful else "utter_helpful_sorry")
+        return []
+
+
+class ValidateFeedbackForm(FormValidationAction):  # type: ignore[misc]
+    """Checks the rating (1-5), the optional comment and, where the library asks it, NPS (0-10)."""
+
+    def name(self) -> str:
+        return "validate_feedback_form"
+
+    async def required_slots(
+        self,
+        domain_slots: list[str],
+        dispatcher: CollectingDispatcher,
+        tracker: Tracker,
+        domain: DomainDict,
+    ) -> list[str]:
+        facts = library_facts()
+        if facts is not None and facts.feedback_nps:
+            return list(domain_slots)
+        return [slot for slot in domain_slots if slot != "nps"]
+
+    def validate_csat(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        rating = parse_csat(str(value or ""))
+        if rating is None:
+            dispatcher.utter_message(response="utter_invalid_csat")
+            return {"csat": None}
+        return {"csat": str(rating)}
+
+    def validate_comment(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        text = str(value or "").strip()
+        if not text or is_skip(text) or text.startswith("/"):
+            return {"comment": SKIPPED}
+        corrected = rating_correction(text)
+        if corrected is not None:
+            # "actually 3", "改成3分": the patron changes the rating; the comment is asked again.
+            dispatcher.utter_message(response="utter_rating_changed", csat=str(corrected))
+            return {"csat": str(corrected), "comment": None}
+        return {"comment": text[:MAX_TEXT]}
+
+    def validate_nps(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        text = str(value or "")
+        if is_skip(text):
+            return {"nps": SKIPPED}
+        score = parse_nps(text)
+        if score is None:
+            dispatcher.utter_message(response="utter_invalid_nps")
+            return {"nps": None}
+        return {"nps": str(score)}
+
+
+class ActionSubmitFeedback(Action):  # type: ignore[misc]
+    """Records the completed form; a low rating also asks a librarian to follow the patron up."""
+
+    def name(self) -> str:
+        return "action_submit_feedback"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        csat = parse_csat(str(tracker.get_slot("csat") or ""))
+        nps_slot = str(tracker.get_slot("nps") or "")
+        nps = parse_nps(nps_slot) if nps_slot and nps_slot != SKIPPED else None
+        comment = tracker.get_slot("comment")
+        comment = None if comment in (None, SKIPPED) else str(comment)
+        low = csat is not None and csat <= LOW_CSAT
+        topic = faq_topic(tracker.get_slot("last_faq"))
+
+        def record(session: Session) -> int:
+            patron_id = patron_id_for(session, tracker)
+            row = record_feedback(
+                session=session, patron_id=patron_id, csat=csat, nps=nps, comment=comment, topic=topic
+            )
+            if low:
+                open_escalation_for(
+                    session=session, tracker=tracker, patron_id=patron_id, reason="low_rating"
+                )
+            return row.id
+
+        reset = [SlotSet("csat", None), SlotSet("comment", None), SlotSet("nps", None)]
+        if with_crm(record, doing="record feedback") is None:
+            dispatcher.utter_message(response="utter_action_unavailable")
+            return reset
+        if low:
+            dispatcher.utter_message(response="utter_feedback_low")
+            dispatcher.utter_message(text=when_staff_answer(patron_language(tracker)))
+        else:
+            dispatcher.utter_message(response="utter_feedback_thanks")
+        return reset
+
+
+class ActionStartReport(Action):  # type: ignore[misc]
+    """A complaint or suggestion: keep what the patron said if it has details, else the form asks."""
+
+    def name(self) -> str:
+        return "action_start_report"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        intent = ((tracker.latest_message or {}).get("intent") or {}).get("name")
+        kind = "complaint" if intent == "complaint" else "suggestion"
+        text = _text(tracker).strip()
+        details = text[:MAX_TEXT] if has_details(text) and not text.startswith("/") else None
+        return [SlotSet("report_kind", kind), SlotSet("report_details", details)]
+
+
+def _topic_of(text: str, language: str) -> str | None:
+    """The knowledge-base topic a complaint or suggestion is about, when retrieval can tell."""
+    try:
+        decision = knowledge_service().retriever().decide(text, lang=language)
+    except KnowledgeError:
+        return None
+    best = decision.best
+    return best.entry.topic if best is not None and decision.kind != "unknown" else None
+
+
+class ActionSubmitReport(Action):  # type: ignore[misc]
+    """Records the complaint or suggestion with its topic; a complaint opens an escalation."""
+
+    def name(self) -> str:
+        return "action_submit_report"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        complaint = tracker.get_slot("report_kind") != "suggestion"
+        details = str(tracker.get_slot("report_details") or "").strip()[:MAX_TEXT]
+        language = patron_language(tracker)
+        topic = _topic_of(details, language)
+
+        def record(session: Session) -> int:
+            patron_id = patron_id_for(session, tracker)
+            row = record_report(
+                session=session,
+                patron_id=patron_id,
+                kind=report_kind(complaint=complaint, text=details),
+                text=details,
+                topic=topic,
+            )
+            if complaint:
+                open_escalation_for(session=session, tracker=tracker, patron_id=patron_id, reason="complaint")
+            return row.id
+
+        number = with_crm(record, doing="record a complaint or suggestion")
+        reset = [SlotSet("report_details", None)]
+        if number is None:
+            dispatcher.utter_message(response="utter_action_unavailable")
+            return reset
+        when = when_staff_answer(language) if complaint else ""
+        dispatcher.utter_message(response="utter_report_recorded", number=str(number), when=when)
+        return reset

@@ -1,0 +1,132 @@
+"""Handing a conversation to a librarian: on request, after two misunderstandings, and back again."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+from sqlalchemy.orm import Session
+
+from actions.crm import library_facts, patron_id_for, tracker_key, with_crm
+from actions.language import patron_language
+from bot.escalations import open_escalation, open_for_sender
+from bot.language import Language
+from bot.library import handoff_reply, staffed_now
+
+log = logging.getLogger(__name__)
+
+FALLBACK_INTENT = "nlu_fallback"
+
+
+def open_escalation_for(*, session: Session, tracker: Tracker, patron_id: int, reason: str) -> int:
+    """Open (or join) the escalation for this conversation; its id."""
+    escalation = open_escalation(
+        session=session,
+        patron_id=patron_id,
+        channel=tracker_key(tracker).channel,
+        rasa_sender_id=tracker.sender_id,
+        reason=reason,
+        priority="high" if reason == "complaint" else "normal",
+        facts=library_facts(),
+    )
+    return int(escalation.id)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def when_staff_answer(language: Language) -> str:
+    """When a librarian will answer: shortly during staffed hours, else when they are next on duty."""
+    facts = library_facts()
+    if facts is None:
+        return ""
+    return handoff_reply(facts=facts, language=language, at=_now())
+
+
+def _staffed() -> bool:
+    facts = library_facts()
+    return facts is not None and staffed_now(facts=facts, at=_now())
+
+
+def _hand_over(
+    dispatcher: CollectingDispatcher, tracker: Tracker, *, reason: str, response: str
+) -> list[dict[str, Any]]:
+    def open_it(session: Session) -> int:
+        return open_escalation_for(
+            session=session, tracker=tracker, patron_id=patron_id_for(session, tracker), reason=reason
+        )
+
+    if with_crm(open_it, doing="open an escalation") is None:
+        dispatcher.utter_message(response="utter_action_unavailable")
+        return []
+    dispatcher.utter_message(response=response)
+    dispatcher.utter_message(text=when_staff_answer(patron_language(tracker)))
+    # During staffed hours a librarian takes the conversation and the bot steps back; outside them
+    # the bot keeps answering what it can until the librarian replies.
+    return [SlotSet("handoff_active", True)] if _staffed() else []
+
+
+class ActionHandoff(Action):  # type: ignore[misc]
+    """ "Talk to a librarian": opens an escalation with this conversation attached."""
+
+    def name(self) -> str:
+        return "action_handoff"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        return _hand_over(dispatcher, tracker, reason="requested", response="utter_handoff_opened")
+
+
+def _fallbacks_in_a_row(tracker: Tracker) -> int:
+    count = 0
+    for event in reversed(tracker.events):
+        if event.get("event") != "user":
+            continue
+        intent = ((event.get("parse_data") or {}).get("intent") or {}).get("name")
+        if intent != FALLBACK_INTENT:
+            break
+        count += 1
+    return count
+
+
+class ActionFallback(Action):  # type: ignore[misc]
+    """Did not understand: ask again; the second time in a row, ask a librarian to help."""
+
+    def name(self) -> str:
+        return "action_fallback"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        if _fallbacks_in_a_row(tracker) < 2:
+            dispatcher.utter_message(response="utter_default")
+            return []
+        return _hand_over(dispatcher, tracker, reason="fallback", response="utter_fallback_handoff")
+
+
+class ActionStaffRelay(Action):  # type: ignore[misc]
+    """While a librarian has the conversation: acknowledge, and resume if they have closed it."""
+
+    def name(self) -> str:
+        return "action_staff_relay"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        def still_open(session: Session) -> bool:
+            return open_for_sender(session=session, rasa_sender_id=tracker.sender_id) is not None
+
+        open_now = with_crm(still_open, doing="check an escalation")
+        if open_now is False:
+            # Resolved while the Rasa API could not be told: the bot is back.
+            dispatcher.utter_message(response="utter_handoff_resumed")
+            return [SlotSet("handoff_active", False)]
+        dispatcher.utter_message(response="utter_handoff_ack")
+        return []

@@ -1,0 +1,47 @@
+"""'Delete my data' from the chat: an explicit confirmation, then erasure by the ingester."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+# What confirms; anything else cancels, so nothing is erased by a misunderstanding.
+CONFIRMATIONS = {"delete", "yes delete", "yes, delete", "delete my data", "confirm", "确认删除", "删除",
+                 "确认"}  # fmt: skip
+
+
+def is_confirmation(text: str) -> bool:
+    return " ".join(text.strip().lower().rstrip("!.。！").split()) in CONFIRMATIONS
+
+
+class ValidateDeleteForm(FormValidationAction):  # type: ignore[misc]
+    """Turns the patron's answer into yes or no."""
+
+    def name(self) -> str:
+        return "validate_delete_form"
+
+    def validate_delete_confirmation(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        return {"delete_confirmation": "yes" if is_confirmation(str(value or "")) else "no"}
+
+
+class ActionEraseMyData(Action):  # type: ignore[misc]
+    """Confirmed: mark the conversation for erasure. The ingester erases the patron from the CRM and
+    Rasa's stores once this turn is stored, so the request and this reply are erased too."""
+
+    def name(self) -> str:
+        return "action_erase_my_data"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        if tracker.get_slot("delete_confirmation") != "yes":
+            dispatcher.utter_message(response="utter_delete_cancelled")
+            return [SlotSet("delete_confirmation", None)]
+        dispatcher.utter_message(response="utter_delete_scheduled")
+        return [SlotSet("delete_confirmation", None), SlotSet("erasure_requested", True)]

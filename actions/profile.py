@@ -1,0 +1,84 @@
+"""The patron's profile: patron type and interests, told once and skippably, kept with consent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from actions.crm import patron_id_for, privacy_url, tracker_key, with_crm
+from actions.knowledge import faq_entry
+from actions.language import patron_language
+from bot.models import PATRON_TYPES, Consent
+from bot.profile import INTERESTS, mentioned_interests, mentioned_patron_type, save_profile
+
+SKIP = "skip"
+
+
+def _entity(tracker: Tracker, name: str) -> str | None:
+    for entity in (tracker.latest_message or {}).get("entities") or []:
+        if entity.get("entity") == name and entity.get("value") is not None:
+            return str(entity["value"])
+    return None
+
+
+class ActionSaveProfile(Action):  # type: ignore[misc]
+    """Keeps the patron type or interests the patron chose to tell; then the next question, if any."""
+
+    def name(self) -> str:
+        return "action_save_profile"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        text = str((tracker.latest_message or {}).get("text") or "")
+        typed = not text.startswith("/")
+        patron_type = _entity(tracker, "patron_type") or (mentioned_patron_type(text) if typed else None)
+        interest = _entity(tracker, "interest")
+        interests = [interest] if interest else (mentioned_interests(text) if typed else [])
+        events: list[dict[str, Any]] = [SlotSet("profile_asked", True)]
+        if SKIP in (patron_type, interest):
+            dispatcher.utter_message(response="utter_profile_skipped")
+            return events
+        patron_type = patron_type if patron_type in PATRON_TYPES else None
+        interests = [i for i in interests if i in INTERESTS]
+        if patron_type is None and not interests:
+            dispatcher.utter_message(response="utter_ask_patron_type")
+            return events
+
+        def save(session: Session) -> bool:
+            patron_id = patron_id_for(session, tracker)
+            save_profile(
+                session=session,
+                patron_id=patron_id,
+                channel=tracker_key(tracker).channel,
+                patron_type=patron_type,
+                interests=interests,
+            )
+            # Asked for follow-up messages only if the patron has never decided either way.
+            asked = select(Consent.id).where(Consent.patron_id == patron_id, Consent.purpose == "follow_up")
+            decided = session.execute(asked.limit(1)).first()
+            return decided is None
+
+        ask_consent = with_crm(save, doing="save a patron's profile")
+        if ask_consent is None:
+            dispatcher.utter_message(response="utter_action_unavailable")
+            return events
+        if patron_type is not None:
+            events.append(SlotSet("patron_type", patron_type))
+            entry = faq_entry(tracker.get_slot("last_faq"), patron_language(tracker))
+            if entry is not None and patron_type in entry.audience:
+                dispatcher.utter_message(text=entry.answer_for(patron_type))
+            if not interests:
+                dispatcher.utter_message(response="utter_ask_interests")
+                return events
+        if ask_consent:
+            dispatcher.utter_message(response="utter_ask_follow_up_consent", privacy_url=privacy_url())
+        else:
+            dispatcher.utter_message(response="utter_profile_saved")
+        return events

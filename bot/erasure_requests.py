@@ -1,0 +1,82 @@
+"""Erasure a patron asked for in the chat: noted with the ingested turn, carried out right after."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from bot.audit import log_access
+from bot.database import describe_error, session_scope
+from bot.models import AuditLog
+from bot.patrons import PatronNotFoundError, find_patron_ids, patron_key
+from bot.privacy import erase_patron
+from bot.rasa_events import RasaEventStore
+
+log = logging.getLogger(__name__)
+
+# The slot the bot sets when the patron confirmed "delete my data" (actions/privacy.py).
+ERASURE_SLOT = "erasure_requested"
+# The audit entry that records the request, in the same transaction as the ingested turn, so a
+# request survives a crash of the ingester; erasing the patron detaches it (patron_id becomes NULL).
+PENDING_REASON = "the patron confirmed in the chat that their data be deleted"
+
+
+def requested_in(events: Sequence[object]) -> set[str]:
+    """The conversations whose events include a confirmed erasure request."""
+    senders = set()
+    for event in events:
+        data = getattr(event, "data", {})
+        if data.get("event") == "slot" and data.get("name") == ERASURE_SLOT and data.get("value") is True:
+            senders.add(str(getattr(event, "sender_id", "")))
+    return senders
+
+
+def note_requests(*, session: Session, senders: set[str]) -> int:
+    """Record each request against the patron it came from; returns how many were noted."""
+    keys = {patron_key(sender, None) for sender in senders if sender}
+    found = find_patron_ids(session=session, keys=keys)
+    for patron_id in set(found.values()):
+        log_access(
+            session=session, actor="patron", action="erase", patron_id=patron_id, reason=PENDING_REASON
+        )
+    return len(set(found.values()))
+
+
+def pending_patrons(*, session: Session) -> list[int]:
+    rows = session.execute(
+        select(AuditLog.patron_id)
+        .where(AuditLog.action == "erase", AuditLog.reason == PENDING_REASON, AuditLog.patron_id.is_not(None))
+        .distinct()
+    ).scalars()
+    return sorted(int(patron_id) for patron_id in rows)
+
+
+def carry_out(*, crm: Engine, crm_url: str, rasa_stores: Sequence[RasaEventStore]) -> int:
+    """Erase every patron with a pending request; a failure is logged and retried next time."""
+    with session_scope(crm) as session:
+        patron_ids = pending_patrons(session=session)
+    erased = 0
+    for patron_id in patron_ids:
+        try:
+            with session_scope(crm) as session:
+                erase_patron(
+                    session=session,
+                    patron_ref=str(patron_id),
+                    actor="patron",
+                    reason="erasure the patron asked for in the chat",
+                    rasa_stores=list(rasa_stores),
+                )
+        except PatronNotFoundError:
+            continue
+        except SQLAlchemyError as error:
+            log.error("erasure failed, will retry: %s", describe_error(error, crm_url))
+            continue
+        erased += 1
+    if erased:
+        log.info("erased %d patron(s) at their request", erased)
+    return erased

@@ -1,0 +1,322 @@
+"""The patron-relationship actions against a real CRM: feedback, complaints, handoff, profile, erasure."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from rasa_sdk import Tracker
+from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from actions import handoff
+from actions.crm import crm_engine
+from actions.feedback import (
+    ActionRecordHelpful,
+    ActionStartReport,
+    ActionSubmitFeedback,
+    ActionSubmitReport,
+    ValidateFeedbackForm,
+)
+from actions.handoff import ActionFallback, ActionHandoff, ActionStaffRelay
+from actions.privacy import ActionEraseMyData, ValidateDeleteForm
+from actions.profile import ActionSaveProfile
+from bot.erasure_requests import carry_out, note_requests, pending_patrons
+from bot.escalations import resolve_escalation
+from bot.models import ChannelIdentity, Consent, Escalation, Feedback, Interaction, Patron, Suggestion
+
+# A Wednesday 10:00 and 22:00 in Shanghai (the facts file's time zone): staffed, and not.
+STAFFED = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
+UNSTAFFED = dt.datetime(2026, 11, 25, 14, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def crm_for_actions(crm: Engine, crm_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    monkeypatch.setenv("PATRONBOT_DATABASE_URL", crm_url)
+    crm_engine.cache_clear()
+    monkeypatch.setattr(handoff, "_now", lambda: STAFFED)
+    yield crm
+    crm_engine().dispose()
+    crm_engine.cache_clear()
+
+
+def make_tracker(
+    text: str,
+    *,
+    intent: str = "give_feedback",
+    entities: dict[str, str] | None = None,
+    slots: dict[str, Any] | None = None,
+    events: list[dict[str, Any]] | None = None,
+    sender: str = "rest:patron-1",
+) -> Tracker:
+    return Tracker(
+        sender_id=sender,
+        slots={"language": None, **(slots or {})},
+        latest_message={
+            "text": text,
+            "intent": {"name": intent, "confidence": 0.99},
+            "entities": [{"entity": k, "value": v} for k, v in (entities or {}).items()],
+        },
+        events=events or [],
+        paused=False,
+        followup_action=None,
+        active_loop={},
+        latest_action_name="action_listen",
+    )
+
+
+def run(action: Any, tracker: Tracker) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    dispatcher = CollectingDispatcher()
+    events = action.run(dispatcher, tracker, {})
+    if asyncio.iscoroutine(events):
+        events = asyncio.run(events)
+    return events, dispatcher.messages
+
+
+def rows(crm: Engine, model: Any) -> list[Any]:
+    with Session(crm, future=True) as session:
+        return list(session.execute(select(model).order_by(model.id)).scalars())
+
+
+def slot_values(events: list[dict[str, Any]]) -> dict[str, Any]:
+    return {event["name"]: event["value"] for event in events if event.get("event") == "slot"}
+
+
+def test_did_this_help_is_recorded_with_the_answer_topic(crm_for_actions: Engine) -> None:
+    _, yes = run(
+        ActionRecordHelpful(),
+        make_tracker("/give_feedback", entities={"helpful": "yes"}, slots={"last_faq": "renew-online"}),
+    )
+    _, no = run(ActionRecordHelpful(), make_tracker("/give_feedback", entities={"helpful": "no"}))
+    assert yes[0]["response"] == "utter_helpful_thanks"
+    assert no[0]["response"] == "utter_helpful_sorry"
+    feedback = rows(crm_for_actions, Feedback)
+    assert [(f.helpful, f.csat) for f in feedback] == [(True, None), (False, None)]
+    assert feedback[0].topic == "renewal"
+    assert feedback[1].topic is None
+
+
+def validate(slot: str, value: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    form = ValidateFeedbackForm()
+    dispatcher = CollectingDispatcher()
+    result = getattr(form, f"validate_{slot}")(value, dispatcher, make_tracker(value), {})
+    return result, dispatcher.messages
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [("4", "4"), ("给5分", "5"), ("⭐⭐", "2"), ("very satisfied", "5"), ("7", None), ("hello", None)],
+)
+def test_a_rating_is_read_from_what_the_patron_typed(typed: str, expected: str | None) -> None:
+    result, messages = validate("csat", typed)
+    assert result == {"csat": expected}
+    assert bool(messages) == (expected is None)  # only a bad rating is answered with a hint
+
+
+def test_a_comment_can_be_skipped_or_correct_the_rating() -> None:
+    assert validate("comment", "跳过")[0] == {"comment": "-"}
+    assert validate("comment", "the staff were kind")[0] == {"comment": "the staff were kind"}
+    corrected, messages = validate("comment", "actually 3")
+    assert corrected == {"csat": "3", "comment": None}
+    assert messages[0]["response"] == "utter_rating_changed"
+
+
+def test_nps_is_asked_only_where_the_library_turns_it_on(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.settings import PROJECT_ROOT, get_settings
+
+    facts = (PROJECT_ROOT / "knowledge" / "library.yml").read_text(encoding="utf-8")
+    path = tmp_path / "library.yml"
+    monkeypatch.setenv("PATRONBOT_LIBRARY_FACTS", str(path))
+    get_settings.cache_clear()
+    slots = ["csat", "comment", "nps"]
+    form = ValidateFeedbackForm()
+
+    def required() -> list[str]:
+        return asyncio.run(form.required_slots(slots, CollectingDispatcher(), make_tracker(""), {}))
+
+    path.write_text(facts.replace("feedback_nps: false", "feedback_nps: true"), encoding="utf-8")
+    assert required() == slots
+    path.write_text(facts.replace("feedback_nps: true", "feedback_nps: false"), encoding="utf-8")
+    assert required() == ["csat", "comment"]
+
+
+def test_a_low_rating_is_recorded_and_opens_an_escalation(crm_for_actions: Engine) -> None:
+    events, messages = run(
+        ActionSubmitFeedback(),
+        make_tracker("terrible", slots={"csat": "1", "comment": "rude staff", "nps": None}),
+    )
+    assert slot_values(events) == {"csat": None, "comment": None, "nps": None}
+    assert messages[0]["response"] == "utter_feedback_low"
+    assert "shortly" in messages[1]["text"]  # staffed hours
+    [feedback] = rows(crm_for_actions, Feedback)
+    assert (feedback.csat, feedback.comment, feedback.nps) == (1, "rude staff", None)
+    [escalation] = rows(crm_for_actions, Escalation)
+    assert (escalation.reason, escalation.rasa_sender_id, escalation.status) == (
+        "low_rating",
+        "rest:patron-1",
+        "open",
+    )
+
+
+def test_a_good_rating_opens_no_escalation(crm_for_actions: Engine) -> None:
+    _, messages = run(ActionSubmitFeedback(), make_tracker("5", slots={"csat": "5", "comment": "-"}))
+    assert messages[0]["response"] == "utter_feedback_thanks"
+    assert [(f.csat, f.comment) for f in rows(crm_for_actions, Feedback)] == [(5, None)]
+    assert rows(crm_for_actions, Escalation) == []
+
+
+def test_a_complaint_with_details_is_kept_and_one_without_is_asked_for() -> None:
+    detailed, _ = run(
+        ActionStartReport(), make_tracker("the reading room is far too noisy", intent="complaint")
+    )
+    assert slot_values(detailed) == {
+        "report_kind": "complaint",
+        "report_details": "the reading room is far too noisy",
+    }
+    bare, _ = run(ActionStartReport(), make_tracker("我要投诉", intent="complaint"))
+    assert slot_values(bare) == {"report_kind": "complaint", "report_details": None}
+    idea, _ = run(ActionStartReport(), make_tracker("I have a suggestion", intent="suggestion"))
+    assert slot_values(idea)["report_kind"] == "suggestion"
+
+
+def test_a_complaint_is_recorded_and_escalated_a_suggestion_only_recorded(crm_for_actions: Engine) -> None:
+    _, complaint = run(
+        ActionSubmitReport(),
+        make_tracker("", slots={"report_kind": "complaint", "report_details": "the printer on floor 2 jams"}),
+    )
+    _, idea = run(
+        ActionSubmitReport(),
+        make_tracker(
+            "",
+            sender="rest:patron-2",
+            slots={"report_kind": "suggestion", "report_details": "please buy more law e-books"},
+        ),
+    )
+    reports = rows(crm_for_actions, Suggestion)
+    assert [(r.kind, r.text) for r in reports] == [
+        ("complaint", "the printer on floor 2 jams"),
+        ("purchase", "please buy more law e-books"),
+    ]
+    assert complaint[0]["number"] == str(reports[0].id)
+    assert idea[0]["number"] == str(reports[1].id)
+    assert complaint[0]["when"]  # when a librarian answers
+    [escalation] = rows(crm_for_actions, Escalation)
+    assert (escalation.reason, escalation.priority) == ("complaint", "high")
+
+
+def test_handoff_in_staffed_hours_quiets_the_bot_until_staff_resolve(
+    crm_for_actions: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events, messages = run(ActionHandoff(), make_tracker("talk to a librarian", intent="human_handoff"))
+    assert slot_values(events) == {"handoff_active": True}
+    assert messages[0]["response"] == "utter_handoff_opened"
+    [escalation] = rows(crm_for_actions, Escalation)
+    assert escalation.reason == "requested"
+
+    relay_events, relay = run(ActionStaffRelay(), make_tracker("hello?", intent="greet"))
+    assert relay_events == []
+    assert relay[0]["response"] == "utter_handoff_ack"
+
+    with Session(crm_for_actions, future=True) as session, session.begin():
+        resolve_escalation(session=session, escalation_id=escalation.id, staff="alice", note="answered")
+    resumed_events, resumed = run(ActionStaffRelay(), make_tracker("hello?", intent="greet"))
+    assert slot_values(resumed_events) == {"handoff_active": False}
+    assert resumed[0]["response"] == "utter_handoff_resumed"
+
+
+def test_handoff_outside_staffed_hours_says_when_and_keeps_the_bot(
+    crm_for_actions: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handoff, "_now", lambda: UNSTAFFED)
+    events, messages = run(ActionHandoff(), make_tracker("人工", intent="human_handoff"))
+    assert events == []
+    assert "09:00" in messages[1]["text"]
+    assert len(rows(crm_for_actions, Escalation)) == 1
+
+
+def fallback_events(count: int) -> list[dict[str, Any]]:
+    user = {"event": "user", "parse_data": {"intent": {"name": "nlu_fallback"}}}
+    return [{"event": "action", "name": "action_listen"}, user] * count
+
+
+def test_the_second_fallback_in_a_row_reaches_a_librarian(crm_for_actions: Engine) -> None:
+    _, first = run(ActionFallback(), make_tracker("qwzx", events=fallback_events(1)))
+    assert first[0]["response"] == "utter_default"
+    assert rows(crm_for_actions, Escalation) == []
+    events, second = run(ActionFallback(), make_tracker("qwzx", events=fallback_events(2)))
+    assert second[0]["response"] == "utter_fallback_handoff"
+    assert slot_values(events) == {"handoff_active": True}
+    assert [e.reason for e in rows(crm_for_actions, Escalation)] == ["fallback"]
+    # Understood messages in between reset the count.
+    between = [*fallback_events(1), {"event": "user", "parse_data": {"intent": {"name": "greet"}}}]
+    _, again = run(ActionFallback(), make_tracker("qwzx", events=[*between, *fallback_events(1)]))
+    assert again[0]["response"] == "utter_default"
+
+
+def test_the_profile_is_kept_with_consent_and_the_answer_given_for_the_type(crm_for_actions: Engine) -> None:
+    events, messages = run(
+        ActionSaveProfile(),
+        make_tracker(
+            "/inform_profile",
+            intent="inform_profile",
+            entities={"patron_type": "postgraduate"},
+            slots={"last_faq": "loan-limits", "language": "en"},
+        ),
+    )
+    assert slot_values(events) == {"profile_asked": True, "patron_type": "postgraduate"}
+    assert "postgraduate" in messages[0]["text"].lower() or "研究生" in messages[0]["text"]
+    assert messages[-1]["response"] == "utter_ask_interests"
+    _, interest = run(
+        ActionSaveProfile(), make_tracker("I'm interested in databases", intent="inform_profile")
+    )
+    assert interest[-1]["response"] == "utter_ask_follow_up_consent"
+    [patron] = rows(crm_for_actions, Patron)
+    assert (patron.patron_type, patron.interests) == ("postgraduate", ["e_resources"])
+    assert [(c.purpose, c.granted) for c in rows(crm_for_actions, Consent)] == [("profiling", True)]
+
+
+def test_the_profile_question_can_be_skipped(crm_for_actions: Engine) -> None:
+    events, messages = run(
+        ActionSaveProfile(),
+        make_tracker("/inform_profile", intent="inform_profile", entities={"patron_type": "skip"}),
+    )
+    assert slot_values(events) == {"profile_asked": True}
+    assert messages[0]["response"] == "utter_profile_skipped"
+    assert rows(crm_for_actions, Patron) == []
+
+
+@pytest.mark.parametrize(("typed", "confirmed"), [("确认删除", "yes"), ("Delete", "yes"), ("no wait", "no")])
+def test_deletion_needs_an_explicit_yes(typed: str, confirmed: str) -> None:
+    dispatcher = CollectingDispatcher()
+    result = ValidateDeleteForm().validate_delete_confirmation(typed, dispatcher, make_tracker(typed), {})
+    assert result == {"delete_confirmation": confirmed}
+
+
+def test_a_confirmed_deletion_is_carried_out_by_the_ingester(crm_for_actions: Engine, crm_url: str) -> None:
+    cancelled, said = run(ActionEraseMyData(), make_tracker("no", slots={"delete_confirmation": "no"}))
+    assert slot_values(cancelled) == {"delete_confirmation": None}
+    assert said[0]["response"] == "utter_delete_cancelled"
+    events, said = run(ActionEraseMyData(), make_tracker("delete", slots={"delete_confirmation": "yes"}))
+    assert slot_values(events) == {"delete_confirmation": None, "erasure_requested": True}
+    assert said[0]["response"] == "utter_delete_scheduled"
+
+    run(ActionRecordHelpful(), make_tracker("/give_feedback", entities={"helpful": "yes"}))  # a patron row
+    with Session(crm_for_actions, future=True) as session, session.begin():
+        assert note_requests(session=session, senders={"rest:patron-1", "rest:nobody"}) == 1
+    with Session(crm_for_actions, future=True) as session:
+        assert len(pending_patrons(session=session)) == 1
+    assert carry_out(crm=crm_for_actions, crm_url=crm_url, rasa_stores=[]) == 1
+    assert rows(crm_for_actions, Patron) == []
+    assert rows(crm_for_actions, ChannelIdentity) == []
+    assert [f.patron_id for f in rows(crm_for_actions, Feedback)] == [None]  # anonymous, kept
+    with Session(crm_for_actions, future=True) as session:
+        assert pending_patrons(session=session) == []
+        assert session.execute(select(func.count()).select_from(Interaction)).scalar_one() == 0
+    assert carry_out(crm=crm_for_actions, crm_url=crm_url, rasa_stores=[]) == 0
