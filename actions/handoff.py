@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import SlotSet
+from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 from sqlalchemy.orm import Session
@@ -17,10 +17,14 @@ from actions.language import patron_language
 from bot.escalations import open_escalation, open_for_sender
 from bot.language import Language
 from bot.library import handoff_reply, staffed_now
+from bot.models import Escalation
 
 log = logging.getLogger(__name__)
 
 FALLBACK_INTENT = "nlu_fallback"
+# Escalations in which a librarian talks with the patron (not complaints or low ratings, which staff
+# follow up while the bot keeps helping).
+LIVE_REASONS = ("requested", "fallback")
 
 
 def open_escalation_for(*, session: Session, tracker: Tracker, patron_id: int, reason: str) -> int:
@@ -125,8 +129,36 @@ class ActionStaffRelay(Action):  # type: ignore[misc]
 
         open_now = with_crm(still_open, doing="check an escalation")
         if open_now is False:
-            # Resolved while the Rasa API could not be told: the bot is back.
+            # Resolved between action_check_handoff and now: the bot is back.
             dispatcher.utter_message(response="utter_handoff_resumed")
-            return [SlotSet("handoff_active", False)]
+            return [SlotSet("handoff_active", False), FollowupAction("action_listen")]
         dispatcher.utter_message(response="utter_handoff_ack")
         return []
+
+
+def with_staff(escalation: Escalation | None, *, staffed: bool) -> bool:
+    """Whether a librarian has the conversation: a live escalation, in staffed hours or answered."""
+    if escalation is None or escalation.reason not in LIVE_REASONS:
+        return False
+    return staffed or escalation.status == "assigned"
+
+
+class ActionCheckHandoff(Action):  # type: ignore[misc]
+    """Run by Rasa at every patron message (the slot's custom mapping): is a librarian on it?"""
+
+    def name(self) -> str:
+        return "action_check_handoff"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        staffed = _staffed()
+
+        def check(session: Session) -> bool:
+            escalation = open_for_sender(session=session, rasa_sender_id=tracker.sender_id)
+            return with_staff(escalation, staffed=staffed)
+
+        active = with_crm(check, doing="check for a librarian")
+        if active is None or active == bool(tracker.get_slot("handoff_active")):
+            return []
+        return [SlotSet("handoff_active", active)]

@@ -10,9 +10,10 @@ DEFAULT_LANGUAGE: Language = "zh"
 
 
 def patron_language(tracker: Tracker) -> Language:
-    """The language to answer in: the latest message's, else the conversation's, else Chinese."""
+    """The language to answer in: the latest typed message's, else the conversation's, else Chinese."""
     text = (tracker.latest_message or {}).get("text") or ""
-    detected = detect_language(text)
+    # A button's payload ("/give_feedback{...}") says nothing about the patron's language.
+    detected = None if text.startswith("/") else detect_language(text)
     if detected is not None:
         return detected
     slot = tracker.get_slot("language")

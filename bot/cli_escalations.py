@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from zoneinfo import ZoneInfo
@@ -22,7 +21,6 @@ from bot.escalations import (
 )
 from bot.library import load_facts
 from bot.models.feedback import ESCALATION_STATUSES
-from bot.rasa_api import resume_conversation
 from bot.settings import Settings
 
 
@@ -109,14 +107,7 @@ def cmd_resolve(settings: Settings, args: argparse.Namespace) -> int:
         escalation = resolve_escalation(
             session=session, escalation_id=escalation_id, staff=args.staff, note=args.note
         )
-        sender = escalation.rasa_sender_id
-    print(f"resolved escalation {escalation_id}")
-    if sender and not resume_conversation(settings=settings, rasa_sender_id=sender):
-        print(
-            "patronbot: Rasa could not be told to resume the bot (is `patronbot run` running?); "
-            "the bot takes the conversation back at the patron's next message",
-            file=sys.stderr,
-        )
+    print(f"resolved escalation {escalation.id}: the bot answers the patron's next message again")
     return 0
 
 

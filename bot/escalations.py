@@ -1,8 +1,8 @@
 """Escalations: conversations handed to staff, staff replies through the outbox, and handing back.
 
 The bot's actions open escalations; staff (the command line now, the console later) list them, read
-the conversation (audited), reply and resolve. After `resolve_escalation` commits, the caller tells
-Rasa to resume the bot (bot.rasa_api.resume_conversation).
+the conversation (audited), reply and resolve. The bot reads the CRM at every patron message
+(actions/handoff.py, action_check_handoff), so a resolution hands the conversation back at once.
 """
 
 from __future__ import annotations
@@ -233,10 +233,7 @@ def resolve_escalation(
     note: str | None = None,
     now: dt.datetime | None = None,
 ) -> Escalation:
-    """Close the escalation and tell the patron, in their language, that the bot has them again.
-
-    After the caller commits, bot.rasa_api.resume_conversation tells Rasa to leave the handoff.
-    """
+    """Close the escalation and tell the patron, in their language, that the bot has them again."""
     escalation = _escalation(session, escalation_id)
     if escalation.status not in ACTIVE:
         raise EscalationError(f"escalation {escalation.id} is already {escalation.status}")

@@ -11,7 +11,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.database import DatabaseError, describe_error
 from bot.endpoints import write_endpoints
 from bot.migrate import upgrade
-from bot.rasa_api import api_token
 from bot.settings import ENV_PREFIX, PROJECT_ROOT, Settings
 from bot.supervisor import Child, Supervisor, ensure_port_free
 from bot.training import rasa_environment, rasa_executable, train
@@ -53,10 +52,6 @@ def children(settings: Settings, endpoints: Path) -> list[Child]:
                 host,
                 "--port",
                 str(settings.rasa_port),
-                # The HTTP API, for staff handing a conversation back to the bot (bot/rasa_api.py).
-                "--enable-api",
-                "--auth-token",
-                api_token(settings=settings),
             ],
             env=env,
             ready_url=rasa_health,

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseSettings, Field, SecretStr, ValidationError, validator
+from pydantic import BaseSettings, Field, ValidationError, validator
 
 from bot.redaction import redact_url
 
@@ -52,11 +52,6 @@ class Settings(BaseSettings):
         "", description="Rasa event broker: SQL URL or amqp://; default: SQLite file in data_dir"
     )
     event_queue: str = Field("patronbot_events", description="RabbitMQ queue when the broker is amqp://")
-    rasa_api_token: SecretStr = Field(
-        SecretStr(""),
-        description="token for Rasa's HTTP API (staff handing a conversation back to the bot); "
-        "default: generated once into data_dir/rasa-api-token",
-    )
     max_message_chars: int = Field(20_000, description="longest patron message accepted")
     retention_days: int = Field(365, description="days after which interaction texts are purged")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")

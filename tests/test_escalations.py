@@ -3,16 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import logging
-import socket
-import stat
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -45,8 +36,7 @@ from bot.models import (
     StaffUser,
 )
 from bot.outbound import register_sender, send, take_pending, unregister_sender
-from bot.rasa_api import api_token, resume_conversation
-from bot.settings import PROJECT_ROOT, load_settings
+from bot.settings import PROJECT_ROOT
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 WEDNESDAY_10 = dt.datetime(2026, 11, 25, 10, 0, tzinfo=SHANGHAI)
@@ -350,80 +340,3 @@ def test_list_escalations_by_status_soonest_due_first(crm: Engine, facts: Librar
         assert [e.id for e in list_escalations(session=session, status="resolved")] == [late]
         with pytest.raises(EscalationError, match="status must be one of"):
             list_escalations(session=session, status="closed")
-
-
-class _FakeRasa(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]]
-    status = 200
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        type(self).received.append({"path": self.path, "body": json.loads(self.rfile.read(length))})
-        self.send_response(type(self).status)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def fake_rasa() -> Iterator[tuple[int, type[_FakeRasa]]]:
-    handler = type("Handler", (_FakeRasa,), {"received": [], "status": 200})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], handler
-    server.shutdown()
-    server.server_close()
-
-
-def test_resume_conversation_posts_the_slot_event_with_the_token(
-    fake_rasa: tuple[int, type[_FakeRasa]], caplog: pytest.LogCaptureFixture
-) -> None:
-    port, handler = fake_rasa
-    settings = load_settings(rasa_port=port, rasa_api_token="s3cret-token")
-    with caplog.at_level(logging.DEBUG):
-        assert resume_conversation(settings=settings, rasa_sender_id="rest:alice 1") is True
-    [request] = handler.received
-    url = urlsplit(request["path"])
-    assert url.path == "/conversations/rest%3Aalice%201/tracker/events"
-    assert parse_qs(url.query) == {"include_events": ["NONE"], "token": ["s3cret-token"]}
-    assert request["body"] == [{"event": "slot", "name": "handoff_active", "value": False}]
-    assert "s3cret-token" not in caplog.text
-    assert "alice" not in caplog.text
-
-
-def test_resume_conversation_is_false_when_rasa_refuses(
-    fake_rasa: tuple[int, type[_FakeRasa]], caplog: pytest.LogCaptureFixture
-) -> None:
-    port, handler = fake_rasa
-    handler.status = 401
-    settings = load_settings(rasa_port=port, rasa_api_token="s3cret-token")
-    assert resume_conversation(settings=settings, rasa_sender_id="rest:alice") is False
-    assert "HTTP 401" in caplog.text
-    assert "s3cret-token" not in caplog.text
-
-
-def test_resume_conversation_is_false_when_rasa_is_down(caplog: pytest.LogCaptureFixture) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    settings = load_settings(rasa_port=port, rasa_api_token="s3cret-token")
-    assert resume_conversation(settings=settings, rasa_sender_id="rest:alice") is False
-    assert "not reachable" in caplog.text
-    assert "s3cret-token" not in caplog.text
-    assert "alice" not in caplog.text
-
-
-def test_a_generated_api_token_is_shared_by_every_process_and_private(tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path / "data")
-    token = api_token(settings=settings)
-    path = tmp_path / "data" / "rasa-api-token"
-    assert len(token) >= 32
-    assert path.read_text(encoding="utf-8").strip() == token
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert api_token(settings=load_settings(data_dir=tmp_path / "data")) == token
-    assert api_token(settings=load_settings(data_dir=tmp_path / "other")) != token
-    assert api_token(settings=load_settings(data_dir=tmp_path / "data", rasa_api_token="set")) == "set"

@@ -23,11 +23,11 @@ from actions.feedback import (
     ActionSubmitReport,
     ValidateFeedbackForm,
 )
-from actions.handoff import ActionFallback, ActionHandoff, ActionStaffRelay
+from actions.handoff import ActionCheckHandoff, ActionFallback, ActionHandoff, ActionStaffRelay
 from actions.privacy import ActionEraseMyData, ValidateDeleteForm
 from actions.profile import ActionSaveProfile
 from bot.erasure_requests import carry_out, note_requests, pending_patrons
-from bot.escalations import resolve_escalation
+from bot.escalations import resolve_escalation, staff_reply
 from bot.models import ChannelIdentity, Consent, Escalation, Feedback, Interaction, Patron, Suggestion
 
 # A Wednesday 10:00 and 22:00 in Shanghai (the facts file's time zone): staffed, and not.
@@ -223,12 +223,23 @@ def test_handoff_in_staffed_hours_quiets_the_bot_until_staff_resolve(
     relay_events, relay = run(ActionStaffRelay(), make_tracker("hello?", intent="greet"))
     assert relay_events == []
     assert relay[0]["response"] == "utter_handoff_ack"
+    # At every message Rasa asks the CRM whether a librarian still has the conversation.
+    with_staff = make_tracker("hello?", intent="greet", slots={"handoff_active": True})
+    assert run(ActionCheckHandoff(), with_staff)[0] == []  # unchanged
 
     with Session(crm_for_actions, future=True) as session, session.begin():
         resolve_escalation(session=session, escalation_id=escalation.id, staff="alice", note="answered")
+    assert slot_values(run(ActionCheckHandoff(), with_staff)[0]) == {"handoff_active": False}
+    # Had it been resolved between that check and the relay, the relay hands back itself.
     resumed_events, resumed = run(ActionStaffRelay(), make_tracker("hello?", intent="greet"))
     assert slot_values(resumed_events) == {"handoff_active": False}
     assert resumed[0]["response"] == "utter_handoff_resumed"
+
+
+def test_complaints_and_low_ratings_leave_the_bot_talking(crm_for_actions: Engine) -> None:
+    run(ActionSubmitFeedback(), make_tracker("1", slots={"csat": "1", "comment": "-"}))
+    assert [e.reason for e in rows(crm_for_actions, Escalation)] == ["low_rating"]
+    assert run(ActionCheckHandoff(), make_tracker("hi", intent="greet"))[0] == []
 
 
 def test_handoff_outside_staffed_hours_says_when_and_keeps_the_bot(
@@ -238,7 +249,14 @@ def test_handoff_outside_staffed_hours_says_when_and_keeps_the_bot(
     events, messages = run(ActionHandoff(), make_tracker("人工", intent="human_handoff"))
     assert events == []
     assert "09:00" in messages[1]["text"]
-    assert len(rows(crm_for_actions, Escalation)) == 1
+    [escalation] = rows(crm_for_actions, Escalation)
+    assert run(ActionCheckHandoff(), make_tracker("hi", intent="greet"))[0] == []
+    # Once a librarian replies, they have the conversation even outside staffed hours.
+    with Session(crm_for_actions, future=True) as session, session.begin():
+        staff_reply(session=session, escalation_id=escalation.id, staff="alice", text="I'm here")
+    assert slot_values(run(ActionCheckHandoff(), make_tracker("hi", intent="greet"))[0]) == {
+        "handoff_active": True
+    }
 
 
 def fallback_events(count: int) -> list[dict[str, Any]]:

@@ -91,12 +91,3 @@ def test_training_fingerprint_follows_training_data_not_other_code(tmp_path: Pat
     assert changed != before
     (root / "nlu" / "greet.yml").write_text("nlu: [x]\n", encoding="utf-8")
     assert training_fingerprint(root) != changed
-
-
-def test_rasa_api_token_is_read_but_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATRONBOT_RASA_API_TOKEN", "hunter2-token")
-    settings = load_settings()
-    assert settings.rasa_api_token.get_secret_value() == "hunter2-token"
-    assert "hunter2-token" not in repr(settings)
-    assert "hunter2-token" not in str(settings.dict())
-    assert settings.rasa_url == "http://127.0.0.1:5005"

@@ -43,7 +43,14 @@ def test_config() -> Path:
 
 @pytest.fixture(scope="session")
 def trained_model() -> Path:
-    """A model trained by `patronbot train` (skipped when the cached one matches the data)."""
+    """A model trained by `patronbot train` (skipped when the cached one matches the data).
+
+    PATRONBOT_TEST_MODEL names an already trained model to use instead (for quick local reruns).
+    """
+    given = os.environ.get("PATRONBOT_TEST_MODEL")
+    if given:
+        assert Path(given).is_file(), f"PATRONBOT_TEST_MODEL={given} is not a file"
+        return Path(given)
     model = MODEL_CACHE / "patronbot-test.tar.gz"
     env = os.environ | {"PATRONBOT_MODEL_PATH": str(model)}
     result = subprocess.run(
