@@ -6,10 +6,27 @@ import json
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, delete, inspect, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    inspect,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
 
 from bot.database import make_engine
+
+# What an erased or purged broker row becomes when it is the newest row (see _delete_keeping_ids).
+TOMBSTONE = json.dumps({"event": "erased"})
 
 # Both stores name their table "events" (rasa.core.brokers.sql.SQLEventBroker.SQLBrokerEvent and
 # rasa.core.tracker_store.SQLTrackerStore.SQLEvent); the tracker store adds columns the broker lacks.
@@ -69,8 +86,22 @@ class RasaEventStore:
         if not senders or not self._table_exists():
             return 0
         with self.engine.begin() as connection:
-            result: Any = connection.execute(delete(EVENTS).where(EVENTS.c.sender_id.in_(list(senders))))
-        return int(result.rowcount or 0)
+            return self._delete(connection, EVENTS.c.sender_id.in_(list(senders)))
+
+    def _delete(self, connection: Connection, condition: ColumnElement[Any]) -> int:
+        """Delete the rows matching `condition`. In the event broker the newest row is blanked instead:
+        SQLite gives a new row the highest id + 1, so deleting the newest rows would hand their ids to
+        new events, which the ingester's cursor has already passed and would never read."""
+        if self.name != "event_broker":
+            result: Any = connection.execute(delete(EVENTS).where(condition))
+            return int(result.rowcount or 0)
+        newest = connection.execute(select(func.max(EVENTS.c.id))).scalar()
+        keep = EVENTS.c.id == newest
+        result = connection.execute(delete(EVENTS).where(condition, ~keep))
+        blanked: Any = connection.execute(
+            update(EVENTS).where(condition, keep).values(sender_id="", data=TOMBSTONE)
+        )
+        return int(result.rowcount or 0) + int(blanked.rowcount or 0)
 
     def purge_before(self, cutoff: float) -> int:
         """Delete events older than `cutoff` (a Unix time); only the tracker store has timestamps."""
@@ -90,8 +121,7 @@ class RasaEventStore:
         if not self._table_exists():
             return 0
         with self.engine.begin() as connection:
-            result: Any = connection.execute(delete(EVENTS).where(EVENTS.c.id <= last_id))
-        return int(result.rowcount or 0)
+            return self._delete(connection, EVENTS.c.id <= last_id)
 
     def dispose(self) -> None:
         if self._engine is not None:
