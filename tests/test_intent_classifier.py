@@ -1,0 +1,209 @@
+"""E5IntentClassifier: training, persisting without pickle, loading, ranking, and awkward inputs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rasa.engine.graph import ExecutionContext, GraphSchema
+from rasa.engine.storage.local_model_storage import LocalModelStorage
+from rasa.engine.storage.resource import Resource
+from rasa.engine.storage.storage import ModelStorage
+from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, TEXT
+from rasa.shared.nlu.training_data.message import Message
+from rasa.shared.nlu.training_data.training_data import TrainingData
+
+from nlu.intent_classifier import MAX_TOKENS, E5IntentClassifier, e5_encoder, truncate
+
+EXAMPLES = {
+    "ask_hours": [
+        "what time do you open",
+        "opening hours",
+        "when do you close tonight",
+        "are you open on sunday",
+        "library hours please",
+        "图书馆几点开门",
+        "周末开放吗",
+        "今天几点关门",
+        "开放时间是什么",
+        "晚上开到几点",
+    ],
+    "renewal": [
+        "can I renew my books",
+        "renew my loan",
+        "extend the due date",
+        "I need more time with this book",
+        "how do I renew online",
+        "续借",
+        "我想续借这本书",
+        "怎么在网上续借",
+        "借期可以延长吗",
+        "续借几次",
+    ],
+    "greet": [
+        "hello",
+        "hi there",
+        "good morning",
+        "hey",
+        "hi bot",
+        "你好",
+        "您好",
+        "早上好",
+        "嗨",
+        "哈喽",
+    ],
+    "tech_services": [
+        "wifi password",
+        "how do I print",
+        "is there a scanner",
+        "can I connect to the wifi",
+        "printer is not working",
+        "无线网密码",
+        "怎么打印",
+        "有扫描仪吗",
+        "无线网连不上",
+        "打印机坏了",
+    ],
+}
+
+
+def _context() -> ExecutionContext:
+    return ExecutionContext(GraphSchema({}), "e5_intent_classifier")
+
+
+def _training_data() -> TrainingData:
+    return TrainingData(
+        [Message.build(text=text, intent=intent) for intent, texts in EXAMPLES.items() for text in texts]
+    )
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> ModelStorage:
+    return LocalModelStorage.create(tmp_path_factory.mktemp("model-storage"))
+
+
+@pytest.fixture(scope="module")
+def resource(storage: ModelStorage) -> Resource:
+    """A resource holding a classifier trained on EXAMPLES."""
+    resource = Resource("e5_intent_classifier")
+    classifier = E5IntentClassifier.create({}, storage, resource, _context())
+    classifier.train(_training_data())
+    return resource
+
+
+def _load(storage: ModelStorage, resource: Resource, **config: Any) -> E5IntentClassifier:
+    return E5IntentClassifier.load(config, storage, resource, _context())
+
+
+def _parse(classifier: E5IntentClassifier, *texts: str) -> list[Message]:
+    return classifier.process([Message(data={TEXT: text}) for text in texts])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("what time does the library open on saturday", "ask_hours"),
+        ("图书馆星期六几点开门", "ask_hours"),
+        ("please renew my book", "renewal"),
+        ("这本书能续借吗", "renewal"),
+        ("hello there", "greet"),
+        ("wifi password", "tech_services"),
+    ],
+)
+def test_loaded_classifier_predicts_the_intent(
+    storage: ModelStorage, resource: Resource, text: str, expected: str
+) -> None:
+    (message,) = _parse(_load(storage, resource), text)
+    assert message.get(INTENT)["name"] == expected
+
+
+def test_ranking_is_sorted_and_tops_with_the_intent(storage: ModelStorage, resource: Resource) -> None:
+    (message,) = _parse(_load(storage, resource), "我想续借")
+    ranking = message.get(INTENT_RANKING_KEY)
+    confidences = [item["confidence"] for item in ranking]
+    assert ranking[0]["name"] == "renewal"
+    assert message.get(INTENT) == ranking[0]
+    assert sorted({item["name"] for item in ranking}) == sorted(EXAMPLES)
+    assert confidences == sorted(confidences, reverse=True)
+    assert math.isclose(sum(confidences), 1.0, rel_tol=1e-6)
+    assert all(isinstance(value, float) for value in confidences)
+    assert "intent" in message.as_dict(only_output_properties=True)
+
+
+def test_ranking_length_cuts_the_ranking(storage: ModelStorage, resource: Resource) -> None:
+    (message,) = _parse(_load(storage, resource, ranking_length=2), "hello")
+    assert len(message.get(INTENT_RANKING_KEY)) == 2
+
+
+def test_model_is_stored_as_arrays_and_json_without_pickle(storage: ModelStorage, resource: Resource) -> None:
+    with storage.read_from(resource) as directory:
+        files = sorted(path.name for path in Path(directory).iterdir())
+        assert files
+        assert {Path(name).suffix for name in files} <= {".npy", ".json"}
+        for name in files:
+            if name.endswith(".npy"):
+                assert np.load(Path(directory) / name, allow_pickle=False).dtype != object
+
+
+def test_char_ngrams_can_be_switched_off(tmp_path: Path) -> None:
+    storage = LocalModelStorage.create(tmp_path)
+    resource = Resource("e5_only")
+    E5IntentClassifier.create({"use_char_ngrams": False}, storage, resource, _context()).train(
+        _training_data()
+    )
+    with storage.read_from(resource) as directory:
+        assert not (Path(directory) / "char_coef.npy").exists()
+    (message,) = _parse(_load(storage, resource, use_char_ngrams=False), "when do you open tomorrow")
+    assert message.get(INTENT)["name"] == "ask_hours"
+
+
+def test_untrained_classifier_leaves_messages_alone(tmp_path: Path) -> None:
+    storage = LocalModelStorage.create(tmp_path)
+    classifier = _load(storage, Resource("never_trained"))
+    (message,) = _parse(classifier, "hello")
+    assert message.get(INTENT) is None
+
+
+def test_awkward_inputs_get_a_valid_intent(storage: ModelStorage, resource: Resource) -> None:
+    texts = ["🙂🙂🙂", "a" * 10_000, "续借" * 5_000, "?!"]
+    messages = _parse(_load(storage, resource), *texts)
+    for message in messages:
+        intent = message.get(INTENT)
+        assert intent["name"] in EXAMPLES
+        assert 0.0 <= intent["confidence"] <= 1.0
+        assert math.isfinite(intent["confidence"])
+        assert len(message.get(INTENT_RANKING_KEY)) == len(EXAMPLES)
+
+
+@pytest.mark.parametrize("text", ["", "   \n"])
+def test_empty_text_gets_no_intent_so_fallback_answers(
+    storage: ModelStorage, resource: Resource, text: str
+) -> None:
+    (message,) = _parse(_load(storage, resource), text)
+    assert message.get(INTENT) == {"name": None, "confidence": 0.0}
+    assert message.get(INTENT_RANKING_KEY) == []
+
+
+@pytest.mark.parametrize("text", ["a" * 10_000, "续借" * 5_000, "renew my book " * 700])
+def test_long_text_is_cut_to_what_e5_reads(text: str) -> None:
+    encoder = e5_encoder(1)
+    short = truncate(text, max_chars=10_000, encoder=encoder)
+    assert 0 < len(short) < len(text)
+    assert encoder.token_count(short, True) <= MAX_TOKENS
+
+
+def test_fallback_classifier_reads_the_prediction(storage: ModelStorage, resource: Resource) -> None:
+    from rasa.nlu.classifiers.fallback_classifier import FallbackClassifier
+
+    fallback = FallbackClassifier.create(
+        {**FallbackClassifier.get_default_config(), "threshold": 0.5, "ambiguity_threshold": 0.0},
+        storage,
+        Resource("fallback"),
+        _context(),
+    )
+    sure, empty = fallback.process(_parse(_load(storage, resource), "续借", ""))
+    assert sure.get(INTENT)["name"] == "renewal"
+    assert empty.get(INTENT)["name"] == "nlu_fallback"
