@@ -11,6 +11,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 from sqlalchemy.orm import Session
 
+from actions.buttons import csat_buttons
 from actions.crm import library_facts, patron_id_for, with_crm
 from actions.handoff import open_escalation_for, when_staff_answer
 from actions.knowledge import faq_topic, knowledge_service
@@ -223,3 +224,29 @@ class ActionSubmitReport(Action):  # type: ignore[misc]
         when = when_staff_answer(language) if complaint else ""
         dispatcher.utter_message(response="utter_report_recorded", number=str(number), when=when)
         return reset
+
+
+class ActionAskCsat(Action):  # type: ignore[misc]
+    """The feedback form's rating question, with a button for each rating."""
+
+    def name(self) -> str:
+        return "action_ask_csat"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        dispatcher.utter_message(response="utter_ask_csat", buttons=csat_buttons())
+        return []
+
+
+class ActionGoodbye(Action):  # type: ignore[misc]
+    """Goodbye, with one tap to rate the conversation."""
+
+    def name(self) -> str:
+        return "action_goodbye"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        dispatcher.utter_message(response="utter_goodbye_rate", buttons=csat_buttons())
+        return []

@@ -11,6 +11,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
+from actions.buttons import helpful_buttons, patron_type_buttons
 from actions.language import patron_language
 from bot.knowledge import Entry, KnowledgeError, KnowledgeService
 from bot.language import Language
@@ -48,18 +49,6 @@ def faq_topic(entry_id: str | None) -> str | None:
     """The topic of the last answer, which feedback on it is about."""
     entry = faq_entry(entry_id, "en")
     return entry.topic if entry is not None else None
-
-
-HELPFUL_TITLES = {"zh": ("👍 有帮助", "👎 没帮助"), "en": ("👍 Helpful", "👎 Not helpful")}
-
-
-def helpful_buttons(language: Language) -> list[dict[str, str]]:
-    """One tap to say whether an answer helped."""
-    yes, no = HELPFUL_TITLES[language]
-    return [
-        {"title": yes, "payload": '/give_feedback{"helpful": "yes"}'},
-        {"title": no, "payload": '/give_feedback{"helpful": "no"}'},
-    ]
 
 
 def _contact() -> dict[str, str]:
@@ -109,7 +98,7 @@ class ActionAnswerFaq(Action):  # type: ignore[misc]
         if entry.audience and patron_type is None and not tracker.get_slot("profile_asked"):
             # The rule differs by patron type and the bot does not know theirs: ask, once.
             dispatcher.utter_message(text=entry.answer)
-            dispatcher.utter_message(response="utter_ask_patron_type")
+            dispatcher.utter_message(response="utter_ask_patron_type", buttons=patron_type_buttons(language))
             return [*events, SlotSet("profile_asked", True)]
         dispatcher.utter_message(text=entry.answer_for(patron_type), buttons=helpful_buttons(language))
         return events

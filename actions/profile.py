@@ -11,6 +11,7 @@ from rasa_sdk.types import DomainDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from actions.buttons import interest_buttons, patron_type_buttons
 from actions.crm import patron_id_for, privacy_url, tracker_key, with_crm
 from actions.knowledge import faq_entry
 from actions.language import patron_language
@@ -48,7 +49,9 @@ class ActionSaveProfile(Action):  # type: ignore[misc]
         patron_type = patron_type if patron_type in PATRON_TYPES else None
         interests = [i for i in interests if i in INTERESTS]
         if patron_type is None and not interests:
-            dispatcher.utter_message(response="utter_ask_patron_type")
+            dispatcher.utter_message(
+                response="utter_ask_patron_type", buttons=patron_type_buttons(patron_language(tracker))
+            )
             return events
 
         def save(session: Session) -> bool:
@@ -75,7 +78,9 @@ class ActionSaveProfile(Action):  # type: ignore[misc]
             if entry is not None and patron_type in entry.audience:
                 dispatcher.utter_message(text=entry.answer_for(patron_type))
             if not interests:
-                dispatcher.utter_message(response="utter_ask_interests")
+                dispatcher.utter_message(
+                    response="utter_ask_interests", buttons=interest_buttons(patron_language(tracker))
+                )
                 return events
         if ask_consent:
             dispatcher.utter_message(response="utter_ask_follow_up_consent", privacy_url=privacy_url())

@@ -338,3 +338,22 @@ def test_a_confirmed_deletion_is_carried_out_by_the_ingester(crm_for_actions: En
         assert pending_patrons(session=session) == []
         assert session.execute(select(func.count()).select_from(Interaction)).scalar_one() == 0
     assert carry_out(crm=crm_for_actions, crm_url=crm_url, rasa_stores=[]) == 0
+
+
+def test_rating_buttons_carry_the_rating_as_an_entity() -> None:
+    from actions.feedback import ActionAskCsat, ActionGoodbye
+
+    for action in (ActionAskCsat(), ActionGoodbye()):
+        _, [message] = run(action, make_tracker("bye", intent="goodbye"))
+        payloads = [button["payload"] for button in message["buttons"]]
+        assert payloads == [f'/give_feedback{{"csat": "{n}"}}' for n in range(1, 6)]
+
+
+def test_profile_buttons_are_in_the_patron_language() -> None:
+    from actions.buttons import interest_buttons, patron_type_buttons
+
+    assert patron_type_buttons("zh")[1] == {
+        "title": "研究生",
+        "payload": '/inform_profile{"patron_type": "postgraduate"}',
+    }
+    assert interest_buttons("en")[-1] == {"title": "Skip", "payload": '/inform_profile{"interest": "skip"}'}

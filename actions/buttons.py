@@ -1,0 +1,65 @@
+"""Buttons whose payloads carry entities ('/give_feedback{"csat": "4"}'), built here because Rasa
+would try to fill the braces of a payload written in domain.yml as slot placeholders."""
+
+from __future__ import annotations
+
+import json
+
+from bot.language import Language
+
+Button = dict[str, str]
+
+PATRON_TYPE_TITLES: dict[str, tuple[str, str]] = {
+    "undergraduate": ("本科生", "Undergraduate"),
+    "postgraduate": ("研究生", "Postgraduate"),
+    "faculty": ("教师", "Faculty"),
+    "staff": ("职工", "Staff"),
+    "public": ("校外读者", "Visitor / public"),
+}
+INTEREST_TITLES: dict[str, tuple[str, str]] = {
+    "e_resources": ("数据库与电子资源", "Databases and e-resources"),
+    "new_books": ("新书", "New books"),
+    "events": ("讲座与培训", "Events and workshops"),
+    "research_help": ("科研支持", "Research help"),
+}
+SKIP_TITLE = ("跳过", "Skip")
+HELPFUL_TITLES = {"zh": ("👍 有帮助", "👎 没帮助"), "en": ("👍 Helpful", "👎 Not helpful")}
+
+
+def payload(intent: str, **entities: str) -> str:
+    """What a tap sends: the intent and its entities, in Rasa's shortcut syntax."""
+    return f"/{intent}{json.dumps(entities, ensure_ascii=False)}" if entities else f"/{intent}"
+
+
+def _title(titles: tuple[str, str], language: Language) -> str:
+    return titles[0] if language == "zh" else titles[1]
+
+
+def csat_buttons() -> list[Button]:
+    """One tap to rate 1-5."""
+    return [{"title": str(n), "payload": payload("give_feedback", csat=str(n))} for n in range(1, 6)]
+
+
+def helpful_buttons(language: Language) -> list[Button]:
+    """One tap to say whether an answer helped."""
+    yes, no = HELPFUL_TITLES[language]
+    return [
+        {"title": yes, "payload": payload("give_feedback", helpful="yes")},
+        {"title": no, "payload": payload("give_feedback", helpful="no")},
+    ]
+
+
+def patron_type_buttons(language: Language) -> list[Button]:
+    choices = [*PATRON_TYPE_TITLES.items(), ("skip", SKIP_TITLE)]
+    return [
+        {"title": _title(titles, language), "payload": payload("inform_profile", patron_type=value)}
+        for value, titles in choices
+    ]
+
+
+def interest_buttons(language: Language) -> list[Button]:
+    choices = [*INTEREST_TITLES.items(), ("skip", SKIP_TITLE)]
+    return [
+        {"title": _title(titles, language), "payload": payload("inform_profile", interest=value)}
+        for value, titles in choices
+    ]
