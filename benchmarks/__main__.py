@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import history, ingest, privacy
+from benchmarks import history, ingest, privacy, retrieval, turn
 from benchmarks.common import Result, Timer, code_version, machine
 
 HERE = Path(__file__).resolve().parent
@@ -25,12 +25,16 @@ BENCHMARKS: dict[str, Callable[..., list[Result]]] = {
     "ingest": ingest.run,
     "privacy": privacy.run,
     "history": history.run,
+    "turn": turn.run,
+    "retrieval": retrieval.run,
 }
 # What each benchmark reports, for an entry when it fails before measuring anything.
 REPORTS: dict[str, list[tuple[str, str, float, str]]] = {
     "ingest": [(ingest.NAME, ingest.UNIT, ingest.TARGET, ">=")],
     "privacy": privacy.NAMES,
     "history": history.NAMES,
+    "turn": turn.NAMES,
+    "retrieval": retrieval.NAMES,
 }
 
 
