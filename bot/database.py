@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -52,6 +53,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, foreign_keys: bool =
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def tune_every_sqlite_connection() -> None:
+    """WAL and synchronous=NORMAL for every SQLite connection this process opens, Rasa's tracker store
+    and event broker included (Rasa makes those engines itself). Rasa commits each broker event on its
+    own; in SQLite's default rollback-journal mode every commit waits for several fsyncs. With WAL,
+    a commit survives a crash of any process; only a power cut can lose the last moment's commits."""
+    if not event.contains(Engine, "connect", _any_sqlite_pragmas):
+        event.listen(Engine, "connect", _any_sqlite_pragmas)
+
+
+def _any_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
 
 
 def _sqlite_begin(connection: Any) -> None:

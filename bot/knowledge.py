@@ -321,7 +321,14 @@ class Retriever:
             return []
         lang = lang or detect_language(query)
         languages = [lang] if lang in self.indexes else list(self.indexes)
-        vectors = {name: encoder.encode_queries([text])[0] for name, encoder in self.encoders.items()}
+        # A model whose tuned weight is 0 in every language searched is not run (English MiniLM for
+        # Chinese queries, say): encoding the query is most of a search's time.
+        needed = [
+            name
+            for name in self.encoders
+            if any(self.tuning_for(language).weight(name, self.signals) > 0 for language in languages)
+        ]
+        vectors = {name: self.encoders[name].encode_queries([text])[0] for name in needed}
         hits: list[Hit] = []
         for language in languages:
             index = self.indexes[language]

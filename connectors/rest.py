@@ -20,13 +20,16 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 from sqlalchemy.engine import Engine
 
-from bot.database import make_engine, session_scope
+from bot.database import make_engine, session_scope, tune_every_sqlite_connection
 from bot.language import detect_language
 from bot.outbound import take_pending
 from bot.redaction import fingerprint
 from bot.settings import get_settings
 
 log = logging.getLogger(__name__)
+
+# Rasa loads this module before it opens its tracker store and event broker.
+tune_every_sqlite_connection()
 
 MAX_SENDER_CHARS = 200
 
