@@ -34,7 +34,7 @@ def _normalise(text: str) -> str:
 def _project_texts() -> dict[str, set[str]]:
     """Every example, question, alternative, answer and query the project trains, answers or tunes with."""
     texts: dict[str, set[str]] = {}
-    folders = ["nlu", "data", "knowledge", "tests/data"]
+    folders = ["nlu", "data", "knowledge", "tests/data", "tests/conversations"]
     for folder in folders:
         for path in (PROJECT_ROOT / folder).rglob("*"):
             if path.suffix not in {".yml", ".yaml", ".jsonl"}:
@@ -64,7 +64,7 @@ def test_no_shared_evaluation_utterance_is_in_training_data_or_the_knowledge_bas
                     evaluation.add(text)
     assert len(evaluation) > 500
     found = []
-    for folder in ("nlu", "data", "knowledge", "tests/data"):
+    for folder in ("nlu", "data", "knowledge", "tests/data", "tests/conversations"):
         for path in (PROJECT_ROOT / folder).rglob("*"):
             if path.suffix in {".yml", ".yaml", ".jsonl"}:
                 content = path.read_text(encoding="utf-8").lower()
