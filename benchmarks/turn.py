@@ -104,9 +104,13 @@ class Plan:
     @classmethod
     def make(cls, *, quick: bool) -> Plan:
         if quick:
-            return cls(warmup=20, sequential=30, load_seconds=10, step_seconds=6, rates=(10, 20, 30))
+            return cls(warmup=20, sequential=30, load_seconds=10, step_seconds=6, rates=(5, 10, 20))
         return cls(
-            warmup=20, sequential=200, load_seconds=60, step_seconds=16, rates=(10, 15, 20, 25, 30, 40)
+            warmup=20,
+            sequential=200,
+            load_seconds=60,
+            step_seconds=16,
+            rates=(4, 6, 8, 10, 15, 20, 25, 30, 40),
         )
 
 
