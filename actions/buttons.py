@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from rasa_sdk import Tracker
+
 from bot.language import Language
 
 Button = dict[str, str]
@@ -63,3 +65,11 @@ def interest_buttons(language: Language) -> list[Button]:
         {"title": _title(titles, language), "payload": payload("inform_profile", interest=value)}
         for value, titles in choices
     ]
+
+
+def tapped(tracker: Tracker, name: str) -> str | None:
+    """The value of entity `name` in the latest message (what a button's payload carried), if any."""
+    for entity in (tracker.latest_message or {}).get("entities") or []:
+        if entity.get("entity") == name and entity.get("value") is not None:
+            return str(entity["value"])
+    return None

@@ -11,7 +11,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 from sqlalchemy.orm import Session
 
-from actions.buttons import csat_buttons
+from actions.buttons import csat_buttons, tapped
 from actions.crm import library_facts, patron_id_for, with_crm
 from actions.handoff import open_escalation_for, when_staff_answer
 from actions.knowledge import faq_topic, knowledge_service
@@ -36,13 +36,6 @@ SKIPPED = "-"
 MAX_TEXT = 4000
 
 
-def _entity(tracker: Tracker, name: str) -> str | None:
-    for entity in (tracker.latest_message or {}).get("entities") or []:
-        if entity.get("entity") == name and entity.get("value") is not None:
-            return str(entity["value"])
-    return None
-
-
 def _text(tracker: Tracker) -> str:
     return str((tracker.latest_message or {}).get("text") or "")
 
@@ -56,7 +49,7 @@ class ActionRecordHelpful(Action):  # type: ignore[misc]
     def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[dict[str, Any]]:
-        helpful = (_entity(tracker, "helpful") or "").lower() in ("yes", "true", "1", "是")
+        helpful = (tapped(tracker, "helpful") or "").lower() in ("yes", "true", "1", "是")
         topic = faq_topic(tracker.get_slot("last_faq"))
 
         def record(session: Session) -> int:

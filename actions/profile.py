@@ -11,7 +11,7 @@ from rasa_sdk.types import DomainDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from actions.buttons import interest_buttons, patron_type_buttons
+from actions.buttons import interest_buttons, patron_type_buttons, tapped
 from actions.crm import patron_id_for, privacy_url, tracker_key, with_crm
 from actions.knowledge import faq_entry
 from actions.language import patron_language
@@ -19,13 +19,6 @@ from bot.models import PATRON_TYPES, Consent
 from bot.profile import INTERESTS, mentioned_interests, mentioned_patron_type, save_profile
 
 SKIP = "skip"
-
-
-def _entity(tracker: Tracker, name: str) -> str | None:
-    for entity in (tracker.latest_message or {}).get("entities") or []:
-        if entity.get("entity") == name and entity.get("value") is not None:
-            return str(entity["value"])
-    return None
 
 
 class ActionSaveProfile(Action):  # type: ignore[misc]
@@ -39,8 +32,8 @@ class ActionSaveProfile(Action):  # type: ignore[misc]
     ) -> list[dict[str, Any]]:
         text = str((tracker.latest_message or {}).get("text") or "")
         typed = not text.startswith("/")
-        patron_type = _entity(tracker, "patron_type") or (mentioned_patron_type(text) if typed else None)
-        interest = _entity(tracker, "interest")
+        patron_type = tapped(tracker, "patron_type") or (mentioned_patron_type(text) if typed else None)
+        interest = tapped(tracker, "interest")
         interests = [interest] if interest else (mentioned_interests(text) if typed else [])
         events: list[dict[str, Any]] = [SlotSet("profile_asked", True)]
         if SKIP in (patron_type, interest):
