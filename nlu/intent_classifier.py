@@ -9,7 +9,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -102,9 +102,13 @@ class CharVectorizer:
         norm = float(np.linalg.norm(values))
         return columns, values / norm if norm > 0 else values
 
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Each n-gram's column (built once: rebuilding it took a quarter of a message's NLU time)."""
+        return {gram: i for i, gram in enumerate(self.vocabulary)}
+
     def rows(self, texts: Sequence[str]) -> list[tuple[NDArray[np.int64], Matrix]]:
-        index = {gram: i for i, gram in enumerate(self.vocabulary)}
-        return [self.row(text, index) for text in texts]
+        return [self.row(text, self.index) for text in texts]
 
     def matrix(self, texts: Sequence[str]) -> Any:
         """The TF-IDF rows as a scipy CSR matrix, for training."""
