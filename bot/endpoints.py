@@ -11,6 +11,10 @@ from sqlalchemy.engine import make_url
 
 from bot.settings import Settings
 
+# Rasa's SQL stores, made cheaper per turn (bot/rasa_stores.py); Rasa imports them by these names.
+TRACKER_STORE_CLASS = "bot.rasa_stores.PatronTrackerStore"
+EVENT_BROKER_CLASS = "bot.rasa_stores.PatronEventBroker"
+
 
 def _sql_store(url: str, store_type: str) -> dict[str, Any]:
     parsed = make_url(url)
@@ -44,7 +48,7 @@ def rasa_endpoints(settings: Settings) -> dict[str, Any]:
     """The content of the endpoints file Rasa is started with."""
     endpoints: dict[str, Any] = {"action_endpoint": {"url": settings.action_endpoint_url}}
     if settings.rasa_tracker_url != "memory":
-        endpoints["tracker_store"] = _sql_store(settings.rasa_tracker_url, "SQL")
+        endpoints["tracker_store"] = _sql_store(settings.rasa_tracker_url, TRACKER_STORE_CLASS)
     if settings.lock_store_url != "memory":
         parsed = make_url(settings.lock_store_url)
         endpoints["lock_store"] = {
@@ -59,7 +63,7 @@ def rasa_endpoints(settings: Settings) -> dict[str, Any]:
     if broker.startswith("amqp://"):
         endpoints["event_broker"] = _amqp_broker(broker, settings.event_queue)
     else:
-        endpoints["event_broker"] = _sql_store(broker, "SQL")
+        endpoints["event_broker"] = _sql_store(broker, EVENT_BROKER_CLASS)
     return endpoints
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from bot.database import make_engine, session_scope, tune_every_sqlite_connection
 from bot.language import detect_language
 from bot.outbound import take_pending
+from bot.rasa_speedups import install as install_rasa_speedups
 from bot.redaction import fingerprint
 from bot.settings import get_settings
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 # Rasa loads this module before it opens its tracker store and event broker.
 tune_every_sqlite_connection()
+install_rasa_speedups()
 
 MAX_SENDER_CHARS = 200
 

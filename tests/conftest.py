@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -40,26 +41,40 @@ def _postgres_schema_url(schema: str) -> str:
     return str(url.update_query_dict({"options": f"-csearch_path={schema}"}))
 
 
-@pytest.fixture(params=DATABASES)
-def crm_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The URL of an empty CRM database migrated to head: a SQLite file, or a PostgreSQL schema."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'crm.db'}"
-        upgrade(url=url)
-        yield url
+@contextlib.contextmanager
+def _database(kind: str, tmp_path: Path, name: str) -> Iterator[str]:
+    """An empty database: a SQLite file, or a fresh PostgreSQL schema dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / name}"
         return
     schema = f"test_{uuid.uuid4().hex[:12]}"
     admin = make_engine(POSTGRES_URL)
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = _postgres_schema_url(schema)
     try:
-        upgrade(url=url)
-        yield url
+        yield _postgres_schema_url(schema)
     finally:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+def crm_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty CRM database migrated to head: a SQLite file, or a PostgreSQL schema."""
+    with _database(request.param, tmp_path, "crm.db") as url:
+        upgrade(url=url)
+        yield url
+
+
+@pytest.fixture(params=DATABASES)
+def rasa_store_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two empty databases (SQLite files, or PostgreSQL schemas): for a tracker store and an event broker."""
+    with (
+        _database(request.param, tmp_path, "rasa-tracker.db") as tracker_url,
+        _database(request.param, tmp_path, "rasa-events.db") as broker_url,
+    ):
+        yield tracker_url, broker_url
 
 
 @pytest.fixture

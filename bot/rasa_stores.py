@@ -1,0 +1,107 @@
+"""Rasa's SQL tracker store and event broker, with a turn's events written in two commits, not ten.
+
+Rasa 3.6's `SQLTrackerStore.save` reads the whole stored tracker back to find the new events, then
+hands them to the event broker one at a time, and `SQLEventBroker.publish` opens a connection and
+commits for each. These subclasses keep Rasa's tables, rows and order (broker first, then tracker
+store) and change only the cost: the new events are found by counting the stored ones, as Rasa's own
+`save` does; the broker gets them in one transaction; SQLite connections are pooled. `patronbot run`
+names them in the endpoints file. Rasa falls back to an in-memory store (or no broker) when such a
+class cannot be imported, so `bot.endpoints` imports them before it writes their names.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from rasa.core.brokers.sql import SQLEventBroker
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.events import Event
+from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.shared.nlu.constants import INTENT_NAME_KEY
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import sessionmaker
+
+from bot.database import sqlite_file_pool, tune_every_sqlite_connection
+
+
+def _pooled(engine: Engine) -> Engine:
+    """The same database through a pool of open connections, when it is a SQLite file."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return engine
+    tune_every_sqlite_connection()
+    engine.dispose()
+    pooled: Engine = sa.create_engine(url, **sqlite_file_pool())
+    return pooled
+
+
+class PatronEventBroker(SQLEventBroker):  # type: ignore[misc]
+    """Rasa's SQL event broker (same `events` table), publishing a turn's events in one transaction."""
+
+    def __init__(  # noqa: PLR0917 (Rasa's signature: it passes these by keyword)
+        self,
+        dialect: str = "sqlite",
+        host: str | None = None,
+        port: int | None = None,
+        db: str = "events.db",
+        username: str | None = None,
+        password: str | None = None,
+        query: dict[str, str] | None = None,
+    ) -> None:
+        # Not super().__init__: Rasa's broker ignores `query` (a PostgreSQL schema is set there).
+        url = SQLTrackerStore.get_db_url(dialect, host, port, db, username, password, query=query)
+        self.engine = _pooled(sa.create_engine(url))
+        self.Base.metadata.create_all(self.engine)
+        self.sessionmaker = sa.orm.sessionmaker(bind=self.engine)
+
+    def publish_many(self, events: Sequence[dict[str, Any]]) -> None:
+        """Store `events` in order, all or none."""
+        if not events:
+            return
+        with self.session_scope() as session:
+            session.add_all(
+                self.SQLBrokerEvent(sender_id=event.get("sender_id"), data=json.dumps(event))
+                for event in events
+            )
+            session.commit()
+
+
+class PatronTrackerStore(SQLTrackerStore):  # type: ignore[misc]
+    """Rasa's SQL tracker store (same `events` table and rows), without re-reading the tracker to save it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.engine: Engine = _pooled(self.engine)
+        self.sessionmaker: sessionmaker = sa.orm.sessionmaker(bind=self.engine)  # type: ignore[type-arg]
+
+    async def save(self, tracker: DialogueStateTracker) -> None:
+        """Publish the events not yet stored, then store them (the order of Rasa's own `save`)."""
+        with self.session_scope() as session:
+            query = self._event_query(session, tracker.sender_id, fetch_events_from_all_sessions=False)
+            stored = query.count()
+            new_events = list(itertools.islice(tracker.events, stored, None))
+            if self.event_broker is not None:
+                await self._stream_new_events(self.event_broker, new_events, tracker.sender_id)
+            session.add_all(self._row(tracker.sender_id, event) for event in new_events)
+            session.commit()
+
+    def _row(self, sender_id: str, event: Event) -> Any:
+        data = event.as_dict()
+        return self.SQLEvent(
+            sender_id=sender_id,
+            type_name=event.type_name,
+            timestamp=data.get("timestamp"),
+            intent_name=data.get("parse_data", {}).get("intent", {}).get(INTENT_NAME_KEY),
+            action_name=data.get("name"),
+            data=json.dumps(data),
+        )
+
+    async def _stream_new_events(self, event_broker: Any, new_events: list[Event], sender_id: str) -> None:
+        if not isinstance(event_broker, PatronEventBroker):
+            await super()._stream_new_events(event_broker, new_events, sender_id)
+            return
+        event_broker.publish_many([{"sender_id": sender_id} | event.as_dict() for event in new_events])
