@@ -11,9 +11,9 @@ from sqlalchemy.engine import make_url
 
 from bot.settings import Settings
 
-# Rasa's SQL stores, made cheaper per turn (bot/rasa_stores.py); Rasa imports them by these names.
-TRACKER_STORE_CLASS = "bot.rasa_stores.PatronTrackerStore"
-EVENT_BROKER_CLASS = "bot.rasa_stores.PatronEventBroker"
+# Rasa's SQL stores, made cheaper per turn (rasa_server/stores.py); Rasa imports them by these names.
+TRACKER_STORE_CLASS = "rasa_server.stores.PatronTrackerStore"
+EVENT_BROKER_CLASS = "rasa_server.stores.PatronEventBroker"
 
 
 def _sql_store(url: str, store_type: str) -> dict[str, Any]:

@@ -23,9 +23,9 @@ from sqlalchemy.engine import Engine
 from bot.database import make_engine, session_scope, tune_every_sqlite_connection
 from bot.language import detect_language
 from bot.outbound import take_pending
-from bot.rasa_speedups import install as install_rasa_speedups
 from bot.redaction import fingerprint
 from bot.settings import get_settings
+from rasa_server.speedups import install as install_rasa_speedups
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from sqlalchemy import event, text
 
 from bot.database import make_engine, session_scope
 from bot.endpoints import rasa_endpoints
-from bot.rasa_speedups import STOCK_VALIDATE_ACTION_RESULT
-from bot.rasa_speedups import install as install_rasa_speedups
-from bot.rasa_stores import PatronEventBroker, PatronTrackerStore
 from bot.settings import Settings
+from rasa_server.speedups import STOCK_VALIDATE_ACTION_RESULT
+from rasa_server.speedups import install as install_rasa_speedups
+from rasa_server.stores import PatronEventBroker, PatronTrackerStore
 
 DOMAIN = Domain.from_dict(
     {

@@ -6,7 +6,7 @@ commits for each. These subclasses keep Rasa's tables, rows and order (broker fi
 store) and change only the cost: the new events are found by counting the stored ones, as Rasa's own
 `save` does; the broker gets them in one transaction; SQLite connections are pooled. `patronbot run`
 names them in the endpoints file. Rasa falls back to an in-memory store (or no broker) when such a
-class cannot be imported, so `bot.endpoints` imports them before it writes their names.
+class cannot be imported, so tests/test_rasa_stores.py loads them from that file as Rasa does.
 """
 
 from __future__ import annotations
