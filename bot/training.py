@@ -92,6 +92,13 @@ def train(*, settings: Settings, config: Path | None = None, force: bool = False
     return True
 
 
+# One thread per numeric library: each process serves one message at a time, and idle BLAS, OpenMP
+# and TensorFlow thread pools spin on the 2 cores that the other processes need.
+THREAD_SETTINGS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+                   "TF_NUM_INTEROP_THREADS")  # fmt: skip
+ONE_THREAD_PER_LIBRARY = dict.fromkeys(THREAD_SETTINGS, "1")
+
+
 def rasa_environment() -> dict[str, str]:
     """The environment for Rasa's processes: quiet TensorFlow, no telemetry, no hub downloads."""
     import os
@@ -104,9 +111,6 @@ def rasa_environment() -> dict[str, str]:
     env.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
     env.setdefault("USE_TF", "0")  # transformers (for sentence-transformers) need torch only
     env.setdefault("PYTHONWARNINGS", "ignore")
-    # One thread per numeric library: each process serves one message at a time, and idle BLAS and
-    # TensorFlow thread pools spin on the 2 cores that the other processes need.
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
-                 "TF_NUM_INTEROP_THREADS"):  # fmt: skip
-        env.setdefault(name, "1")
+    for name, value in ONE_THREAD_PER_LIBRARY.items():
+        env.setdefault(name, value)
     return env

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -17,6 +18,7 @@ from bot.knowledge import (
     KnowledgeError,
     LanguageTuning,
     Retriever,
+    _normalise,
     load_entries,
     make_encoders,
 )
@@ -278,3 +280,21 @@ def test_rebuilding_after_an_edit_encodes_only_changed_texts() -> None:
     assert cached.encode_passages(["a", "b", "a"]).shape == (3, 2)
     assert cached.encode_passages(["a", "b", "c"]).shape == (3, 2)
     assert counting.passages == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("query", ["我要复印资料", "renewal of a loan", "ÆØÅ þ", "续借 renewal"])
+def test_character_scores_are_the_tf_idf_cosines(kb_file: Path, query: str) -> None:
+    """Only the query's n-gram columns are read; the scores are still every text's full cosine."""
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    retriever = Retriever(load_entries(kb_file), encoders={})
+    for lang, index in retriever.indexes.items():
+        texts = [text for entry in index.entries for text in entry.texts()]
+        expected_rows = cosine_similarity(
+            index.vectorizer.transform([_normalise(t) for t in texts]), index.vectorizer.transform([query])
+        ).ravel()
+        expected = np.maximum.reduceat(expected_rows, index.starts)
+        scores = index.scores(query, {})["characters"]
+        assert scores.shape == (len(index.entries),), lang
+        assert np.allclose(scores, expected), lang
+    assert retriever.indexes["zh"].scores("复印", {})["characters"].max() > 0
