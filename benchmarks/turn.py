@@ -5,11 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -19,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from sqlalchemy import func, select
 
 from benchmarks.common import (
@@ -33,14 +27,13 @@ from benchmarks.common import (
     skipped,
 )
 from bot.database import make_engine
+from bot.launch import config_with_epochs, launch, stop, train_model
 from bot.models import Conversation, Interaction
 from bot.settings import PROJECT_ROOT
 
-PATRONBOT = str(Path(sys.executable).with_name("patronbot"))
 # The model is cached by its training fingerprint, as the tests' model is.
 MODEL_CACHE = PROJECT_ROOT / ".bench-models"
 EPOCHS = 40
-READY_TIMEOUT = 300.0
 REQUEST_TIMEOUT = 30.0
 PERIOD = 2.0  # each conversation sends a message every 2 s
 SUSTAINED_SHARE = 0.95  # a rate is sustained when at least 95% of it is completed ...
@@ -117,78 +110,22 @@ class Plan:
 # --- the bot ---------------------------------------------------------------------------------------
 
 
-def bench_config() -> Path:
-    """config.yml with any `epochs` set to EPOCHS, as the end-to-end tests train it: DIET's 100 epochs took
-    over 15 minutes on the shared benchmark machine. A turn's cost does not depend on the epochs."""
-    config = yaml.safe_load((PROJECT_ROOT / "config.yml").read_text(encoding="utf-8"))
-    for component in [*config["pipeline"], *(config.get("policies") or [])]:
-        if "epochs" in component:
-            component["epochs"] = EPOCHS
-    MODEL_CACHE.mkdir(exist_ok=True)
-    path = MODEL_CACHE / "config.bench.yml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    return path
-
-
 def trained_model() -> Path:
-    """The model `patronbot train` makes from bench_config() (not retrained when the fingerprint matches)."""
-    model = MODEL_CACHE / "patronbot-bench.tar.gz"
-    result = subprocess.run(
-        [PATRONBOT, "train", "--config", str(bench_config())],
-        env=os.environ | {"PATRONBOT_MODEL_PATH": str(model)},
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0 or not model.is_file():
-        raise RuntimeError(f"patronbot train failed: {(result.stdout + result.stderr)[-2000:]}")
-    return model
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """The model `patronbot train` makes with EPOCHS (not retrained when the fingerprint matches): DIET's
+    100 epochs once took over 15 minutes on the shared benchmark machine. A turn's cost does not depend
+    on the epochs."""
+    config = config_with_epochs(epochs=EPOCHS, path=MODEL_CACHE / "config.bench.yml")
+    return train_model(config=config, model=MODEL_CACHE / "patronbot-bench.tar.gz")
 
 
 @contextlib.contextmanager
 def running_bot(*, workdir: Path, model: Path, crm_url: str) -> Iterator[str]:
     """`patronbot run --no-train` until the block ends; yields the REST webhook's URL."""
-    rasa_port, action_port = free_port(), free_port()
-    env = os.environ | {
-        "PATRONBOT_DATA_DIR": str(workdir / "var"),
-        "PATRONBOT_MODEL_PATH": str(model),
-        "PATRONBOT_RASA_PORT": str(rasa_port),
-        "PATRONBOT_ACTION_PORT": str(action_port),
-        "PATRONBOT_DATABASE_URL": crm_url,
-    }
-    log = workdir / "patronbot-run.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [PATRONBOT, "run", "--no-train"],
-            env=env,
-            cwd=PROJECT_ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    bot = launch(workdir=workdir, model=model, env={"PATRONBOT_DATABASE_URL": crm_url})
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while "patronbot is ready" not in log.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"patronbot run did not become ready: {log.read_text(errors='replace')[-2000:]}"
-                )
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{rasa_port}/webhooks/rest/webhook"
+        yield bot.webhook
     finally:
-        # SIGINT lets the supervisor stop Rasa, the action server and the ingester in order.
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(bot)
 
 
 # --- the load --------------------------------------------------------------------------------------

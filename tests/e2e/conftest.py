@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,28 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from bot.launch import PATRONBOT, LaunchedBot, LaunchError, config_with_epochs, launch, stop, train_model
 from bot.settings import PROJECT_ROOT
 
-PATRONBOT = str(Path(sys.executable).with_name("patronbot"))
+__all__ = ["PATRONBOT", "RunningBot", "start_bot", "stop_bot"]
+
 # Tests train the real pipeline with fewer epochs; the model is cached by its training fingerprint.
 TEST_EPOCHS = 40
 MODEL_CACHE = PROJECT_ROOT / ".test-models"
-
-
-def test_config() -> Path:
-    config = yaml.safe_load((PROJECT_ROOT / "config.yml").read_text(encoding="utf-8"))
-    for component in config["pipeline"]:
-        if "epochs" in component:
-            component["epochs"] = TEST_EPOCHS
-    for policy in config.get("policies") or []:
-        if "epochs" in policy:
-            policy["epochs"] = TEST_EPOCHS
-    MODEL_CACHE.mkdir(exist_ok=True)
-    path = MODEL_CACHE / "config.test.yml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -51,38 +33,18 @@ def trained_model() -> Path:
     if given:
         assert Path(given).is_file(), f"PATRONBOT_TEST_MODEL={given} is not a file"
         return Path(given)
-    model = MODEL_CACHE / "patronbot-test.tar.gz"
-    env = os.environ | {"PATRONBOT_MODEL_PATH": str(model)}
-    result = subprocess.run(
-        [PATRONBOT, "train", "--config", str(test_config())],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1200,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert model.is_file()
-    return model
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    config = config_with_epochs(epochs=TEST_EPOCHS, path=MODEL_CACHE / "config.test.yml")
+    try:
+        return train_model(config=config, model=MODEL_CACHE / "patronbot-test.tar.gz")
+    except LaunchError as error:
+        pytest.fail(str(error))
 
 
 @dataclass
-class RunningBot:
-    """A `patronbot run` process and how to reach it."""
+class RunningBot(LaunchedBot):
+    """A `patronbot run` process, how to reach it, and its CRM (SQLite in its data folder by default)."""
 
-    process: subprocess.Popen[bytes]
-    webhook: str
-    crm_url: str
-    data_dir: Path
-    log: Path
-    env: dict[str, str]
+    crm_url: str = ""
 
     def post(self, body: bytes | dict[str, Any], *, timeout: float = 60) -> tuple[int, Any]:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
@@ -115,55 +77,15 @@ class RunningBot:
 
 
 def start_bot(tmp: Path, model: Path, extra_env: dict[str, str] | None = None) -> RunningBot:
-    data_dir = tmp / "var"
-    rasa_port, action_port = free_port(), free_port()
-    env = (
-        os.environ
-        | {
-            "PATRONBOT_DATA_DIR": str(data_dir),
-            "PATRONBOT_MODEL_PATH": str(model),
-            "PATRONBOT_RASA_PORT": str(rasa_port),
-            "PATRONBOT_ACTION_PORT": str(action_port),
-        }
-        | (extra_env or {})
-    )
-    log = tmp / "patronbot-run.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [PATRONBOT, "run", "--no-train"],
-            env=env,
-            cwd=PROJECT_ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    bot = RunningBot(
-        process=process,
-        webhook=f"http://127.0.0.1:{rasa_port}/webhooks/rest/webhook",
-        crm_url=f"sqlite:///{data_dir / 'patronbot.db'}",
-        data_dir=data_dir,
-        log=log,
-        env=env,
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if "patronbot is ready" in log.read_text(errors="replace"):
-            return bot
-        if process.poll() is not None:
-            break
-        time.sleep(0.5)
-    stop_bot(bot)
-    pytest.fail("patronbot run did not become ready:\n" + log.read_text(errors="replace")[-5000:])
+    try:
+        launched = launch(workdir=tmp, model=model, env=extra_env)
+    except LaunchError as error:
+        pytest.fail(str(error))
+    return RunningBot(**vars(launched), crm_url=f"sqlite:///{launched.data_dir / 'patronbot.db'}")
 
 
 def stop_bot(bot: RunningBot) -> int:
-    if bot.process.poll() is None:
-        bot.process.send_signal(signal.SIGINT)
-        try:
-            return bot.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            bot.process.kill()
-            return bot.process.wait()
-    return int(bot.process.returncode)
+    return stop(bot)
 
 
 @pytest.fixture(scope="session")
