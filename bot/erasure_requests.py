@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from bot.audit import log_access
 from bot.database import describe_error, session_scope
 from bot.models import AuditLog
+from bot.models.base import utcnow
 from bot.patrons import PatronNotFoundError, find_patron_ids, patron_key
 from bot.privacy import erase_patron
 from bot.rasa_events import RasaEventStore
@@ -47,19 +49,37 @@ def note_requests(*, session: Session, senders: set[str]) -> int:
     return len(set(found.values()))
 
 
-def pending_patrons(*, session: Session) -> list[int]:
-    rows = session.execute(
-        select(AuditLog.patron_id)
-        .where(AuditLog.action == "erase", AuditLog.reason == PENDING_REASON, AuditLog.patron_id.is_not(None))
-        .distinct()
-    ).scalars()
-    return sorted(int(patron_id) for patron_id in rows)
+# Rasa writes a turn's events to its event broker and then to its tracker store (rasa_server/stores.py
+# keeps Rasa's order; a RabbitMQ broker publishes from a thread of its own). The ingester learns of a
+# request from the broker, so it may see the turn before the tracker store has it. A request is carried
+# out once this long has passed since it was noted: by then the tracker store holds the turn that asked,
+# and that turn is erased with the rest.
+SETTLE = dt.timedelta(seconds=2)
 
 
-def carry_out(*, crm: Engine, crm_url: str, rasa_stores: Sequence[RasaEventStore]) -> int:
-    """Erase every patron with a pending request; a failure is logged and retried next time."""
+def pending_patrons(*, session: Session, noted_before: dt.datetime | None = None) -> list[int]:
+    """The patrons whose requests wait to be carried out (those noted before `noted_before`, if given)."""
+    query = select(AuditLog.patron_id).where(
+        AuditLog.action == "erase", AuditLog.reason == PENDING_REASON, AuditLog.patron_id.is_not(None)
+    )
+    if noted_before is not None:
+        query = query.where(AuditLog.at <= noted_before)
+    return sorted(int(patron_id) for patron_id in session.execute(query.distinct()).scalars())
+
+
+def waiting(*, crm: Engine) -> bool:
+    """Whether any request waits, settled or not."""
     with session_scope(crm) as session:
-        patron_ids = pending_patrons(session=session)
+        return bool(pending_patrons(session=session))
+
+
+def carry_out(
+    *, crm: Engine, crm_url: str, rasa_stores: Sequence[RasaEventStore], settle: dt.timedelta = SETTLE
+) -> int:
+    """Erase every patron whose request was noted at least `settle` ago; a failure is logged and
+    retried next time."""
+    with session_scope(crm) as session:
+        patron_ids = pending_patrons(session=session, noted_before=utcnow() - settle)
     erased = 0
     for patron_id in patron_ids:
         try:

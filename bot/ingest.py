@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from bot.conversations import ConversationBook
 from bot.database import describe_error, make_engine, session_scope
-from bot.erasure_requests import carry_out, note_requests, requested_in
+from bot.erasure_requests import carry_out, note_requests, requested_in, waiting
 from bot.language import detect_language
 from bot.models import Conversation, IngestCursor, Interaction
 from bot.patrons import PatronKey, patron_key, touch_patrons
@@ -265,7 +265,7 @@ def run_ingester(
         if pending_erasures:
             try:
                 carry_out(crm=crm, crm_url=crm_url, rasa_stores=rasa_stores)
-                pending_erasures = False
+                pending_erasures = waiting(crm=crm)  # a request not yet settled: try again soon
             except SQLAlchemyError as error:
                 log.error("cannot look for erasure requests: %s", describe_error(error, crm_url))
         try:

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.database import describe_error, session_scope
-from bot.erasure_requests import carry_out, requested_in
+from bot.erasure_requests import SETTLE, carry_out, requested_in, waiting
 from bot.ingest import BrokerEvent, IngestState, ingest_events
 from bot.rasa_events import RasaEventStore
 from bot.redaction import redact_url
@@ -39,8 +39,10 @@ def _ingest(crm: Engine, events: list[BrokerEvent], state: IngestState) -> int:
         return ingest_events(session=session, events=events, state=state)
 
 
-def _erase(crm: Engine, crm_url: str, rasa_stores: Sequence[RasaEventStore]) -> int:
-    return carry_out(crm=crm, crm_url=crm_url, rasa_stores=rasa_stores)
+def _erase(crm: Engine, crm_url: str, rasa_stores: Sequence[RasaEventStore]) -> bool:
+    """Carry out the settled requests; whether any request still waits."""
+    carry_out(crm=crm, crm_url=crm_url, rasa_stores=rasa_stores)
+    return waiting(crm=crm)
 
 
 async def consume(
@@ -72,7 +74,15 @@ async def consume(
         state = IngestState()
         loop = asyncio.get_running_loop()
         backoff = flush_seconds
+        erase_at: float | None = loop.time()  # requests a previous run noted but did not carry out
         while not stop.is_set():
+            if erase_at is not None and loop.time() >= erase_at:
+                try:
+                    still_waiting = await loop.run_in_executor(None, _erase, crm, crm_url, rasa_stores)
+                except SQLAlchemyError as error:
+                    log.error("erasure failed, will retry: %s", describe_error(error, crm_url))
+                    still_waiting = True
+                erase_at = loop.time() + 1.0 if still_waiting else None
             if not pending:
                 await asyncio.sleep(flush_seconds)
                 continue
@@ -90,12 +100,8 @@ async def consume(
             backoff = flush_seconds
             await batch[-1].ack(multiple=True)
             if requested_in(events):
-                try:
-                    await loop.run_in_executor(None, _erase, crm, crm_url, rasa_stores)
-                except SQLAlchemyError as error:
-                    log.error(
-                        "erasure failed, retried with the next batch: %s", describe_error(error, crm_url)
-                    )
+                due = loop.time() + SETTLE.total_seconds()
+                erase_at = due if erase_at is None else min(erase_at, due)
         await amqp_queue.cancel(consumer_tag)
 
 

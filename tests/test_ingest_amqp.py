@@ -8,13 +8,17 @@ import os
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import aio_pika
 import pytest
+from rasa.shared.core.events import SlotSet
+from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
 from bot.ingest import BrokerEvent
 from bot.ingest_amqp import consume, parse_message
+from bot.rasa_events import EVENTS, RasaEventStore
 from tests.factories import bot_event, interactions, user_event
 
 AMQP_URL = os.environ.get("PATRONBOT_TEST_AMQP_URL", "")
@@ -72,3 +76,47 @@ def test_events_from_rabbitmq_land_once_and_are_acknowledged(crm: Engine, crm_ur
     rows = interactions(crm)
     assert [(r.direction, r.text) for r in rows] == [("in", "图书馆几点开门"), ("out", "08:00–22:00")]
     assert asyncio.run(_queue_depth(queue)) == 0  # everything was acknowledged
+
+
+@pytest.mark.skipif(not AMQP_URL, reason="PATRONBOT_TEST_AMQP_URL is not set (CI sets it)")
+def test_an_erasure_asked_for_over_rabbitmq_also_reaches_a_late_tracker_write(
+    crm: Engine, crm_url: str, tmp_path: Path
+) -> None:
+    """Rasa's Pika broker publishes before the tracker store commits; the erasure waits for that write."""
+    queue = f"patronbot_test_{uuid.uuid4().hex[:8]}"
+    sender = "rest:amqp-erase"
+    asked = SlotSet("erasure_requested", True).as_dict()
+    events = [user_event(sender, "确认删除", language="zh").data, {"sender_id": sender, **asked}]
+    tracker = RasaEventStore(name="tracker_store", url=f"sqlite:///{tmp_path / 'tracker.db'}")
+    EVENTS.metadata.create_all(tracker.engine)
+    asyncio.run(_publish(queue, [json.dumps(e).encode() for e in events]))
+    stop = threading.Event()
+    consumer = threading.Thread(
+        target=lambda: asyncio.run(
+            consume(
+                crm=crm,
+                crm_url=crm_url,
+                amqp_url=AMQP_URL,
+                queue=queue,
+                stop=stop,
+                flush_seconds=0.05,
+                rasa_stores=[tracker],
+            )
+        )
+    )
+    consumer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not interactions(crm):
+            time.sleep(0.05)
+        # The turn reaches the tracker store only now, after the ingester has stored it.
+        with tracker.engine.begin() as connection:
+            connection.execute(insert(EVENTS).values(sender_id=sender, data=json.dumps({"text": "确认删除"})))
+        while time.monotonic() < deadline and (interactions(crm) or tracker.events_for({sender})):
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        consumer.join(timeout=30)
+        asyncio.run(_queue_depth(queue))
+    assert interactions(crm) == []
+    assert tracker.events_for({sender}) == []
