@@ -71,19 +71,37 @@ class PatronEventBroker(SQLEventBroker):  # type: ignore[misc]
 
 
 class PatronTrackerStore(SQLTrackerStore):  # type: ignore[misc]
-    """Rasa's SQL tracker store (same `events` table and rows), without re-reading the tracker to save it."""
+    """Rasa's SQL tracker store (same `events` table and rows), without re-reading the tracker to save it.
+
+    A turn reads its conversation's tracker, then saves it, under the lock store's lock; what it
+    saves is what came after what it read. Rasa counts the stored events instead, so a patron erased
+    during a turn had the whole session written back by that turn's save; here only the turn's own
+    events are. A save with no read before it (a new conversation) counts, as Rasa does.
+    """
+
+    REMEMBERED = 10_000  # conversations whose read length is kept; more means a leak, so start over
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.engine: Engine = _pooled(self.engine)
         self.sessionmaker: sessionmaker = sa.orm.sessionmaker(bind=self.engine)  # type: ignore[type-arg]
+        self._read: dict[str, int] = {}
+
+    async def retrieve(self, sender_id: str) -> DialogueStateTracker | None:
+        tracker: DialogueStateTracker | None = await super().retrieve(sender_id)
+        if len(self._read) >= self.REMEMBERED:
+            self._read.clear()
+        self._read[sender_id] = len(tracker.events) if tracker is not None else 0
+        return tracker
 
     async def save(self, tracker: DialogueStateTracker) -> None:
         """Publish the events not yet stored, then store them (the order of Rasa's own `save`)."""
+        read = self._read.pop(tracker.sender_id, None)
         with self.session_scope() as session:
-            query = self._event_query(session, tracker.sender_id, fetch_events_from_all_sessions=False)
-            stored = query.count()
-            new_events = list(itertools.islice(tracker.events, stored, None))
+            if read is None:
+                query = self._event_query(session, tracker.sender_id, fetch_events_from_all_sessions=False)
+                read = query.count()
+            new_events = list(itertools.islice(tracker.events, read, None))
             if self.event_broker is not None:
                 await self._stream_new_events(self.event_broker, new_events, tracker.sender_id)
             session.add_all(self._row(tracker.sender_id, event) for event in new_events)

@@ -21,6 +21,7 @@ from sqlalchemy import event, text
 
 from bot.database import make_engine, session_scope
 from bot.endpoints import rasa_endpoints
+from bot.rasa_events import rasa_event_stores
 from bot.settings import Settings
 from rasa_server.speedups import STOCK_VALIDATE_ACTION_RESULT
 from rasa_server.speedups import install as install_rasa_speedups
@@ -189,3 +190,28 @@ def test_action_responses_are_checked_as_rasa_checks_them() -> None:
             action._validate_action_result({"events": [{"no_event_key": 1}]})
     finally:
         RemoteAction._validate_action_result = original
+
+
+def test_a_patron_erased_during_a_turn_is_not_written_back(rasa_store_urls: tuple[str, str]) -> None:
+    """Erasure deletes the stored events while a turn holds the tracker it read; the turn's save then
+    writes only its own events (Rasa's own save counts the stored events and writes the session back)."""
+    tracker_url, broker_url = rasa_store_urls
+    tracker_store, _ = stores(rasa_store_urls)
+    first = [*opening(), *turn("my card number is 1234", "greet", "Hello!")]
+    asyncio.run(tracker_store.save(DialogueStateTracker.from_events(SENDER, first)))
+    during = asyncio.run(tracker_store.retrieve(SENDER))
+    assert during is not None
+    for store in rasa_event_stores(tracker_url=tracker_url, broker_url=broker_url):
+        assert store.delete_for({SENDER}) > 0  # `patronbot patron erase` while the turn runs
+        store.dispose()
+    second = turn("几点开门", "opening_hours", "8:00-22:00")
+    for new_event in second:
+        during.update(new_event)
+    asyncio.run(tracker_store.save(during))
+
+    stored = [json.loads(data) for (data,) in rows(tracker_url, "events", "data")]
+    assert [e.get("text") for e in stored] == ["几点开门", None, "8:00-22:00", None]
+    streamed = [json.loads(data) for _, data in rows(broker_url, "events", "sender_id, data") if data]
+    assert "my card number is 1234" not in json.dumps(streamed, ensure_ascii=False)
+    messages = [e.get("text") for e in streamed if e.get("event") in ("user", "bot")]
+    assert messages == ["几点开门", "8:00-22:00"]
