@@ -3,8 +3,8 @@
 Rasa 3.6's `SQLTrackerStore.save` reads the whole stored tracker back to find the new events, then
 hands them to the event broker one at a time, and `SQLEventBroker.publish` opens a connection and
 commits for each. These subclasses keep Rasa's tables, rows and order (broker first, then tracker
-store) and change only the cost: the new events are found by counting the stored ones, as Rasa's own
-`save` does; the broker gets them in one transaction; SQLite connections are pooled. `patronbot run`
+store). The new events are those after what the turn read (so an erasure during a turn is not
+undone by its save); the broker gets them in one transaction; SQLite connections are pooled. `patronbot run`
 names them in the endpoints file. Rasa falls back to an in-memory store (or no broker) when such a
 class cannot be imported, so tests/test_rasa_stores.py loads them from that file as Rasa does.
 """
