@@ -102,13 +102,17 @@ class PatronTrackerStore(SQLTrackerStore):  # type: ignore[misc]
                 query = self._event_query(session, tracker.sender_id, fetch_events_from_all_sessions=False)
                 read = query.count()
             new_events = list(itertools.islice(tracker.events, read, None))
-            if self.event_broker is not None:
+            # Each event serialised once, for the broker and the tracker row alike.
+            serialised = [(event, event.as_dict()) for event in new_events]
+            if isinstance(self.event_broker, PatronEventBroker):
+                sender = {"sender_id": tracker.sender_id}
+                self.event_broker.publish_many([sender | data for _, data in serialised])
+            elif self.event_broker is not None:
                 await self._stream_new_events(self.event_broker, new_events, tracker.sender_id)
-            session.add_all(self._row(tracker.sender_id, event) for event in new_events)
+            session.add_all(self._row(tracker.sender_id, event, data) for event, data in serialised)
             session.commit()
 
-    def _row(self, sender_id: str, event: Event) -> Any:
-        data = event.as_dict()
+    def _row(self, sender_id: str, event: Event, data: dict[str, Any]) -> Any:
         return self.SQLEvent(
             sender_id=sender_id,
             type_name=event.type_name,
@@ -117,9 +121,3 @@ class PatronTrackerStore(SQLTrackerStore):  # type: ignore[misc]
             action_name=data.get("name"),
             data=json.dumps(data),
         )
-
-    async def _stream_new_events(self, event_broker: Any, new_events: list[Event], sender_id: str) -> None:
-        if not isinstance(event_broker, PatronEventBroker):
-            await super()._stream_new_events(event_broker, new_events, sender_id)
-            return
-        event_broker.publish_many([{"sender_id": sender_id} | event.as_dict() for event in new_events])
