@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -57,29 +58,44 @@ def note_requests(*, session: Session, senders: set[str]) -> int:
 SETTLE = dt.timedelta(seconds=2)
 
 
-def pending_patrons(*, session: Session, noted_before: dt.datetime | None = None) -> list[int]:
-    """The patrons whose requests wait to be carried out (those noted before `noted_before`, if given)."""
-    query = select(AuditLog.patron_id).where(
-        AuditLog.action == "erase", AuditLog.reason == PENDING_REASON, AuditLog.patron_id.is_not(None)
-    )
-    if noted_before is not None:
-        query = query.where(AuditLog.at <= noted_before)
-    return sorted(int(patron_id) for patron_id in session.execute(query.distinct()).scalars())
+def _requests(*, session: Session) -> dict[int, dt.datetime]:
+    """Each patron with a request waiting to be carried out, and when their latest was noted."""
+    rows = session.execute(
+        select(AuditLog.patron_id, func.max(AuditLog.at))
+        .where(AuditLog.action == "erase", AuditLog.reason == PENDING_REASON, AuditLog.patron_id.is_not(None))
+        .group_by(AuditLog.patron_id)
+    ).all()
+    return {int(patron_id): _utc(at) for patron_id, at in rows}
 
 
-def waiting(*, crm: Engine) -> bool:
-    """Whether any request waits, settled or not."""
-    with session_scope(crm) as session:
-        return bool(pending_patrons(session=session))
+def _utc(at: dt.datetime) -> dt.datetime:
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
+def pending_patrons(*, session: Session) -> list[int]:
+    """The patrons whose requests wait to be carried out, settled or not."""
+    return sorted(_requests(session=session))
+
+
+@dataclass(frozen=True)
+class ErasureRound:
+    """What one `carry_out` did: patrons erased, and whether requests still wait (not yet settled, or
+    failed and to be retried)."""
+
+    erased: int
+    waiting: bool
 
 
 def carry_out(
     *, crm: Engine, crm_url: str, rasa_stores: Sequence[RasaEventStore], settle: dt.timedelta = SETTLE
-) -> int:
-    """Erase every patron whose request was noted at least `settle` ago; a failure is logged and
-    retried next time."""
+) -> ErasureRound:
+    """Erase every patron whose latest request was noted at least `settle` ago; a failure is logged
+    and retried next time."""
     with session_scope(crm) as session:
-        patron_ids = pending_patrons(session=session, noted_before=utcnow() - settle)
+        requests = _requests(session=session)
+    cutoff = utcnow() - settle
+    patron_ids = sorted(patron_id for patron_id, at in requests.items() if at <= cutoff)
+    waiting = len(patron_ids) < len(requests)
     erased = 0
     for patron_id in patron_ids:
         try:
@@ -95,8 +111,9 @@ def carry_out(
             continue
         except SQLAlchemyError as error:
             log.error("erasure failed, will retry: %s", describe_error(error, crm_url))
+            waiting = True
             continue
         erased += 1
     if erased:
         log.info("erased %d patron(s) at their request", erased)
-    return erased
+    return ErasureRound(erased=erased, waiting=waiting)

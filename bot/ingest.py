@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from bot.conversations import ConversationBook
 from bot.database import describe_error, make_engine, session_scope
-from bot.erasure_requests import carry_out, note_requests, requested_in, waiting
+from bot.erasure_requests import carry_out, note_requests, requested_in
 from bot.language import detect_language
 from bot.models import Conversation, IngestCursor, Interaction
 from bot.patrons import PatronKey, patron_key, touch_patrons
@@ -264,8 +264,8 @@ def run_ingester(
     while not stop.is_set():
         if pending_erasures:
             try:
-                carry_out(crm=crm, crm_url=crm_url, rasa_stores=rasa_stores)
-                pending_erasures = waiting(crm=crm)  # a request not yet settled: try again soon
+                # A request not yet settled, or one that failed: try again soon.
+                pending_erasures = carry_out(crm=crm, crm_url=crm_url, rasa_stores=rasa_stores).waiting
             except SQLAlchemyError as error:
                 log.error("cannot look for erasure requests: %s", describe_error(error, crm_url))
         try:

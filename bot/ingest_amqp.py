@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.database import describe_error, session_scope
-from bot.erasure_requests import SETTLE, carry_out, requested_in, waiting
+from bot.erasure_requests import SETTLE, carry_out, requested_in
 from bot.ingest import BrokerEvent, IngestState, ingest_events
 from bot.rasa_events import RasaEventStore
 from bot.redaction import redact_url
@@ -41,8 +41,7 @@ def _ingest(crm: Engine, events: list[BrokerEvent], state: IngestState) -> int:
 
 def _erase(crm: Engine, crm_url: str, rasa_stores: Sequence[RasaEventStore]) -> bool:
     """Carry out the settled requests; whether any request still waits."""
-    carry_out(crm=crm, crm_url=crm_url, rasa_stores=rasa_stores)
-    return waiting(crm=crm)
+    return carry_out(crm=crm, crm_url=crm_url, rasa_stores=rasa_stores).waiting
 
 
 async def consume(

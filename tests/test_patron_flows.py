@@ -26,7 +26,7 @@ from actions.feedback import (
 from actions.handoff import ActionCheckHandoff, ActionFallback, ActionHandoff, ActionStaffRelay
 from actions.privacy import ActionEraseMyData, ValidateDeleteForm
 from actions.profile import ActionSaveProfile
-from bot.erasure_requests import carry_out, note_requests, pending_patrons, waiting
+from bot.erasure_requests import ErasureRound, carry_out, note_requests, pending_patrons
 from bot.escalations import resolve_escalation, staff_reply
 from bot.models import ChannelIdentity, Consent, Escalation, Feedback, Interaction, Patron, Suggestion
 
@@ -331,18 +331,19 @@ def test_a_confirmed_deletion_is_carried_out_by_the_ingester(crm_for_actions: En
     with Session(crm_for_actions, future=True) as session:
         assert len(pending_patrons(session=session)) == 1
     # Not yet: the tracker store may still be writing the turn that asked (see erasure_requests.SETTLE).
-    assert carry_out(crm=crm_for_actions, crm_url=crm_url, rasa_stores=[], settle=dt.timedelta(hours=1)) == 0
-    assert waiting(crm=crm_for_actions)
+    early = carry_out(crm=crm_for_actions, crm_url=crm_url, rasa_stores=[], settle=dt.timedelta(hours=1))
+    assert early == ErasureRound(erased=0, waiting=True)
     assert len(rows(crm_for_actions, Patron)) == 1
-    assert carry_out(crm=crm_for_actions, crm_url=crm_url, rasa_stores=[], settle=dt.timedelta(0)) == 1
-    assert not waiting(crm=crm_for_actions)
+    done = carry_out(crm=crm_for_actions, crm_url=crm_url, rasa_stores=[], settle=dt.timedelta(0))
+    assert done == ErasureRound(erased=1, waiting=False)
     assert rows(crm_for_actions, Patron) == []
     assert rows(crm_for_actions, ChannelIdentity) == []
     assert [f.patron_id for f in rows(crm_for_actions, Feedback)] == [None]  # anonymous, kept
     with Session(crm_for_actions, future=True) as session:
         assert pending_patrons(session=session) == []
         assert session.execute(select(func.count()).select_from(Interaction)).scalar_one() == 0
-    assert carry_out(crm=crm_for_actions, crm_url=crm_url, rasa_stores=[], settle=dt.timedelta(0)) == 0
+    again = carry_out(crm=crm_for_actions, crm_url=crm_url, rasa_stores=[], settle=dt.timedelta(0))
+    assert again == ErasureRound(erased=0, waiting=False)
 
 
 def test_rating_buttons_carry_the_rating_as_an_entity() -> None:
