@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from actions.language import patron_language
 from bot.database import describe_error, make_engine, session_scope
 from bot.library import FactsError, LibraryFacts, load_facts
 from bot.patrons import PatronKey, get_or_create_patron, patron_key
@@ -32,8 +33,9 @@ def tracker_key(tracker: Tracker) -> PatronKey:
 
 
 def patron_id_for(session: Session, tracker: Tracker) -> int:
-    """The CRM patron behind this conversation, created on first contact."""
-    return get_or_create_patron(session=session, key=tracker_key(tracker))
+    """The CRM patron behind this conversation, created on first contact in the language they wrote
+    (the ingester may not have copied the conversation yet when staff answer it)."""
+    return get_or_create_patron(session=session, key=tracker_key(tracker), language=patron_language(tracker))
 
 
 @contextmanager

@@ -219,6 +219,9 @@ def test_handoff_in_staffed_hours_quiets_the_bot_until_staff_resolve(
     assert messages[0]["response"] == "utter_handoff_opened"
     [escalation] = rows(crm_for_actions, Escalation)
     assert escalation.reason == "requested"
+    # The patron is created in the language they wrote, before the ingester has copied anything, so a
+    # librarian who resolves at once hands back in English (the ingester's copy is not waited for).
+    assert [p.language for p in rows(crm_for_actions, Patron)] == ["en"]
 
     relay_events, relay = run(ActionStaffRelay(), make_tracker("hello?", intent="greet"))
     assert relay_events == []
@@ -250,6 +253,7 @@ def test_handoff_outside_staffed_hours_says_when_and_keeps_the_bot(
     assert events == []
     assert "09:00" in messages[1]["text"]
     [escalation] = rows(crm_for_actions, Escalation)
+    assert [p.language for p in rows(crm_for_actions, Patron)] == ["zh"]
     assert run(ActionCheckHandoff(), make_tracker("hi", intent="greet"))[0] == []
     # Once a librarian replies, they have the conversation even outside staffed hours.
     with Session(crm_for_actions, future=True) as session, session.begin():
