@@ -170,9 +170,9 @@ def test_rasa_sessions_become_conversations(crm: Engine) -> None:
         ingest_events(session=session, events=second + second, state=IngestState())  # with a redelivery
     with Session(crm, future=True) as session:
         conversations = session.execute(select(Conversation).order_by(Conversation.id)).scalars().all()
-        assert [c.status for c in conversations] == ["resolved", "open"]
-        by_conversation = [r.conversation_id for r in interactions(crm)]
-        assert by_conversation == [conversations[0].id, conversations[1].id]
+    assert [c.status for c in conversations] == ["resolved", "open"]
+    by_conversation = [r.conversation_id for r in interactions(crm)]
+    assert by_conversation == [conversations[0].id, conversations[1].id]
 
 
 def test_a_conversation_with_staff_carries_on_across_sessions(crm: Engine) -> None:
