@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from bot.settings import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from bot.knowledge import Retriever
 
 HELDOUT = {
     "en": PROJECT_ROOT / "tests/data/nlu_heldout_en.yml",
@@ -24,6 +27,7 @@ def _model(settings: Settings, args: argparse.Namespace) -> Path:
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.faq_eval import evaluate, load_queries
     from nlu.evaluation import evaluate_intents, evaluate_topics, load_heldout, load_topic_file
 
     model = _model(settings, args)
@@ -31,8 +35,9 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         print(f"patronbot: no trained model at {model}; run `patronbot train` first")
         return 2
     report: dict[str, Any] = {"model": str(model)}
+    retriever = _retriever(settings)
     if args.topics:
-        report["topics"] = evaluate_topics(model, load_topic_file(Path(args.topics)))
+        report["topics"] = evaluate_topics(model, load_topic_file(Path(args.topics)), retriever=retriever)
     else:
         intents = set(yaml.safe_load((PROJECT_ROOT / "domain.yml").read_text(encoding="utf-8"))["intents"])
         rows = [row for lang, path in HELDOUT.items() for row in load_heldout(path, lang)]
@@ -44,9 +49,11 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         if all(path.is_file() for path in public):
             topics = load_topic_file(public[0])
             scope = load_topic_file(public[1])
-            report["public_topics"] = evaluate_topics(model, topics)
-            report["public_scope"] = evaluate_topics(model, scope)["out_of_scope"]
-        report["retrieval"] = _retrieval(settings)
+            report["public_topics"] = evaluate_topics(model, topics, retriever=retriever)
+            scope_report = evaluate_topics(model, scope, retriever=retriever)
+            report["public_scope"] = scope_report["out_of_scope"]
+            report["public_scope_turn"] = scope_report["turn_out_of_scope"]
+        report["retrieval"] = evaluate(retriever, load_queries(RETRIEVAL_TEST))
     if args.format == "json":
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
@@ -54,18 +61,15 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _retrieval(settings: Settings) -> dict[str, Any]:
-    from bot.faq_eval import evaluate, load_queries
+def _retriever(settings: Settings) -> Retriever:
+    """The bot's retriever: its knowledge base, models and tuned thresholds."""
     from bot.knowledge import Retriever, load_entries, load_tuning, make_encoders
 
     tuned_model, tuning = load_tuning(settings.path(settings.retrieval_tuning))
     encoders = make_encoders(
         sentence_model=settings.embedding_model or tuned_model, multilingual=settings.multilingual_model
     )
-    retriever = Retriever(
-        load_entries(settings.path(settings.knowledge_base)), encoders=encoders, tuning=tuning
-    )
-    return evaluate(retriever, load_queries(RETRIEVAL_TEST))
+    return Retriever(load_entries(settings.path(settings.knowledge_base)), encoders=encoders, tuning=tuning)
 
 
 def _text(report: dict[str, Any]) -> str:
@@ -91,9 +95,11 @@ def _text(report: dict[str, Any]) -> str:
             )
             for topic, scores in sorted(row["overall"]["per_label"].items()):
                 lines.append(f"  {topic:20} n={scores['n']:4} F1 {scores['f1']:.3f}")
-            lines.append(f"  out of scope: {row['out_of_scope']}")
+            lines.append(f"  out of scope (NLU): {row['out_of_scope']}")
+            lines.append(f"  out of scope (whole turn, with retrieval): {row.get('turn_out_of_scope')}")
     if "public_scope" in report:
-        lines.append(f"public out-of-scope detection: {report['public_scope']}")
+        lines.append(f"public out-of-scope detection (NLU): {report['public_scope']}")
+        lines.append(f"public out-of-scope detection (whole turn): {report.get('public_scope_turn')}")
     if "retrieval" in report:
         for lang, row in report["retrieval"]["by_language"].items():
             lines.append(

@@ -7,14 +7,40 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from bot.settings import PROJECT_ROOT
 
+if TYPE_CHECKING:
+    from bot.knowledge import Retriever
+
 TOPICS_FILE = PROJECT_ROOT / "nlu" / "topics.yml"
 OUT_OF_SCOPE = "out_of_scope"
+FALLBACK = "nlu_fallback"
+# The intents answered from the knowledge base (the rule "library service questions are answered from
+# the knowledge base" in data/rules.yml; tests/test_topics_and_eval_data.py checks that they agree).
+KNOWLEDGE_INTENTS = frozenset(
+    {
+        "card_account",
+        "borrowing_rules",
+        "renewal",
+        "holds",
+        "returns",
+        "fines_lost",
+        "interlibrary_loan",
+        "study_spaces",
+        "tech_services",
+        "e_resources",
+        "events",
+        "research_help",
+    }
+)
+# In the whole turn's out-of-scope score, how much each unit of retrieval score below the suggest
+# threshold weighs against the NLU's confidence. Chosen on knowledge/eval/queries_dev.jsonl by
+# scripts/tune_scope.py (the best of 0.5 to 100 there), never on the shared evaluation data.
+RETRIEVAL_WEIGHT = 20.0
 
 
 @dataclass(frozen=True)
@@ -122,8 +148,46 @@ def out_of_scope_scores(
     }
 
 
-def evaluate_topics(model: Path, rows: Sequence[Labelled]) -> dict[str, Any]:
-    """Topic accuracy overall, per language and per topic, and out-of-scope detection."""
+def turn_out_of_scope_scores(
+    rows: Sequence[Labelled], parsed: Sequence[tuple[str, float]], retriever: Retriever
+) -> dict[str, Any]:
+    """Out-of-scope detection by the bot's whole turn, not the NLU alone.
+
+    A message is flagged when the NLU says out_of_scope or falls back, or when it is a knowledge-base
+    question that retrieval cannot answer: then the bot says it does not know and offers a librarian
+    instead of answering. The AUROC ranks by the NLU's score (as in `out_of_scope_scores`), raised for
+    knowledge-base questions by how far retrieval's best score falls short of its suggest threshold.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    actual = [row.label == OUT_OF_SCOPE for row in rows]
+    flagged: list[bool] = []
+    oos_score: list[float] = []
+    for row, (intent, confidence) in zip(rows, parsed, strict=True):
+        refused = intent in (OUT_OF_SCOPE, FALLBACK)
+        score = 1.0 + confidence if refused else 1.0 - confidence
+        if intent in KNOWLEDGE_INTENTS:
+            decision = retriever.decide(row.text, lang=row.lang)
+            best = decision.best
+            lang = best.entry.lang if best is not None else row.lang
+            shortfall = retriever.tuning_for(lang).suggest - (best.score if best is not None else 0.0)
+            score += RETRIEVAL_WEIGHT * shortfall
+            refused = decision.kind == "unknown"
+        flagged.append(refused)
+        oos_score.append(score)
+    true_positive = sum(a and f for a, f in zip(actual, flagged, strict=True))
+    return {
+        "precision": round(true_positive / sum(flagged), 4) if sum(flagged) else None,
+        "recall": round(true_positive / sum(actual), 4) if sum(actual) else None,
+        "auroc": round(float(roc_auc_score(actual, oos_score)), 4) if 0 < sum(actual) < len(actual) else None,
+    }
+
+
+def evaluate_topics(
+    model: Path, rows: Sequence[Labelled], *, retriever: Retriever | None = None
+) -> dict[str, Any]:
+    """Topic accuracy overall, per language and per topic, and out-of-scope detection: by the NLU, and
+    (given the bot's retriever) by the whole turn."""
     mapping = intent_topics()
     parsed = parse_all(model, [row.text for row in rows])
     predicted = [mapping.get(intent, OUT_OF_SCOPE) for intent, _ in parsed]
@@ -133,6 +197,8 @@ def evaluate_topics(model: Path, rows: Sequence[Labelled]) -> dict[str, Any]:
         "out_of_scope": out_of_scope_scores(expected, predicted, [c for _, c in parsed]),
         "by_language": {},
     }
+    if retriever is not None:
+        report["turn_out_of_scope"] = turn_out_of_scope_scores(rows, parsed, retriever)
     in_scope = [i for i, label in enumerate(expected) if label != OUT_OF_SCOPE]
     if in_scope:
         report["in_scope_accuracy"] = round(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from nlu.evaluation import out_of_scope_scores, scores
+from bot.knowledge import Decision, Entry, Hit, LanguageTuning
+from nlu.evaluation import Labelled, out_of_scope_scores, scores, turn_out_of_scope_scores
 
 
 def test_scores_per_label_and_macro_f1() -> None:
@@ -21,3 +22,50 @@ def test_out_of_scope_detection() -> None:
     assert report["precision"] == 0.5
     assert report["recall"] == 0.5
     assert 0.0 <= report["auroc"] <= 1.0
+
+
+class _Retriever:
+    """Stands in for the bot's retriever: a fixed best score per text, the bot's decision rule."""
+
+    def __init__(self, best: dict[str, float]) -> None:
+        self.best = best
+        self.tuning = LanguageTuning(weights={"characters": 1.0}, answer=0.8, suggest=0.6)
+        self.asked: list[str] = []
+
+    def tuning_for(self, lang: str) -> LanguageTuning:
+        return self.tuning
+
+    def decide(self, query: str, *, lang: str | None = None, k: int = 3) -> Decision:
+        self.asked.append(query)
+        entry = Entry(id="e", lang="en", question="q", answer="a")
+        score = self.best[query]
+        kind = "answer" if score >= 0.8 else "suggest" if score >= 0.6 else "unknown"
+        return Decision(kind=kind, hits=(Hit(entry=entry, score=score, signals={}),))
+
+
+def test_whole_turn_counts_an_unanswerable_knowledge_question_as_out_of_scope() -> None:
+    rows = [
+        Labelled("renew my book", "renewal", "en"),
+        Labelled("renew my car insurance", "out_of_scope", "en"),
+        Labelled("hello", "greet", "en"),
+        Labelled("weather tomorrow", "out_of_scope", "en"),
+    ]
+    # The NLU alone takes the car insurance question for a renewal, as confidently as the real one.
+    parsed = [("renewal", 0.9), ("renewal", 0.9), ("greet", 0.95), ("out_of_scope", 0.7)]
+    retriever = _Retriever({"renew my book": 0.9, "renew my car insurance": 0.3})
+    nlu = out_of_scope_scores(
+        [r.label for r in rows], ["renewal", "renewal", "greet", "out_of_scope"], [c for _, c in parsed]
+    )
+    turn = turn_out_of_scope_scores(rows, parsed, retriever)  # type: ignore[arg-type]
+    # Only knowledge-base questions go to retrieval; greetings and refusals do not.
+    assert retriever.asked == ["renew my book", "renew my car insurance"]
+    assert nlu == {"precision": 1.0, "recall": 0.5, "auroc": 0.875}
+    assert turn == {"precision": 1.0, "recall": 1.0, "auroc": 1.0}
+
+
+def test_whole_turn_keeps_a_well_answered_question_in_scope() -> None:
+    rows = [Labelled("renew my book", "renewal", "en"), Labelled("weather", "out_of_scope", "en")]
+    parsed = [("renewal", 0.5), ("out_of_scope", 0.4)]
+    turn = turn_out_of_scope_scores(rows, parsed, _Retriever({"renew my book": 0.65}))  # type: ignore[arg-type]
+    # A suggestion is not a refusal: the bot offers candidate questions.
+    assert turn == {"precision": 1.0, "recall": 1.0, "auroc": 1.0}

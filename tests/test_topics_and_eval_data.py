@@ -87,3 +87,13 @@ def test_retrieval_test_queries_are_not_in_the_knowledge_base() -> None:
     for split in ("knowledge/eval/queries_dev.jsonl", "knowledge/eval/queries_test.jsonl"):
         assert texts[split] & texts["knowledge/faq.yml"] == set(), split
     assert texts["knowledge/eval/queries_dev.jsonl"] & texts["knowledge/eval/queries_test.jsonl"] == set()
+
+
+def test_knowledge_intents_are_those_the_rules_answer_from_the_knowledge_base() -> None:
+    from nlu.evaluation import KNOWLEDGE_INTENTS
+
+    rules = yaml.safe_load((PROJECT_ROOT / "data" / "rules.yml").read_text(encoding="utf-8"))["rules"]
+    name = "library service questions are answered from the knowledge base"
+    rule = next(r for r in rules if r["rule"] == name)
+    assert rule["steps"][-1] == {"action": "action_answer_faq"}
+    assert {step["intent"] for step in rule["steps"][0]["or"]} == KNOWLEDGE_INTENTS

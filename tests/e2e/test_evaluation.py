@@ -43,3 +43,8 @@ def test_topic_evaluation_reports_every_figure(trained_model: Path, tmp_path: Pa
     assert set(report["out_of_scope"]) == {"precision", "recall", "auroc"}
     # Hours questions are this model's best-trained intent: both must land.
     assert report["overall"]["per_label"]["hours"]["recall"] == 1.0
+    # The whole turn's detection (NLU, then retrieval for knowledge-base questions) is reported too, and
+    # refuses at least what the NLU alone refuses: a refusal by the NLU never reaches retrieval.
+    turn = report["turn_out_of_scope"]
+    assert set(turn) == {"precision", "recall", "auroc"}
+    assert (turn["recall"] or 0.0) >= (report["out_of_scope"]["recall"] or 0.0)
