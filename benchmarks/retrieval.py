@@ -20,6 +20,7 @@ from bot.knowledge import (
     Entry,
     Retriever,
     _normalise,
+    fuse,
     load_entries,
     load_tuning,
     make_encoders,
@@ -256,6 +257,24 @@ def _time_queries(retriever: Retriever, lang: str, rounds: int) -> tuple[list[fl
     return timings, kinds
 
 
+def _shortlist_agreement(retriever: Retriever, lang: str) -> float:
+    """The share of queries whose three best scores are those of full scans over every vector (scores,
+    not entries: the synthetic entries made from one real entry share its vectors, and often tie)."""
+    index = retriever.indexes[lang]
+    tuning = retriever.tuning_for(lang)
+    agreeing = 0
+    for query in QUERIES[lang]:
+        text = _normalise(query)
+        found = [hit.score for hit in retriever.search(query, lang=lang)]
+        scores = index.scores(text, {})
+        for name, dense in index.dense.items():
+            vector = retriever.encoders[name].encode_queries([text])[0]
+            scores[name] = np.maximum.reduceat(dense.vectors @ vector, index.starts)
+        fused = fuse(scores, {name: tuning.weight(name, retriever.signals) for name in scores})
+        agreeing += bool(np.allclose(found, np.sort(fused)[::-1][:3], atol=1e-5))
+    return round(agreeing / len(QUERIES[lang]), 3)
+
+
 def _encoding_ms(retriever: Retriever, lang: str) -> dict[str, float]:
     """The median time each model takes to encode one query: part of every lookup."""
     medians = {}
@@ -284,6 +303,7 @@ def run(*, quick: bool) -> list[Result]:
             "queries": len(timings),
             "decisions": dict(kinds),
             "query_encoding_p50_ms": _encoding_ms(retriever, lang),
+            "shortlist_top3_agreement": _shortlist_agreement(retriever, lang),
             "max_ms": round(max(timings), 2),
         }
         results += [

@@ -298,3 +298,37 @@ def test_character_scores_are_the_tf_idf_cosines(kb_file: Path, query: str) -> N
         assert scores.shape == (len(index.entries),), lang
         assert np.allclose(scores, expected), lang
     assert retriever.indexes["zh"].scores("复印", {})["characters"].max() > 0
+
+
+def test_shortlisted_scan_finds_the_same_best_entries_as_the_full_scan() -> None:
+    """Past SHORTLIST_FROM_TEXTS texts, a scan ranks in a reduced space first; the best entries and
+    their scores must be those of the full dot product."""
+    from bot.knowledge import SHORTLIST, _DenseIndex
+
+    rng = np.random.default_rng(3)
+    entries, texts_per_entry, dimensions = 1500, 3, 384
+    # Sentence vectors live near a low-dimensional subspace; these do too, with noise off it.
+    mixing = rng.normal(size=(24, dimensions))
+    latent = rng.normal(size=(entries, 24))
+    vectors = np.repeat(latent, texts_per_entry, axis=0) @ mixing
+    vectors += rng.normal(scale=0.6, size=vectors.shape)
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    starts = np.arange(0, entries * texts_per_entry, texts_per_entry)
+
+    full = _DenseIndex(vectors, starts, shortlist_from=10**9)
+    shortlisted = _DenseIndex(vectors, starts, shortlist_from=1000)
+    assert full.basis is None
+    assert shortlisted.basis is not None
+    assert entries > SHORTLIST
+
+    queries = [vectors[i] + rng.normal(scale=0.02, size=dimensions) for i in range(0, 4500, 151)]
+    queries += [rng.normal(size=24) @ mixing for _ in range(10)]
+    for raw in queries:
+        query = (raw / np.linalg.norm(raw)).astype(np.float32)
+        exact = full.entry_scores(query)
+        approximate = shortlisted.entry_scores(query)
+        best = np.argsort(-exact)[:10]
+        assert list(np.argsort(-approximate)[:10]) == list(best)
+        assert np.allclose(approximate[best], exact[best], atol=1e-5)
+        # At least the shortlisted entries carry their exact scores.
+        assert np.sum(~np.isclose(approximate, exact, atol=1e-5)) <= entries - SHORTLIST
