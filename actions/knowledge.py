@@ -24,13 +24,7 @@ log = logging.getLogger(__name__)
 
 @functools.cache
 def knowledge_service() -> KnowledgeService:
-    settings = get_settings()
-    return KnowledgeService(
-        kb_path=settings.path(settings.knowledge_base),
-        tuning_path=settings.path(settings.retrieval_tuning),
-        model=settings.embedding_model,
-        multilingual=settings.multilingual_model,
-    )
+    return KnowledgeService.from_settings(get_settings())
 
 
 def faq_entry(entry_id: str | None, language: str) -> Entry | None:

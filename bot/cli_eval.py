@@ -35,7 +35,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         print(f"patronbot: no trained model at {model}; run `patronbot train` first")
         return 2
     report: dict[str, Any] = {"model": str(model)}
-    retriever = _retriever(settings)
+    retriever = bot_retriever(settings)
     if args.topics:
         report["topics"] = evaluate_topics(model, load_topic_file(Path(args.topics)), retriever=retriever)
     else:
@@ -61,15 +61,11 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _retriever(settings: Settings) -> Retriever:
-    """The bot's retriever: its knowledge base, models and tuned thresholds."""
-    from bot.knowledge import Retriever, load_entries, load_tuning, make_encoders
+def bot_retriever(settings: Settings) -> Retriever:
+    """The bot's retriever: its knowledge base, models and tuned thresholds, built as the bot builds it."""
+    from bot.knowledge import KnowledgeService
 
-    tuned_model, tuning = load_tuning(settings.path(settings.retrieval_tuning))
-    encoders = make_encoders(
-        sentence_model=settings.embedding_model or tuned_model, multilingual=settings.multilingual_model
-    )
-    return Retriever(load_entries(settings.path(settings.knowledge_base)), encoders=encoders, tuning=tuning)
+    return KnowledgeService.from_settings(settings).retriever()
 
 
 def _text(report: dict[str, Any]) -> str:

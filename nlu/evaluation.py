@@ -127,20 +127,11 @@ def scores(expected: Sequence[str], predicted: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def out_of_scope_scores(
-    expected: Sequence[str], predicted: Sequence[str], confidence: Sequence[float]
-) -> dict[str, Any]:
-    """Out-of-scope detection: the bot calls it out of scope (or falls back); AUROC of 1 - confidence
-    in an in-scope answer."""
+def _detection(actual: Sequence[bool], flagged: Sequence[bool], oos_score: Sequence[float]) -> dict[str, Any]:
+    """Precision and recall of the flagged messages, and the AUROC of the out-of-scope score."""
     from sklearn.metrics import roc_auc_score
 
-    actual = [label == OUT_OF_SCOPE for label in expected]
-    flagged = [label == OUT_OF_SCOPE for label in predicted]
     true_positive = sum(a and f for a, f in zip(actual, flagged, strict=True))
-    oos_score = [
-        (1.0 if label == OUT_OF_SCOPE else 0.0) + (1.0 - conf if label != OUT_OF_SCOPE else conf)
-        for label, conf in zip(predicted, confidence, strict=True)
-    ]
     return {
         "precision": round(true_positive / sum(flagged), 4) if sum(flagged) else None,
         "recall": round(true_positive / sum(actual), 4) if sum(actual) else None,
@@ -148,8 +139,24 @@ def out_of_scope_scores(
     }
 
 
+def out_of_scope_scores(
+    expected: Sequence[str], predicted: Sequence[str], confidence: Sequence[float]
+) -> dict[str, Any]:
+    """Out-of-scope detection: the bot calls it out of scope (or falls back); AUROC of 1 - confidence
+    in an in-scope answer."""
+    flagged = [label == OUT_OF_SCOPE for label in predicted]
+    oos_score = [
+        1.0 + conf if refused else 1.0 - conf for refused, conf in zip(flagged, confidence, strict=True)
+    ]
+    return _detection([label == OUT_OF_SCOPE for label in expected], flagged, oos_score)
+
+
 def turn_out_of_scope_scores(
-    rows: Sequence[Labelled], parsed: Sequence[tuple[str, float]], retriever: Retriever
+    rows: Sequence[Labelled],
+    parsed: Sequence[tuple[str, float]],
+    retriever: Retriever,
+    *,
+    retrieval_weight: float = RETRIEVAL_WEIGHT,
 ) -> dict[str, Any]:
     """Out-of-scope detection by the bot's whole turn, not the NLU alone.
 
@@ -158,9 +165,6 @@ def turn_out_of_scope_scores(
     instead of answering. The AUROC ranks by the NLU's score (as in `out_of_scope_scores`), raised for
     knowledge-base questions by how far retrieval's best score falls short of its suggest threshold.
     """
-    from sklearn.metrics import roc_auc_score
-
-    actual = [row.label == OUT_OF_SCOPE for row in rows]
     flagged: list[bool] = []
     oos_score: list[float] = []
     for row, (intent, confidence) in zip(rows, parsed, strict=True):
@@ -171,16 +175,11 @@ def turn_out_of_scope_scores(
             best = decision.best
             lang = best.entry.lang if best is not None else row.lang
             shortfall = retriever.tuning_for(lang).suggest - (best.score if best is not None else 0.0)
-            score += RETRIEVAL_WEIGHT * shortfall
+            score += retrieval_weight * shortfall
             refused = decision.kind == "unknown"
         flagged.append(refused)
         oos_score.append(score)
-    true_positive = sum(a and f for a, f in zip(actual, flagged, strict=True))
-    return {
-        "precision": round(true_positive / sum(flagged), 4) if sum(flagged) else None,
-        "recall": round(true_positive / sum(actual), 4) if sum(actual) else None,
-        "auroc": round(float(roc_auc_score(actual, oos_score)), 4) if 0 < sum(actual) < len(actual) else None,
-    }
+    return _detection([row.label == OUT_OF_SCOPE for row in rows], flagged, oos_score)
 
 
 def evaluate_topics(

@@ -11,10 +11,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bot.cli_eval import bot_retriever  # noqa: E402
 from bot.faq_eval import load_queries  # noqa: E402
-from bot.knowledge import Retriever, load_entries, load_tuning, make_encoders  # noqa: E402
-from nlu import evaluation  # noqa: E402
-from nlu.evaluation import FALLBACK, OUT_OF_SCOPE, Labelled, out_of_scope_scores, parse_all  # noqa: E402
+from bot.settings import load_settings  # noqa: E402
+from nlu.evaluation import (  # noqa: E402
+    FALLBACK,
+    OUT_OF_SCOPE,
+    Labelled,
+    out_of_scope_scores,
+    parse_all,
+    turn_out_of_scope_scores,
+)
 
 WEIGHTS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 
@@ -29,9 +36,7 @@ def main() -> int:
     rows = [
         Labelled(q.text, OUT_OF_SCOPE if q.label == OUT_OF_SCOPE else "in_scope", q.lang) for q in queries
     ]
-    model_name, tuning = load_tuning(ROOT / "knowledge/retrieval.yml")
-    encoders = make_encoders(sentence_model=model_name, multilingual=True)
-    retriever = Retriever(load_entries(ROOT / "knowledge/faq.yml"), encoders=encoders, tuning=tuning)
+    retriever = bot_retriever(load_settings())
     parsed = parse_all(args.model, [row.text for row in rows])
     nlu_only = out_of_scope_scores(
         [row.label for row in rows],
@@ -41,8 +46,7 @@ def main() -> int:
     print(json.dumps({"nlu_only": nlu_only}))
     results = []
     for weight in WEIGHTS:
-        evaluation.RETRIEVAL_WEIGHT = weight
-        scores = evaluation.turn_out_of_scope_scores(rows, parsed, retriever)
+        scores = turn_out_of_scope_scores(rows, parsed, retriever, retrieval_weight=weight)
         results.append((scores["auroc"] or 0.0, weight))
         print(json.dumps({"retrieval_weight": weight, "whole_turn": scores}))
     best = max(results)
