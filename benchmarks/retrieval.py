@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from benchmarks.common import Result, Timer, percentile
 from bot.knowledge import (
+    ENTRY_MEAN_SHARE,
     CachedEncoder,
     Encoder,
     Entry,
@@ -269,7 +270,9 @@ def _shortlist_agreement(retriever: Retriever, lang: str) -> float:
         scores = index.scores(text, {})
         for name, dense in index.dense.items():
             vector = retriever.encoders[name].encode_queries([text])[0]
-            scores[name] = np.maximum.reduceat(dense.vectors @ vector, index.starts)
+            cosines = dense.vectors @ vector
+            best, total = np.maximum.reduceat(cosines, index.starts), np.add.reduceat(cosines, index.starts)
+            scores[name] = (1 - ENTRY_MEAN_SHARE) * best + ENTRY_MEAN_SHARE * total / index.lengths
         fused = fuse(scores, {name: tuning.weight(name, retriever.signals) for name in scores})
         agreeing += bool(np.allclose(found, np.sort(fused)[::-1][:3], atol=1e-5))
     return round(agreeing / len(QUERIES[lang]), 3)

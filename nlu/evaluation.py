@@ -40,7 +40,7 @@ KNOWLEDGE_INTENTS = frozenset(
 # In the whole turn's out-of-scope score, how much each unit of retrieval score below the suggest
 # threshold weighs against the NLU's confidence. Chosen on knowledge/eval/queries_dev.jsonl by
 # scripts/tune_scope.py (the best of 0.5 to 100 there), never on the shared evaluation data.
-RETRIEVAL_WEIGHT = 20.0
+RETRIEVAL_WEIGHT = 50.0
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ import yaml
 
 from bot.faq_eval import Query, evaluate, tune
 from bot.knowledge import (
+    ENTRY_MEAN_SHARE,
+    NEAR_TIE,
     Encoder,
     Entry,
     KnowledgeError,
@@ -174,6 +176,34 @@ def test_decision_follows_the_tuned_thresholds(kb_file: Path, encoders: dict[str
     assert decision.best.entry.id == "renew"
 
 
+def test_two_entries_in_a_near_tie_are_offered_not_answered(
+    tmp_path: Path, encoders: dict[str, Encoder]
+) -> None:
+    """A confident score is not enough when another entry scores almost the same: the patron chooses."""
+    twins = {
+        "entries": [
+            {
+                "id": id_,
+                "topic": "renewal",
+                "en": {"question": "How can I renew a borrowed book?", "answer": answer},
+            }
+            for id_, answer in (("renew-online", "Renew it online."), ("renew-desk", "Renew it online."))
+        ]
+        + KB["entries"][1:]
+    }
+    path = tmp_path / "twins.yml"
+    path.write_text(yaml.safe_dump(twins, allow_unicode=True), encoding="utf-8")
+    retriever = Retriever(
+        load_entries(path), encoders=encoders, tuning={"en": LanguageTuning(answer=0.5, suggest=0.2)}
+    )
+    decision = retriever.decide("How can I renew a borrowed book?", lang="en")
+    assert decision.kind == "suggest"
+    assert {hit.entry.id for hit in decision.hits[:2]} == {"renew-online", "renew-desk"}
+    assert decision.hits[0].score - decision.hits[1].score < NEAR_TIE
+    # With a clear winner, the same thresholds answer.
+    assert retriever.decide("Where can I print in the library?", lang="en").kind == "answer"
+
+
 def test_evaluation_and_tuning_on_labelled_queries(kb_file: Path, encoders: dict[str, Encoder]) -> None:
     entries = load_entries(kb_file)
     queries = [
@@ -293,7 +323,13 @@ def test_character_scores_are_the_tf_idf_cosines(kb_file: Path, query: str) -> N
         expected_rows = cosine_similarity(
             index.vectorizer.transform([_normalise(t) for t in texts]), index.vectorizer.transform([query])
         ).ravel()
-        expected = np.maximum.reduceat(expected_rows, index.starts)
+        best, total = (
+            np.maximum.reduceat(expected_rows, index.starts),
+            np.add.reduceat(expected_rows, index.starts),
+        )
+        expected = (1 - ENTRY_MEAN_SHARE) * best + ENTRY_MEAN_SHARE * total / np.diff(
+            np.r_[index.starts, len(texts)]
+        )
         scores = index.scores(query, {})["characters"]
         assert scores.shape == (len(index.entries),), lang
         assert np.allclose(scores, expected), lang
