@@ -26,6 +26,7 @@ INTEREST_TITLES: dict[str, tuple[str, str]] = {
 }
 SKIP_TITLE = ("跳过", "Skip")
 HELPFUL_TITLES = {"zh": ("👍 有帮助", "👎 没帮助"), "en": ("👍 Helpful", "👎 Not helpful")}
+NONE_OF_THESE_TITLE = ("都不是，找馆员", "None of these: ask a librarian")
 
 
 def payload(intent: str, **entities: str) -> str:
@@ -73,3 +74,10 @@ def tapped(tracker: Tracker, name: str) -> str | None:
         if entity.get("entity") == name and entity.get("value") is not None:
             return str(entity["value"])
     return None
+
+
+def candidate_buttons(questions: list[str], language: Language) -> list[Button]:
+    """ "Did you mean": one tap per candidate question (it is asked again as typed), and a way out to a
+    librarian when none of them is what the patron meant."""
+    buttons = [{"title": question, "payload": question} for question in questions]
+    return [*buttons, {"title": _title(NONE_OF_THESE_TITLE, language), "payload": payload("human_handoff")}]

@@ -11,7 +11,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.buttons import helpful_buttons, patron_type_buttons
+from actions.buttons import candidate_buttons, helpful_buttons, patron_type_buttons
 from actions.language import patron_language
 from bot.knowledge import Entry, KnowledgeError, KnowledgeService
 from bot.language import Language
@@ -76,7 +76,7 @@ class ActionAnswerFaq(Action):  # type: ignore[misc]
         if decision.kind == "answer" and best is not None:
             return self._answer(dispatcher, tracker, best.entry, text=text, language=language)
         if decision.kind == "suggest":
-            buttons = [{"title": hit.entry.question, "payload": hit.entry.question} for hit in decision.hits]
+            buttons = candidate_buttons([hit.entry.question for hit in decision.hits], language)
             dispatcher.utter_message(response="utter_faq_did_you_mean", buttons=buttons)
         else:
             dispatcher.utter_message(response="utter_faq_unknown", **_contact())

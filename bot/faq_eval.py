@@ -6,12 +6,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import yaml
 
-from bot.knowledge import DEFAULT_MODEL, Encoder, Entry, LanguageTuning, Retriever, fuse
+from bot.knowledge import DEFAULT_MODEL, NEAR_TIE, Encoder, Entry, LanguageTuning, Retriever, fuse
 from bot.language import detect_language
 
 OUT_OF_SCOPE = "out_of_scope"
@@ -134,9 +134,10 @@ def tune(
 ) -> dict[str, LanguageTuning]:
     """Per language: the signal weights with the best top-1 on the queries, then the thresholds.
 
-    `answer` is the lowest top score at which answered queries are at least 90 % right (out-of-scope
-    ones count as wrong); `suggest` is the score that best separates in-scope from out-of-scope
-    (Youden's J), never above `answer`.
+    Two bounds: the lowest top score at which the queries the bot would answer outright (not near
+    ties, which it offers as a choice) are at least 90 % right (out-of-scope ones count as wrong),
+    and the score that best separates in-scope from out-of-scope (Youden's J). The higher is
+    `answer`, the lower `suggest`.
     """
     retriever = Retriever(entries, encoders=encoders)
     result: dict[str, LanguageTuning] = {}
@@ -162,28 +163,50 @@ def tune(
         tops = []
         for score, query in zip(scores, chosen, strict=True):
             fused = fuse(score, best_weights)
+            second, first = np.sort(fused)[-2:] if len(fused) > 1 else (-np.inf, fused.max())
             position = int(np.argmax(fused))
-            tops.append((float(fused[position]), ids[position] == query.label, query.label != OUT_OF_SCOPE))
-        answer = _answer_threshold(tops)
+            tops.append(
+                _Top(
+                    score=float(first),
+                    right=ids[position] == query.label,
+                    in_scope=query.label != OUT_OF_SCOPE,
+                    near_tie=bool(first - second < NEAR_TIE),
+                )
+            )
+        # Answered outright only when both rules agree: precise enough, and not looking out of scope.
+        # Where they disagree the bot offers the candidates (and a librarian), neither answering a
+        # question that looks out of scope nor telling an answerable one that it does not know.
+        precise, separating = _answer_threshold(tops), _suggest_threshold(tops)
         result[lang] = LanguageTuning(
             weights=best_weights,
-            answer=round(answer, 4),
-            suggest=round(min(_suggest_threshold(tops), answer), 4),
+            answer=round(max(precise, separating), 4),
+            suggest=round(min(precise, separating), 4),
         )
     return result
 
 
-def _answer_threshold(tops: list[tuple[float, bool, bool]]) -> float:
-    for threshold in sorted({score for score, _, _ in tops}):
-        answered = [(right and in_scope) for score, right, in_scope in tops if score >= threshold]
+class _Top(NamedTuple):
+    """A tuning query's best entry: its score, whether it is the right one, and whether the bot would
+    offer it as a choice anyway because the second best is within NEAR_TIE."""
+
+    score: float
+    right: bool
+    in_scope: bool
+    near_tie: bool
+
+
+def _answer_threshold(tops: list[_Top]) -> float:
+    for threshold in sorted({top.score for top in tops}):
+        # What the bot would answer outright: near ties are offered as a choice at any score.
+        answered = [top.right and top.in_scope for top in tops if top.score >= threshold and not top.near_tie]
         if answered and sum(answered) / len(answered) >= ANSWER_PRECISION:
             return threshold
     return 1.01  # nothing is safe to answer outright: always ask
 
 
-def _suggest_threshold(tops: list[tuple[float, bool, bool]]) -> float:
-    positives = [score for score, _, in_scope in tops if in_scope]
-    negatives = [score for score, _, in_scope in tops if not in_scope]
+def _suggest_threshold(tops: list[_Top]) -> float:
+    positives = [top.score for top in tops if top.in_scope]
+    negatives = [top.score for top in tops if not top.in_scope]
     if not positives or not negatives:
         return min(positives or negatives or [0.0])
     best, best_j = 0.0, -1.0

@@ -248,6 +248,7 @@ class Decision:
 
     kind: str  # "answer", "suggest" or "unknown"
     hits: tuple[Hit, ...]
+    suggest: float = 0.0  # the score below which the bot says it does not know (the language's threshold)
 
     @property
     def best(self) -> Hit | None:
@@ -428,14 +429,14 @@ class Retriever:
     def decide(self, query: str, *, lang: str | None = None, k: int = 3) -> Decision:
         hits = self.search(query, lang=lang, k=k)
         if not hits:
-            return Decision(kind="unknown", hits=())
+            return Decision(kind="unknown", hits=(), suggest=self.tuning_for(lang or "").suggest)
         tuning = self.tuning_for(hits[0].entry.lang)
         near_tie = len(hits) > 1 and hits[0].score - hits[1].score < NEAR_TIE
         if hits[0].score >= tuning.answer and not near_tie:
-            return Decision(kind="answer", hits=tuple(hits))
-        if hits[0].score >= tuning.suggest:
-            return Decision(kind="suggest", hits=tuple(hits))
-        return Decision(kind="unknown", hits=tuple(hits))
+            kind = "answer"
+        else:
+            kind = "suggest" if hits[0].score >= tuning.suggest else "unknown"
+        return Decision(kind=kind, hits=tuple(hits), suggest=tuning.suggest)
 
 
 class CachedEncoder:

@@ -23,7 +23,7 @@ from nlu.evaluation import (  # noqa: E402
     turn_out_of_scope_scores,
 )
 
-WEIGHTS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+WEIGHTS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
 
 def main() -> int:
@@ -47,9 +47,10 @@ def main() -> int:
     results = []
     for weight in WEIGHTS:
         scores = turn_out_of_scope_scores(rows, parsed, retriever, retrieval_weight=weight)
-        results.append((scores["auroc"] or 0.0, weight))
+        results.append((scores["auroc"] or 0.0, -weight))
         print(json.dumps({"retrieval_weight": weight, "whole_turn": scores}))
-    best = max(results)
+    auroc, weight = max(results)  # on a tie, the smallest weight
+    best = (auroc, -weight)
     print(f"best retrieval weight: {best[1]} (AUROC {best[0]})")
     return 0
 

@@ -134,6 +134,10 @@ def test_faq_action_answers_offers_or_admits_not_knowing(
         _, unsure = run(ActionAnswerFaq(), "renewing stuff")
         assert unsure[0]["response"] == "utter_faq_did_you_mean"
         assert unsure[0]["buttons"][0]["payload"] == "How can I renew a borrowed book?"
+        assert unsure[0]["buttons"][-1] == {
+            "title": "None of these: ask a librarian",
+            "payload": "/human_handoff",
+        }
 
         _, unknown = run(ActionAnswerFaq(), "zzzz qqqq")
         assert unknown[0]["response"] == "utter_faq_unknown"

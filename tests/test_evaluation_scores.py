@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.knowledge import Decision, Entry, Hit, LanguageTuning
+from bot.knowledge import Decision, Entry, Hit
 from nlu.evaluation import Labelled, out_of_scope_scores, scores, turn_out_of_scope_scores
 
 
@@ -29,18 +29,14 @@ class _Retriever:
 
     def __init__(self, best: dict[str, float]) -> None:
         self.best = best
-        self.tuning = LanguageTuning(weights={"characters": 1.0}, answer=0.8, suggest=0.6)
         self.asked: list[str] = []
-
-    def tuning_for(self, lang: str) -> LanguageTuning:
-        return self.tuning
 
     def decide(self, query: str, *, lang: str | None = None, k: int = 3) -> Decision:
         self.asked.append(query)
         entry = Entry(id="e", lang="en", question="q", answer="a")
         score = self.best[query]
         kind = "answer" if score >= 0.8 else "suggest" if score >= 0.6 else "unknown"
-        return Decision(kind=kind, hits=(Hit(entry=entry, score=score, signals={}),))
+        return Decision(kind=kind, hits=(Hit(entry=entry, score=score, signals={}),), suggest=0.6)
 
 
 def test_whole_turn_counts_an_unanswerable_knowledge_question_as_out_of_scope() -> None:

@@ -368,3 +368,15 @@ def test_shortlisted_scan_finds_the_same_best_entries_as_the_full_scan() -> None
         assert np.allclose(approximate[best], exact[best], atol=1e-5)
         # At least the shortlisted entries carry their exact scores.
         assert np.sum(~np.isclose(approximate, exact, atol=1e-5)) <= entries - SHORTLIST
+
+
+def test_answer_threshold_counts_only_what_the_bot_would_answer_outright() -> None:
+    """Near ties are offered as a choice at any score, so their mistakes do not raise the answer bar."""
+    from bot.faq_eval import _answer_threshold, _Top
+
+    clear = [_Top(score=0.6 + i / 100, right=True, in_scope=True, near_tie=False) for i in range(9)]
+    wrong_near_ties = [_Top(score=0.65, right=False, in_scope=True, near_tie=True) for _ in range(5)]
+    assert _answer_threshold(clear + wrong_near_ties) == pytest.approx(0.6)
+    # The same mistakes as clear winners would be answered, so the bar rises above them.
+    wrong_clear = [top._replace(near_tie=False) for top in wrong_near_ties]
+    assert _answer_threshold(clear + wrong_clear) > 0.65
