@@ -5,14 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from bot.settings import PROJECT_ROOT, Settings
-
-if TYPE_CHECKING:
-    from bot.knowledge import Retriever
 
 HELDOUT = {
     "en": PROJECT_ROOT / "tests/data/nlu_heldout_en.yml",
@@ -28,6 +25,7 @@ def _model(settings: Settings, args: argparse.Namespace) -> Path:
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from bot.faq_eval import evaluate, load_queries
+    from bot.knowledge import KnowledgeService
     from nlu.evaluation import evaluate_intents, evaluate_topics, load_heldout, load_topic_file
 
     model = _model(settings, args)
@@ -35,7 +33,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         print(f"patronbot: no trained model at {model}; run `patronbot train` first")
         return 2
     report: dict[str, Any] = {"model": str(model)}
-    retriever = bot_retriever(settings)
+    retriever = KnowledgeService.from_settings(settings).retriever()
     if args.topics:
         report["topics"] = evaluate_topics(model, load_topic_file(Path(args.topics)), retriever=retriever)
     else:
@@ -59,13 +57,6 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print(_text(report))
     return 0
-
-
-def bot_retriever(settings: Settings) -> Retriever:
-    """The bot's retriever: its knowledge base, models and tuned thresholds, built as the bot builds it."""
-    from bot.knowledge import KnowledgeService
-
-    return KnowledgeService.from_settings(settings).retriever()
 
 
 def _text(report: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import yaml
 
-from bot.knowledge import DEFAULT_MODEL, NEAR_TIE, Encoder, Entry, LanguageTuning, Retriever, fuse
+from bot.knowledge import DEFAULT_MODEL, Encoder, Entry, LanguageTuning, Retriever, fuse, is_near_tie
 from bot.language import detect_language
 
 OUT_OF_SCOPE = "out_of_scope"
@@ -170,7 +170,7 @@ def tune(
                     score=float(first),
                     right=ids[position] == query.label,
                     in_scope=query.label != OUT_OF_SCOPE,
-                    near_tie=bool(first - second < NEAR_TIE),
+                    near_tie=is_near_tie(float(first), float(second)),
                 )
             )
         # Answered outright only when both rules agree: precise enough, and not looking out of scope.

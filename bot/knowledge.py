@@ -248,7 +248,7 @@ class Decision:
 
     kind: str  # "answer", "suggest" or "unknown"
     hits: tuple[Hit, ...]
-    suggest: float = 0.0  # the score below which the bot says it does not know (the language's threshold)
+    suggest: float  # the score below which the bot says it does not know (the language's threshold)
 
     @property
     def best(self) -> Hit | None:
@@ -364,6 +364,11 @@ class _LanguageIndex:
 NEAR_TIE = 0.01
 
 
+def is_near_tie(first: float, second: float) -> bool:
+    """Whether the best score is too close to the second best to answer with it outright."""
+    return first - second < NEAR_TIE
+
+
 class Retriever:
     """Finds knowledge-base entries for a query by a weighted sum of signals: sentence models
     (meaning) and character n-grams (which work for Chinese and for typos). Each language's weights
@@ -431,7 +436,7 @@ class Retriever:
         if not hits:
             return Decision(kind="unknown", hits=(), suggest=self.tuning_for(lang or "").suggest)
         tuning = self.tuning_for(hits[0].entry.lang)
-        near_tie = len(hits) > 1 and hits[0].score - hits[1].score < NEAR_TIE
+        near_tie = len(hits) > 1 and is_near_tie(hits[0].score, hits[1].score)
         if hits[0].score >= tuning.answer and not near_tie:
             kind = "answer"
         else:

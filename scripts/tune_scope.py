@@ -11,8 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.cli_eval import bot_retriever  # noqa: E402
 from bot.faq_eval import load_queries  # noqa: E402
+from bot.knowledge import KnowledgeService  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 from nlu.evaluation import (  # noqa: E402
     FALLBACK,
@@ -36,7 +36,7 @@ def main() -> int:
     rows = [
         Labelled(q.text, OUT_OF_SCOPE if q.label == OUT_OF_SCOPE else "in_scope", q.lang) for q in queries
     ]
-    retriever = bot_retriever(load_settings())
+    retriever = KnowledgeService.from_settings(load_settings()).retriever()
     parsed = parse_all(args.model, [row.text for row in rows])
     nlu_only = out_of_scope_scores(
         [row.label for row in rows],
@@ -47,11 +47,11 @@ def main() -> int:
     results = []
     for weight in WEIGHTS:
         scores = turn_out_of_scope_scores(rows, parsed, retriever, retrieval_weight=weight)
-        results.append((scores["auroc"] or 0.0, -weight))
+        results.append((weight, scores["auroc"] or 0.0))
         print(json.dumps({"retrieval_weight": weight, "whole_turn": scores}))
-    auroc, weight = max(results)  # on a tie, the smallest weight
-    best = (auroc, -weight)
-    print(f"best retrieval weight: {best[1]} (AUROC {best[0]})")
+    top = max(auroc for _, auroc in results)
+    weight = min(weight for weight, auroc in results if auroc == top)  # on a tie, the smallest weight
+    print(f"best retrieval weight: {weight} (AUROC {top})")
     return 0
 
 
