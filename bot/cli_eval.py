@@ -82,6 +82,8 @@ def _text(report: dict[str, Any]) -> str:
             )
             for topic, scores in sorted(row["overall"]["per_label"].items()):
                 lines.append(f"  {topic:20} n={scores['n']:4} F1 {scores['f1']:.3f}")
+            mistaken = ", ".join(f"{pair} ({n})" for pair, n in list(row["confusions"].items())[:10])
+            lines.append(f"  most frequent confusions: {mistaken or 'none'}")
             lines.append(f"  out of scope (NLU): {row['out_of_scope']}")
             lines.append(f"  out of scope (whole turn, with retrieval): {row.get('turn_out_of_scope')}")
     if "public_scope" in report:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,12 @@ def scores(expected: Sequence[str], predicted: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def confusions(expected: Sequence[str], predicted: Sequence[str]) -> dict[str, int]:
+    """How often each expected topic was taken for another ("expected -> predicted"), most frequent first."""
+    counts = Counter(f"{e} -> {p}" for e, p in zip(expected, predicted, strict=True) if e != p)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
 def _detection(actual: Sequence[bool], flagged: Sequence[bool], oos_score: Sequence[float]) -> dict[str, Any]:
     """Precision and recall of the flagged messages, and the AUROC of the out-of-scope score."""
     from sklearn.metrics import roc_auc_score
@@ -192,6 +199,7 @@ def evaluate_topics(
     expected = [row.label for row in rows]
     report: dict[str, Any] = {
         "overall": scores(expected, predicted),
+        "confusions": confusions(expected, predicted),
         "out_of_scope": out_of_scope_scores(expected, predicted, [c for _, c in parsed]),
         "by_language": {},
     }
@@ -215,6 +223,7 @@ def evaluate_intents(model: Path, rows: Sequence[Labelled], *, plot: Path | None
     expected = [row.label for row in rows]
     report: dict[str, Any] = {
         "overall": scores(expected, predicted),
+        "confusions": confusions(expected, predicted),
         "out_of_scope": out_of_scope_scores(expected, predicted, [c for _, c in parsed]),
         "by_language": {},
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.knowledge import Decision, Entry, Hit
-from nlu.evaluation import Labelled, out_of_scope_scores, scores, turn_out_of_scope_scores
+from nlu.evaluation import Labelled, confusions, out_of_scope_scores, scores, turn_out_of_scope_scores
 
 
 def test_scores_per_label_and_macro_f1() -> None:
@@ -12,6 +12,15 @@ def test_scores_per_label_and_macro_f1() -> None:
     assert report["per_label"]["a"] == {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "n": 2}
     assert report["per_label"]["b"]["precision"] == 0.6667
     assert report["macro_f1"] == round((0.6667 + 0.8) / 2, 4)
+
+
+def test_confusions_count_each_wrong_pair_most_frequent_first() -> None:
+    expected = ["borrowing", "borrowing", "borrowing", "hours", "hours", "spaces"]
+    predicted = ["card_account", "borrowing", "card_account", "out_of_scope", "hours", "spaces"]
+    assert list(confusions(expected, predicted).items()) == [
+        ("borrowing -> card_account", 2),
+        ("hours -> out_of_scope", 1),
+    ]
 
 
 def test_out_of_scope_detection() -> None:

@@ -43,6 +43,10 @@ def test_topic_evaluation_reports_every_figure(trained_model: Path, tmp_path: Pa
     assert set(report["out_of_scope"]) == {"precision", "recall", "auroc"}
     # Hours questions are this model's best-trained intent: both must land.
     assert report["overall"]["per_label"]["hours"]["recall"] == 1.0
+    # Every mistaken row is counted once among the confusions, and never under its own topic.
+    wrong = round(report["overall"]["n"] * (1 - report["overall"]["accuracy"]))
+    assert sum(report["confusions"].values()) == wrong
+    assert all(pair.split(" -> ")[0] != pair.split(" -> ")[1] for pair in report["confusions"])
     # The whole turn's detection (NLU, then retrieval for knowledge-base questions) is reported too, and
     # refuses at least what the NLU alone refuses: a refusal by the NLU never reaches retrieval.
     turn = report["turn_out_of_scope"]
