@@ -164,14 +164,38 @@ class LinearModel:
 
 
 @dataclass
+class Neighbours:
+    """Nearest training examples: each intent's probability is a softmax, at a low temperature, of the
+    similarity of the text's e5 vector to that intent's closest training example. A message much like
+    one example and unlike the rest follows that example, whatever the linear models make of the
+    whole class: cross-validated on nlu/, blending it in took mean macro-F1 from 0.912 to 0.915."""
+
+    vectors: NDArray[np.float16]  # one unit-length e5 vector per training example
+    labels: NDArray[np.int64]  # each example's class index
+    temperature: float
+
+    def probabilities(self, vectors: Vector, n_classes: int) -> Matrix:
+        similarity = vectors.astype(np.float32) @ self.vectors.astype(np.float32).T
+        closest = np.full((len(vectors), n_classes), -1.0)
+        for index in range(n_classes):
+            members = self.labels == index
+            if members.any():
+                closest[:, index] = similarity[:, members].max(axis=1)
+        return softmax(closest / self.temperature)
+
+
+@dataclass
 class IntentModel:
-    """Intent probabilities: e5 logistic regression, optionally averaged with a char n-gram one."""
+    """Intent probabilities: e5 logistic regression, optionally averaged with a char n-gram one and a
+    nearest-example vote."""
 
     classes: list[str]
     e5: LinearModel
     char: LinearModel | None = None
     vectorizer: CharVectorizer | None = None
     char_weight: float = 0.0
+    neighbours: Neighbours | None = None
+    neighbour_weight: float = 0.0
 
     @classmethod
     def fit(
@@ -183,24 +207,37 @@ class IntentModel:
         y = [classes.index(label) for label in labels]
         seed, max_iter = int(config["random_seed"]), int(config["max_iter"])
         e5 = LinearModel.fit(vectors, y, c=float(config["C"]), max_iter=max_iter, seed=seed)
+        neighbour_weight = float(config["neighbour_weight"])
+        neighbours = (
+            Neighbours(
+                np.asarray(vectors, dtype=np.float16),
+                np.asarray(y, dtype=np.int64),
+                float(config["neighbour_temperature"]),
+            )
+            if neighbour_weight > 0
+            else None
+        )
         if not config["use_char_ngrams"] or float(config["char_weight"]) <= 0:
-            return cls(classes, e5)
+            return cls(classes, e5, neighbours=neighbours, neighbour_weight=neighbour_weight)
         vectorizer = CharVectorizer.fit(
             texts, low=int(config["min_ngram"]), high=int(config["max_ngram"]), max_chars=512
         )
         char = LinearModel.fit(
             vectorizer.matrix(texts), y, c=float(config["char_C"]), max_iter=max_iter, seed=seed
         )
-        return cls(classes, e5, char, vectorizer, float(config["char_weight"]))
+        return cls(classes, e5, char, vectorizer, float(config["char_weight"]), neighbours, neighbour_weight)
 
     def probabilities(self, texts: Sequence[str], vectors: Vector) -> Matrix:
         if len(self.classes) == 1:
             return np.ones((len(texts), 1))
         probabilities = self.e5.probabilities(vectors.astype(np.float64))
-        if self.char is None or self.vectorizer is None:
-            return probabilities
-        char = self.char.sparse_probabilities(self.vectorizer.rows(texts))
-        return np.asarray((1 - self.char_weight) * probabilities + self.char_weight * char)
+        if self.char is not None and self.vectorizer is not None:
+            char = self.char.sparse_probabilities(self.vectorizer.rows(texts))
+            probabilities = (1 - self.char_weight) * probabilities + self.char_weight * char
+        if self.neighbours is not None:
+            nearest = self.neighbours.probabilities(vectors, len(self.classes))
+            probabilities = (1 - self.neighbour_weight) * probabilities + self.neighbour_weight * nearest
+        return np.asarray(probabilities)
 
 
 def save_model(model: IntentModel, directory: Any, config: dict[str, Any]) -> None:
@@ -208,6 +245,10 @@ def save_model(model: IntentModel, directory: Any, config: dict[str, Any]) -> No
     np.save(directory / "e5_coef.npy", model.e5.coef)
     np.save(directory / "e5_intercept.npy", model.e5.intercept)
     meta: dict[str, Any] = {"classes": model.classes, "char_weight": model.char_weight, "config": config}
+    if model.neighbours is not None:
+        np.save(directory / "neighbour_vectors.npy", model.neighbours.vectors)
+        np.save(directory / "neighbour_labels.npy", model.neighbours.labels)
+        meta["neighbours"] = {"weight": model.neighbour_weight, "temperature": model.neighbours.temperature}
     if model.char is not None and model.vectorizer is not None:
         np.save(directory / "char_coef.npy", model.char.coef)
         np.save(directory / "char_intercept.npy", model.char.intercept)
@@ -224,12 +265,21 @@ def load_model(directory: Any) -> IntentModel:
         return np.asarray(np.load(directory / name, allow_pickle=False), dtype=np.float64)
 
     e5 = LinearModel(array("e5_coef.npy"), array("e5_intercept.npy"))
-    if "vocabulary" not in meta:
-        return IntentModel(list(meta["classes"]), e5)
-    low, high = meta["ngram_range"]
-    vectorizer = CharVectorizer(list(meta["vocabulary"]), array("char_idf.npy"), int(low), int(high))
-    char = LinearModel(array("char_coef.npy"), array("char_intercept.npy"))
-    return IntentModel(list(meta["classes"]), e5, char, vectorizer, float(meta["char_weight"]))
+    model = IntentModel(list(meta["classes"]), e5)
+    if "neighbours" in meta:
+        model.neighbours = Neighbours(
+            np.asarray(np.load(directory / "neighbour_vectors.npy", allow_pickle=False), dtype=np.float16),
+            np.asarray(np.load(directory / "neighbour_labels.npy", allow_pickle=False), dtype=np.int64),
+            float(meta["neighbours"]["temperature"]),
+        )
+        model.neighbour_weight = float(meta["neighbours"]["weight"])
+    if "vocabulary" in meta:
+        low, high = meta["ngram_range"]
+        vocabulary = list(meta["vocabulary"])
+        model.vectorizer = CharVectorizer(vocabulary, array("char_idf.npy"), int(low), int(high))
+        model.char = LinearModel(array("char_coef.npy"), array("char_intercept.npy"))
+        model.char_weight = float(meta["char_weight"])
+    return model
 
 
 @DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=True)
@@ -240,13 +290,15 @@ class E5IntentClassifier(GraphComponent, IntentClassifier):  # type: ignore[misc
     def get_default_config() -> dict[str, Any]:
         # Chosen by cross-validation on nlu/ (scripts/tune_intents.py).
         return {
-            "C": 300.0,
+            "C": 100.0,
             "max_iter": 2000,
             "use_char_ngrams": True,
             "char_C": 3.0,
             "char_weight": 0.5,
             "min_ngram": 1,
             "max_ngram": 4,
+            "neighbour_weight": 0.3,
+            "neighbour_temperature": 0.02,
             "max_chars": 256,
             "num_threads": 1,
             "ranking_length": 10,

@@ -20,6 +20,7 @@ from nlu.intent_classifier import (  # noqa: E402
     E5IntentClassifier,
     LinearModel,
     Matrix,
+    Neighbours,
     embed,
 )
 
@@ -113,6 +114,45 @@ def mean_f1(scores: dict[str, dict[str, float]]) -> float:
     return float(np.mean([row["macro_f1"] for row in scores.values()]))
 
 
+def nearest_example_grid(
+    linear: Matrix,
+    vectors: Matrix,
+    labels: list[str],
+    langs: list[str],
+    test_folds: list[np.ndarray[Any, Any]],
+) -> list[dict[str, Any]]:
+    """The linear models' out-of-fold probabilities blended with the nearest-example vote, per setting."""
+    classes = sorted(set(labels))
+    y = np.array([classes.index(label) for label in labels])
+    n, k = len(labels), len(classes)
+
+    def nearest(temperature: float) -> Any:
+        def run(train: Any, test: Any) -> Matrix:
+            neighbours = Neighbours(vectors[train].astype(np.float16), y[train], temperature)
+            return neighbours.probabilities(vectors[test], k)
+
+        return run
+
+    neighbour_grid: list[dict[str, Any]] = []
+    for temperature in (0.005, 0.01, 0.02):
+        near = out_of_fold(nearest(temperature), n, k, test_folds)
+        for neighbour_weight in (0.0, 0.1, 0.2, 0.3):
+            blended = (1 - neighbour_weight) * linear + neighbour_weight * near
+            predicted, confidence = with_fallback(blended, classes, 0.0, 0.0)
+            scores = report(labels, predicted, langs)
+            neighbour_grid.append(
+                {
+                    "neighbour_temperature": temperature,
+                    "neighbour_weight": neighbour_weight,
+                    "scores": scores,
+                    "f1": round(mean_f1(scores), 4),
+                    "oos_auroc": oos_auroc(labels, predicted, confidence),
+                    "probabilities": blended,
+                }
+            )
+    return neighbour_grid
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nlu", type=Path, default=ROOT / "nlu")
@@ -171,7 +211,15 @@ def main() -> int:
     print("char only:", json.dumps(max((r for r in grid if r["char_weight"] == 1.0), key=lambda r: r["f1"])))
 
     weight = float(best["char_weight"])
-    probabilities = (1 - weight) * e5[best["C"]] + weight * char[best["char_C"]]
+    linear = (1 - weight) * e5[best["C"]] + weight * char[best["char_C"]]
+
+    neighbour_grid = nearest_example_grid(linear, vectors, labels, langs, test_folds)
+    # Best mean macro-F1; on a tie, the better out-of-scope AUROC.
+    neighbour_grid.sort(key=lambda row: (-float(row["f1"]), -float(row["oos_auroc"])))
+    print("nearest-example vote (best first):")
+    for row in neighbour_grid[:6]:
+        print(json.dumps({key: value for key, value in row.items() if key != "probabilities"}))
+    probabilities = neighbour_grid[0]["probabilities"]
     thresholds: list[dict[str, Any]] = []
     for threshold, ambiguity in itertools.product(np.arange(0.1, 0.71, 0.05), (0.0, 0.05, 0.1)):
         predicted, confidence = with_fallback(probabilities, classes, float(threshold), ambiguity)
@@ -190,7 +238,12 @@ def main() -> int:
     for row in thresholds[:8]:
         print(json.dumps(row))
     if args.out:
-        args.out.write_text(json.dumps({"grid": grid, "thresholds": thresholds}, indent=1), encoding="utf-8")
+        for row in neighbour_grid:
+            del row["probabilities"]
+        args.out.write_text(
+            json.dumps({"grid": grid, "neighbours": neighbour_grid, "thresholds": thresholds}, indent=1),
+            encoding="utf-8",
+        )
     return 0
 
 

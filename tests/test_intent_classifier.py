@@ -16,7 +16,15 @@ from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from nlu.intent_classifier import MAX_TOKENS, E5IntentClassifier, e5_encoder, truncate
+from nlu.intent_classifier import (
+    MAX_TOKENS,
+    E5IntentClassifier,
+    Neighbours,
+    e5_encoder,
+    embed,
+    load_model,
+    truncate,
+)
 
 EXAMPLES = {
     "ask_hours": [
@@ -148,6 +156,40 @@ def test_model_is_stored_as_arrays_and_json_without_pickle(storage: ModelStorage
                 assert np.load(Path(directory) / name, allow_pickle=False).dtype != object
 
 
+def test_nearest_example_vote_favours_the_class_of_the_closest_example() -> None:
+    vectors = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.8, 0.6]], dtype=np.float16)
+    neighbours = Neighbours(vectors, np.array([0, 1, 2]), temperature=0.01)
+    close_to_second = np.array([[0.1, 0.99, 0.1]], dtype=np.float32)
+    close_to_second /= np.linalg.norm(close_to_second)
+    (row,) = neighbours.probabilities(close_to_second, 4)
+    assert int(np.argmax(row)) == 1
+    assert row[1] > 0.8  # a low temperature makes the closest class win clearly
+    assert row[3] < 1e-6  # a class without examples gets (almost) nothing
+    assert math.isclose(float(row.sum()), 1.0, rel_tol=1e-6)
+    # A warmer temperature spreads the vote more evenly.
+    (warm,) = Neighbours(vectors, np.array([0, 1, 2]), temperature=1.0).probabilities(close_to_second, 4)
+    assert warm[1] < row[1]
+
+
+def test_stored_model_keeps_the_nearest_example_vote(storage: ModelStorage, resource: Resource) -> None:
+    texts = ["can I renew my books", "图书馆几点开门", "wifi password"]
+    with storage.read_from(resource) as directory:
+        model = load_model(Path(directory))
+        assert (Path(directory) / "neighbour_vectors.npy").is_file()
+    assert model.neighbours is not None
+    assert model.neighbour_weight == E5IntentClassifier.get_default_config()["neighbour_weight"] > 0
+    assert len(model.neighbours.labels) == sum(len(texts) for texts in EXAMPLES.values())
+    vectors = embed(texts, max_chars=256, num_threads=1)
+    with_vote = model.probabilities(texts, vectors)
+    model.neighbours = None
+    without_vote = model.probabilities(texts, vectors)
+    # A training example's nearest neighbour is itself, so the vote raises its own intent's probability.
+    intents = ["renewal", "ask_hours", "tech_services"]
+    for row_with, row_without, intent in zip(with_vote, without_vote, intents, strict=True):
+        index = model.classes.index(intent)
+        assert row_with[index] > row_without[index]
+
+
 def test_char_ngrams_can_be_switched_off(tmp_path: Path) -> None:
     storage = LocalModelStorage.create(tmp_path)
     resource = Resource("e5_only")
@@ -156,8 +198,22 @@ def test_char_ngrams_can_be_switched_off(tmp_path: Path) -> None:
     )
     with storage.read_from(resource) as directory:
         assert not (Path(directory) / "char_coef.npy").exists()
+        assert (Path(directory) / "neighbour_vectors.npy").exists()
     (message,) = _parse(_load(storage, resource, use_char_ngrams=False), "when do you open tomorrow")
     assert message.get(INTENT)["name"] == "ask_hours"
+
+
+def test_nearest_example_vote_can_be_switched_off(tmp_path: Path) -> None:
+    storage = LocalModelStorage.create(tmp_path)
+    resource = Resource("no_vote")
+    E5IntentClassifier.create({"neighbour_weight": 0.0}, storage, resource, _context()).train(
+        _training_data()
+    )
+    with storage.read_from(resource) as directory:
+        assert not (Path(directory) / "neighbour_vectors.npy").exists()
+        assert load_model(Path(directory)).neighbours is None
+    (message,) = _parse(_load(storage, resource, neighbour_weight=0.0), "这本书能续借吗")
+    assert message.get(INTENT)["name"] == "renewal"
 
 
 def test_untrained_classifier_leaves_messages_alone(tmp_path: Path) -> None:
