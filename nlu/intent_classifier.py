@@ -174,13 +174,18 @@ class Neighbours:
     labels: NDArray[np.int64]  # each example's class index
     temperature: float
 
+    @cached_property
+    def _by_class(self) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.int64]]:
+        """The vectors in float32, grouped by class; the classes present and where each group starts."""
+        order = np.argsort(self.labels, kind="stable")
+        classes, starts = np.unique(self.labels[order], return_index=True)
+        return np.ascontiguousarray(self.vectors[order], dtype=np.float32), classes, starts
+
     def probabilities(self, vectors: Vector, n_classes: int) -> Matrix:
-        similarity = vectors.astype(np.float32) @ self.vectors.astype(np.float32).T
+        matrix, classes, starts = self._by_class
+        similarity = np.asarray(vectors, dtype=np.float32) @ matrix.T
         closest = np.full((len(vectors), n_classes), -1.0)
-        for index in range(n_classes):
-            members = self.labels == index
-            if members.any():
-                closest[:, index] = similarity[:, members].max(axis=1)
+        closest[:, classes] = np.maximum.reduceat(similarity, starts, axis=1)
         return softmax(closest / self.temperature)
 
 

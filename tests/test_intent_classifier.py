@@ -171,6 +171,21 @@ def test_nearest_example_vote_favours_the_class_of_the_closest_example() -> None
     assert warm[1] < row[1]
 
 
+def test_nearest_example_vote_takes_each_class_best_similarity() -> None:
+    generator = np.random.default_rng(3)
+    vectors = generator.standard_normal((300, 16)).astype(np.float16)
+    labels = generator.integers(0, 7, 300)  # classes in no order, one of them (7) with no example
+    queries = generator.standard_normal((5, 16)).astype(np.float32)
+    similarity = queries @ vectors.astype(np.float32).T
+    expected = np.full((5, 8), -1.0)
+    for index in range(7):
+        expected[:, index] = similarity[:, labels == index].max(axis=1)
+    expected = np.exp((expected - expected.max(axis=1, keepdims=True)) / 0.5)
+    expected /= expected.sum(axis=1, keepdims=True)
+    got = Neighbours(vectors, labels, temperature=0.5).probabilities(queries, 8)
+    assert np.allclose(got, expected, atol=1e-6)
+
+
 def test_stored_model_keeps_the_nearest_example_vote(storage: ModelStorage, resource: Resource) -> None:
     texts = ["can I renew my books", "图书馆几点开门", "wifi password"]
     with storage.read_from(resource) as directory:
