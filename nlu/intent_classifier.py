@@ -163,6 +163,11 @@ class LinearModel:
         return softmax(logits)
 
 
+def blend(first: Matrix, second: Matrix, weight: float) -> Matrix:
+    """Two probability tables averaged, ``weight`` of the second: every blend of the classifier's models."""
+    return np.asarray((1 - weight) * first + weight * second)
+
+
 @dataclass
 class Neighbours:
     """Nearest training examples: each intent's probability is a softmax, at a low temperature, of the
@@ -238,11 +243,11 @@ class IntentModel:
         probabilities = self.e5.probabilities(vectors.astype(np.float64))
         if self.char is not None and self.vectorizer is not None:
             char = self.char.sparse_probabilities(self.vectorizer.rows(texts))
-            probabilities = (1 - self.char_weight) * probabilities + self.char_weight * char
+            probabilities = blend(probabilities, char, self.char_weight)
         if self.neighbours is not None:
             nearest = self.neighbours.probabilities(vectors, len(self.classes))
-            probabilities = (1 - self.neighbour_weight) * probabilities + self.neighbour_weight * nearest
-        return np.asarray(probabilities)
+            probabilities = blend(probabilities, nearest, self.neighbour_weight)
+        return probabilities
 
 
 def save_model(model: IntentModel, directory: Any, config: dict[str, Any]) -> None:

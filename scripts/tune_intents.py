@@ -21,6 +21,7 @@ from nlu.intent_classifier import (  # noqa: E402
     LinearModel,
     Matrix,
     Neighbours,
+    blend,
     embed,
 )
 
@@ -120,8 +121,9 @@ def nearest_example_grid(
     labels: list[str],
     langs: list[str],
     test_folds: list[np.ndarray[Any, Any]],
-) -> list[dict[str, Any]]:
-    """The linear models' out-of-fold probabilities blended with the nearest-example vote, per setting."""
+) -> list[tuple[dict[str, Any], Matrix]]:
+    """The linear models' out-of-fold probabilities blended with the nearest-example vote: each
+    setting's scores, and its probabilities."""
     classes = sorted(set(labels))
     y = np.array([classes.index(label) for label in labels])
     n, k = len(labels), len(classes)
@@ -133,23 +135,21 @@ def nearest_example_grid(
 
         return run
 
-    neighbour_grid: list[dict[str, Any]] = []
+    neighbour_grid: list[tuple[dict[str, Any], Matrix]] = []
     for temperature in (0.005, 0.01, 0.02):
         near = out_of_fold(nearest(temperature), n, k, test_folds)
         for neighbour_weight in (0.0, 0.1, 0.2, 0.3):
-            blended = (1 - neighbour_weight) * linear + neighbour_weight * near
+            blended = blend(linear, near, neighbour_weight)
             predicted, confidence = with_fallback(blended, classes, 0.0, 0.0)
             scores = report(labels, predicted, langs)
-            neighbour_grid.append(
-                {
-                    "neighbour_temperature": temperature,
-                    "neighbour_weight": neighbour_weight,
-                    "scores": scores,
-                    "f1": round(mean_f1(scores), 4),
-                    "oos_auroc": oos_auroc(labels, predicted, confidence),
-                    "probabilities": blended,
-                }
-            )
+            row = {
+                "neighbour_temperature": temperature,
+                "neighbour_weight": neighbour_weight,
+                "scores": scores,
+                "f1": round(mean_f1(scores), 4),
+                "oos_auroc": oos_auroc(labels, predicted, confidence),
+            }
+            neighbour_grid.append((row, blended))
     return neighbour_grid
 
 
@@ -197,7 +197,7 @@ def main() -> int:
     for (e5_c, e5_p), (char_c, char_p), weight in itertools.product(
         e5.items(), char.items(), (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0)
     ):
-        probabilities = (1 - weight) * e5_p + weight * char_p
+        probabilities = blend(e5_p, char_p, weight)
         predicted, confidence = with_fallback(probabilities, classes, 0.0, 0.0)
         scores = report(labels, predicted, langs)
         grid.append(
@@ -211,15 +211,15 @@ def main() -> int:
     print("char only:", json.dumps(max((r for r in grid if r["char_weight"] == 1.0), key=lambda r: r["f1"])))
 
     weight = float(best["char_weight"])
-    linear = (1 - weight) * e5[best["C"]] + weight * char[best["char_C"]]
+    linear = blend(e5[best["C"]], char[best["char_C"]], weight)
 
     neighbour_grid = nearest_example_grid(linear, vectors, labels, langs, test_folds)
     # Best mean macro-F1; on a tie, the better out-of-scope AUROC.
-    neighbour_grid.sort(key=lambda row: (-float(row["f1"]), -float(row["oos_auroc"])))
+    neighbour_grid.sort(key=lambda item: (-float(item[0]["f1"]), -float(item[0]["oos_auroc"])))
     print("nearest-example vote (best first):")
-    for row in neighbour_grid[:6]:
-        print(json.dumps({key: value for key, value in row.items() if key != "probabilities"}))
-    probabilities = neighbour_grid[0]["probabilities"]
+    for row, _ in neighbour_grid[:6]:
+        print(json.dumps(row))
+    probabilities = neighbour_grid[0][1]
     thresholds: list[dict[str, Any]] = []
     for threshold, ambiguity in itertools.product(np.arange(0.1, 0.71, 0.05), (0.0, 0.05, 0.1)):
         predicted, confidence = with_fallback(probabilities, classes, float(threshold), ambiguity)
@@ -238,10 +238,9 @@ def main() -> int:
     for row in thresholds[:8]:
         print(json.dumps(row))
     if args.out:
-        for row in neighbour_grid:
-            del row["probabilities"]
+        neighbours = [row for row, _ in neighbour_grid]
         args.out.write_text(
-            json.dumps({"grid": grid, "neighbours": neighbour_grid, "thresholds": thresholds}, indent=1),
+            json.dumps({"grid": grid, "neighbours": neighbours, "thresholds": thresholds}, indent=1),
             encoding="utf-8",
         )
     return 0
