@@ -226,7 +226,7 @@ def write_tuning(path: Path, *, model: str, tuning: dict[str, LanguageTuning], s
     header = (
         f"# Written by `patronbot faq tune` from {source}; re-run it after changing the knowledge base\n"
         "# or the models. weights: each signal's share of the score (sentence: the sentence-transformers\n"
-        "# model; multilingual: multilingual-e5-small; characters: character n-grams); answer / suggest:\n"
-        "# the top score at which the bot answers / offers candidates.\n"
+        "# model; multilingual: multilingual-e5-small; characters: character n-grams; words: words, jieba's\n"
+        "# for Chinese); answer / suggest: the top score at which the bot answers / offers candidates.\n"
     )
     path.write_text(header + yaml.safe_dump(content, sort_keys=False), encoding="utf-8")

@@ -23,6 +23,7 @@ from bot.knowledge import (
     _normalise,
     load_entries,
     make_encoders,
+    words,
 )
 
 KB = {
@@ -219,7 +220,7 @@ def test_evaluation_and_tuning_on_labelled_queries(kb_file: Path, encoders: dict
     tuning = tune(entries, queries, encoders=encoders)
     assert set(tuning) == {"en", "zh"}
     for values in tuning.values():
-        assert set(values.weights) == {"sentence", "multilingual", "characters"}
+        assert set(values.weights) == {"sentence", "multilingual", "characters", "words"}
         assert abs(sum(values.weights.values()) - 1.0) < 1e-6
         assert values.suggest <= values.answer
     report = evaluate(Retriever(entries, encoders=encoders, tuning=tuning), queries)
@@ -320,8 +321,9 @@ def test_character_scores_are_the_tf_idf_cosines(kb_file: Path, query: str) -> N
     retriever = Retriever(load_entries(kb_file), encoders={})
     for lang, index in retriever.indexes.items():
         texts = [text for entry in index.entries for text in entry.texts()]
+        vectorizer = index.lexical["characters"].vectorizer
         expected_rows = cosine_similarity(
-            index.vectorizer.transform([_normalise(t) for t in texts]), index.vectorizer.transform([query])
+            vectorizer.transform([_normalise(t) for t in texts]), vectorizer.transform([query])
         ).ravel()
         best, total = (
             np.maximum.reduceat(expected_rows, index.starts),
@@ -334,6 +336,26 @@ def test_character_scores_are_the_tf_idf_cosines(kb_file: Path, query: str) -> N
         assert scores.shape == (len(index.entries),), lang
         assert np.allclose(scores, expected), lang
     assert retriever.indexes["zh"].scores("复印", {})["characters"].max() > 0
+
+
+def test_chinese_words_come_from_jieba_with_the_library_terms() -> None:
+    # 馆际互借 and 续借 are in nlu/dictionary; jieba's general dictionary alone splits the first.
+    assert words("馆际互借要多久") == ["馆际互借", "要", "多久"]
+    assert words("我想续借，可以吗？") == ["我", "想", "续借", "可以", "吗"]
+    assert words("wifi password? 密码") == ["wifi", "password", "密码"]
+    assert words("😀 ！！") == []
+
+
+def test_word_scores_match_whole_words_not_characters(kb_file: Path) -> None:
+    """借书证 shares characters with 借书数量 (loan limits) but is a different word: only the character
+    signal is fooled by the shared 借书."""
+    retriever = Retriever(load_entries(kb_file), encoders={})
+    index = retriever.indexes["zh"]
+    scores = index.scores("借书数量", {})
+    assert index.entries[int(np.argmax(scores["words"]))].id == "loan-limits"
+    assert scores["words"].max() > 0
+    assert retriever.indexes["zh"].scores("借书证", {})["words"].max() == 0.0  # no entry has the word
+    assert retriever.indexes["zh"].scores("借书证", {})["characters"].max() > 0
 
 
 def test_shortlisted_scan_finds_the_same_best_entries_as_the_full_scan() -> None:
