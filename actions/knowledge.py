@@ -13,7 +13,8 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.buttons import candidate_buttons, helpful_buttons, patron_type_buttons
 from actions.language import patron_language
-from bot.knowledge import Entry, KnowledgeError, KnowledgeService
+from bot import query_vectors
+from bot.knowledge import MULTILINGUAL, Entry, KnowledgeError, KnowledgeService, normalise_query
 from bot.language import Language
 from bot.library import FactsError, load_facts
 from bot.profile import mentioned_patron_type
@@ -64,10 +65,17 @@ class ActionAnswerFaq(Action):  # type: ignore[misc]
     def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        text = (tracker.latest_message or {}).get("text") or ""
+        latest = tracker.latest_message or {}
+        text = latest.get("text") or ""
         language = patron_language(tracker)
+        # The NLU's e5 vector of this message, if it read the same text: then the turn encodes it once.
+        e5 = query_vectors.unpack(latest.get(query_vectors.PARSE_KEY), normalise_query(text))
         try:
-            decision = knowledge_service().retriever().decide(text, lang=language)
+            decision = (
+                knowledge_service()
+                .retriever()
+                .decide(text, lang=language, vectors={MULTILINGUAL: e5} if e5 is not None else None)
+            )
         except KnowledgeError as error:
             log.error("cannot answer from the knowledge base: %s", error)
             dispatcher.utter_message(response="utter_action_unavailable")

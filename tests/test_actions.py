@@ -144,3 +144,58 @@ def test_faq_action_answers_offers_or_admits_not_knowing(
         assert unknown[0]["phone"] == FACTS.phone
     finally:
         knowledge_service.cache_clear()
+
+
+def test_faq_action_scores_with_the_nlu_vector_of_the_same_text(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The e5 vector in the parse data is used instead of encoding the message again, only when it was
+    made of the same text. Handing over the vector of another question shows which one was scored."""
+    import yaml
+
+    from actions.knowledge import ActionAnswerFaq, knowledge_service
+    from bot import query_vectors
+    from bot.knowledge import MultilingualEncoder, normalise_query
+
+    kb = tmp_path / "faq.yml"
+    entries = [
+        ("renew", "How can I renew a borrowed book?", "Renew in My Library."),
+        ("limits", "How many books can I borrow?", "Twenty."),
+    ]
+    kb.write_text(
+        yaml.safe_dump(
+            {
+                "entries": [
+                    {"id": key, "topic": "borrowing", "en": {"question": question, "answer": answer}}
+                    for key, question, answer in entries
+                ]
+            }
+        ),
+        encoding="utf-8",
+    )
+    tuning = tmp_path / "retrieval.yml"
+    tuning.write_text(
+        "languages:\n  en: {weights: {multilingual: 1.0}, answer: 0.5, suggest: 0.3}\n", encoding="utf-8"
+    )
+    monkeypatch.setenv("PATRONBOT_KNOWLEDGE_BASE", str(kb))
+    monkeypatch.setenv("PATRONBOT_RETRIEVAL_TUNING", str(tuning))
+    knowledge_service.cache_clear()
+    text = "How can I renew a borrowed book?"
+    other = MultilingualEncoder().encode_queries(["how many books can i borrow?"])[0]
+
+    def answer(handed: Any) -> list[str]:
+        message = tracker(text)
+        message.latest_message[query_vectors.PARSE_KEY] = handed
+        dispatcher = CollectingDispatcher()
+        ActionAnswerFaq().run(dispatcher, message, {})
+        return [m.get("text") for m in dispatcher.messages]
+
+    try:
+        assert answer(query_vectors.pack(normalise_query(text), other)) == ["Twenty."]
+        assert answer(query_vectors.pack("another text", other)) == ["Renew in My Library."]
+        assert answer({"model": "multilingual-e5-small", "float16": "not base64!"}) == [
+            "Renew in My Library."
+        ]
+        assert answer(None) == ["Renew in My Library."]
+    finally:
+        knowledge_service.cache_clear()

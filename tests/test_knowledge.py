@@ -20,9 +20,9 @@ from bot.knowledge import (
     KnowledgeError,
     LanguageTuning,
     Retriever,
-    _normalise,
     load_entries,
     make_encoders,
+    normalise_query,
     words,
 )
 
@@ -205,6 +205,30 @@ def test_two_entries_in_a_near_tie_are_offered_not_answered(
     assert retriever.decide("Where can I print in the library?", lang="en").kind == "answer"
 
 
+def test_signals_without_weight_are_not_computed(kb_file: Path) -> None:
+    """Encoding and scanning are most of a lookup: a signal the language's tuning gives no weight is
+    skipped, and the scores of the others are unchanged."""
+
+    class Refusing:
+        def encode_queries(self, texts: object) -> np.ndarray:
+            raise AssertionError("a model without weight was asked to encode the query")
+
+        def encode_passages(self, texts: list[str]) -> np.ndarray:
+            return np.ones((len(texts), 2), dtype=np.float32) / np.sqrt(2)
+
+    weights = {"characters": 0.0, "words": 1.0}
+    retriever = Retriever(
+        load_entries(kb_file),
+        encoders={"sentence": Refusing()},
+        tuning={"zh": LanguageTuning(weights=weights)},
+    )
+    hits = retriever.search("馆际互借和续借", lang="zh")
+    assert hits[0].entry.id == "renew"
+    assert set(hits[0].signals) == {"words"}
+    words_only = retriever.indexes["zh"].scores("馆际互借和续借", {}, ["words"])["words"]
+    assert hits[0].score == pytest.approx(float(words_only.max()))
+
+
 def test_evaluation_and_tuning_on_labelled_queries(kb_file: Path, encoders: dict[str, Encoder]) -> None:
     entries = load_entries(kb_file)
     queries = [
@@ -323,7 +347,7 @@ def test_character_scores_are_the_tf_idf_cosines(kb_file: Path, query: str) -> N
         texts = [text for entry in index.entries for text in entry.texts()]
         vectorizer = index.lexical["characters"].vectorizer
         expected_rows = cosine_similarity(
-            vectorizer.transform([_normalise(t) for t in texts]), vectorizer.transform([query])
+            vectorizer.transform([normalise_query(t) for t in texts]), vectorizer.transform([query])
         ).ravel()
         best, total = (
             np.maximum.reduceat(expected_rows, index.starts),
