@@ -232,6 +232,28 @@ def test_service_questions_are_answered_from_the_knowledge_base(
     assert replies[0].get("text") == block["answer"] or block["question"] in offered
 
 
+def test_the_nlu_hands_its_e5_vector_to_the_knowledge_base_action(running_bot: RunningBot) -> None:
+    """Rasa keeps the classifier's vector in the message's parse data, which the action server reads;
+    the vector is that of the text the patron sent, as retrieval normalises it."""
+    import numpy as np
+
+    from bot import query_vectors
+    from bot.knowledge import MultilingualEncoder, normalise_query
+    from bot.rasa_events import RasaEventStore
+    from bot.settings import Settings
+
+    patron, text = sender(), KNOWLEDGE[("wifi", "en")]["question"]
+    assert running_bot.say(patron, text)
+    settings = Settings(_env_file=None, data_dir=running_bot.data_dir)  # type: ignore[call-arg]
+    tracker = RasaEventStore(name="tracker_store", url=settings.rasa_tracker_url)
+    events = tracker.events_for({f"rest:{patron}"})
+    [user] = [event for event in events if event.get("event") == "user"]
+    vector = query_vectors.unpack(user["parse_data"].get(query_vectors.PARSE_KEY), normalise_query(text))
+    assert vector is not None
+    expected = MultilingualEncoder().encode_queries([normalise_query(text)])[0]
+    assert float(np.abs(vector - expected).max()) < 2e-3
+
+
 def test_knowledge_base_edits_apply_without_restart(running_bot: RunningBot, tmp_path: Path) -> None:
     kb = Path(running_bot.env["PATRONBOT_KNOWLEDGE_BASE"])
     original = kb.read_text(encoding="utf-8")
