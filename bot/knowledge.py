@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import threading
+import unicodedata
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -295,8 +296,10 @@ _SPACES = re.compile(r"\s+")
 
 
 def normalise_query(text: str) -> str:
-    """A query or entry text as the retriever reads it: lower case, single spaces."""
-    return _SPACES.sub(" ", text.lower()).strip()
+    """A query or entry text as the retriever reads it (and as the NLU does): NFKC, so that full-width
+    letters, digits and punctuation from a Chinese input method read as their usual forms; lower case;
+    single spaces."""
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text).lower()).strip()
 
 
 # Past this many texts in a language, each model's scan has two stages: every text's vector projected

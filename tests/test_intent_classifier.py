@@ -287,14 +287,14 @@ def test_message_carries_its_e5_vector_for_the_knowledge_base(
     from bot import query_vectors
     from bot.knowledge import MultilingualEncoder, normalise_query
 
-    texts = ["How do I get on the  WiFi?", "图书馆的无线网怎么连接", "ＷｉＦｉ密码", "   "]
+    texts = ["How do I get on the  WiFi?", "图书馆的无线网怎么连接", "ＷｉＦｉ　密码？", "续借" * 200, "   "]
     messages = _parse(_load(storage, resource), *texts)
-    fresh = MultilingualEncoder().encode_queries([normalise_query(t) for t in texts[:2]])
+    fresh = MultilingualEncoder().encode_queries([normalise_query(t) for t in texts[:3]])
     for message, text, expected in zip(messages, texts, fresh, strict=False):
         vector = query_vectors.unpack(message.get(query_vectors.PARSE_KEY), normalise_query(text))
         assert vector is not None, text
         assert np.abs(vector - expected).max() < 2e-3  # half precision
         assert query_vectors.PARSE_KEY in message.as_dict(only_output_properties=True)
-    # NFKC turns full-width letters into ASCII for the NLU, not for retrieval: not the same text.
-    assert query_vectors.unpack(messages[2].get(query_vectors.PARSE_KEY), normalise_query(texts[2])) is None
-    assert messages[3].get(query_vectors.PARSE_KEY) is None  # nothing was encoded
+    # The NLU reads at most max_chars characters; retrieval reads the whole message, so encodes it anew.
+    assert query_vectors.unpack(messages[3].get(query_vectors.PARSE_KEY), normalise_query(texts[3])) is None
+    assert messages[4].get(query_vectors.PARSE_KEY) is None  # nothing was encoded

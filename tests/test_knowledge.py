@@ -362,6 +362,15 @@ def test_character_scores_are_the_tf_idf_cosines(kb_file: Path, query: str) -> N
     assert retriever.indexes["zh"].scores("复印", {})["characters"].max() > 0
 
 
+def test_full_width_input_reads_as_its_usual_forms(kb_file: Path, encoders: dict[str, Encoder]) -> None:
+    """Chinese input methods type full-width letters, digits, spaces and punctuation."""
+    assert normalise_query("ＷｉＦｉ　密码？ １２３") == "wifi 密码? 123"
+    retriever = Retriever(load_entries(kb_file), encoders=encoders)
+    plain, wide = retriever.search("printer", lang="en"), retriever.search("ＰＲＩＮＴＥＲ", lang="en")
+    assert [hit.entry.id for hit in wide] == [hit.entry.id for hit in plain]
+    assert [hit.score for hit in wide] == pytest.approx([hit.score for hit in plain])
+
+
 def test_chinese_words_come_from_jieba_with_the_library_terms() -> None:
     # 馆际互借 and 续借 are in nlu/dictionary; jieba's general dictionary alone splits the first.
     assert words("馆际互借要多久") == ["馆际互借", "要", "多久"]
