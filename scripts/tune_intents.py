@@ -118,14 +118,15 @@ def mean_f1(scores: dict[str, dict[str, float]]) -> float:
 def nearest_example_grid(
     linear: Matrix,
     vectors: Matrix,
+    *,
+    classes: list[str],
+    y: np.ndarray[Any, Any],
     labels: list[str],
     langs: list[str],
     test_folds: list[np.ndarray[Any, Any]],
 ) -> list[tuple[dict[str, Any], Matrix]]:
     """The linear models' out-of-fold probabilities blended with the nearest-example vote: each
-    setting's scores, and its probabilities."""
-    classes = sorted(set(labels))
-    y = np.array([classes.index(label) for label in labels])
+    setting's scores, and its probabilities. `y`: each label's index in `classes`."""
     n, k = len(labels), len(classes)
 
     def nearest(temperature: float) -> Any:
@@ -213,7 +214,9 @@ def main() -> int:
     weight = float(best["char_weight"])
     linear = blend(e5[best["C"]], char[best["char_C"]], weight)
 
-    neighbour_grid = nearest_example_grid(linear, vectors, labels, langs, test_folds)
+    neighbour_grid = nearest_example_grid(
+        linear, vectors, classes=classes, y=y, labels=labels, langs=langs, test_folds=test_folds
+    )
     # Best mean macro-F1; on a tie, the better out-of-scope AUROC.
     neighbour_grid.sort(key=lambda item: (-float(item[0]["f1"]), -float(item[0]["oos_auroc"])))
     print("nearest-example vote (best first):")
