@@ -11,7 +11,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import yaml
 
-from bot.knowledge import DEFAULT_MODEL, Encoder, Entry, LanguageTuning, Retriever, fuse, is_near_tie
+from bot.encoders import DEFAULT_MODEL, Encoder
+from bot.knowledge import Entry, LanguageTuning, Retriever, fuse, is_near_tie
 from bot.language import detect_language
 
 OUT_OF_SCOPE = "out_of_scope"

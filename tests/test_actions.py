@@ -155,7 +155,8 @@ def test_faq_action_scores_with_the_nlu_vector_of_the_same_text(
 
     from actions.knowledge import ActionAnswerFaq, knowledge_service
     from bot import query_vectors
-    from bot.knowledge import MultilingualEncoder, normalise_query
+    from bot.encoders import MultilingualEncoder
+    from bot.knowledge import normalise_query
 
     kb = tmp_path / "faq.yml"
     entries = [

@@ -285,7 +285,8 @@ def test_message_carries_its_e5_vector_for_the_knowledge_base(
 ) -> None:
     """The action server reuses the NLU's vector when retrieval reads the same text, and only then."""
     from bot import query_vectors
-    from bot.knowledge import MultilingualEncoder, normalise_query
+    from bot.encoders import MultilingualEncoder
+    from bot.knowledge import normalise_query
 
     texts = ["How do I get on the  WiFi?", "图书馆的无线网怎么连接", "ＷｉＦｉ　密码？", "续借" * 200, "   "]
     messages = _parse(_load(storage, resource), *texts)

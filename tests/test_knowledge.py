@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
+from bot.encoders import Encoder
 from bot.faq_eval import Query, evaluate, tune
 from bot.knowledge import (
     ENTRY_MEAN_SHARE,
     NEAR_TIE,
-    Encoder,
     Entry,
     KnowledgeError,
     LanguageTuning,
@@ -313,7 +313,7 @@ def test_entry_texts_include_question_with_answer() -> None:
 
 
 def test_rebuilding_after_an_edit_encodes_only_changed_texts() -> None:
-    from bot.knowledge import CachedEncoder
+    from bot.encoders import CachedEncoder
 
     class CountingEncoder:
         def __init__(self) -> None:
@@ -391,38 +391,89 @@ def test_word_scores_match_whole_words_not_characters(kb_file: Path) -> None:
     assert retriever.indexes["zh"].scores("借书证", {})["characters"].max() > 0
 
 
-def test_shortlisted_scan_finds_the_same_best_entries_as_the_full_scan() -> None:
-    """Past SHORTLIST_FROM_TEXTS texts, a scan ranks in a reduced space first; the best entries and
-    their scores must be those of the full dot product."""
-    from bot.knowledge import SHORTLIST, _DenseIndex
+class _TableEncoder:
+    """Vectors looked up by text: a stand-in for a model, for texts made with their vectors."""
 
+    def __init__(self, table: dict[str, np.ndarray]) -> None:
+        self.table = table
+        self.queries: list[str] = []
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        self.queries += texts
+        return np.stack([self.table[text] for text in texts])
+
+    encode_passages = encode_queries
+
+
+def test_large_index_lookup_finds_the_same_best_entries_as_full_scans(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past SHORTLIST_FROM_TEXTS texts, a lookup shortlists entries by the leading model's reduced
+    vectors and the lexical signals, and scores only those with every model; the best entries and
+    their scores must be those of full scans with every signal."""
+    import bot.knowledge as knowledge
+
+    monkeypatch.setattr(knowledge, "SHORTLIST_FROM_TEXTS", 1000)
     rng = np.random.default_rng(3)
-    entries, texts_per_entry, dimensions = 1500, 3, 384
-    # Sentence vectors live near a low-dimensional subspace; these do too, with noise off it.
-    mixing = rng.normal(size=(24, dimensions))
-    latent = rng.normal(size=(entries, 24))
-    vectors = np.repeat(latent, texts_per_entry, axis=0) @ mixing
-    vectors += rng.normal(scale=0.6, size=vectors.shape)
-    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-    starts = np.arange(0, entries * texts_per_entry, texts_per_entry)
+    count, dimensions = 1500, 384
+    # Sentence vectors live near a low-dimensional subspace; these do too, with noise off it. The two
+    # models see the same entries differently (their own mixing).
+    latent = rng.normal(size=(count, 24))
+    mixings = {name: rng.normal(size=(24, dimensions)) for name in ("multilingual", "sentence")}
+    tables: dict[str, dict[str, np.ndarray]] = {"multilingual": {}, "sentence": {}}
 
-    full = _DenseIndex(vectors, starts, shortlist_from=10**9)
-    shortlisted = _DenseIndex(vectors, starts, shortlist_from=1000)
-    assert full.basis is None
-    assert shortlisted.basis is not None
-    assert entries > SHORTLIST
+    def unit(raw: np.ndarray) -> np.ndarray:
+        return (raw / np.linalg.norm(raw)).astype(np.float32)
 
-    queries = [vectors[i] + rng.normal(scale=0.02, size=dimensions) for i in range(0, 4500, 151)]
-    queries += [rng.normal(size=24) @ mixing for _ in range(10)]
-    for raw in queries:
-        query = (raw / np.linalg.norm(raw)).astype(np.float32)
-        exact = full.entry_scores(query)
-        approximate = shortlisted.entry_scores(query)
-        best = np.argsort(-exact)[:10]
-        assert list(np.argsort(-approximate)[:10]) == list(best)
-        assert np.allclose(approximate[best], exact[best], atol=1e-5)
-        # At least the shortlisted entries carry their exact scores.
-        assert np.sum(~np.isclose(approximate, exact, atol=1e-5)) <= entries - SHORTLIST
+    entries = []
+    for number in range(count):
+        entry = Entry(
+            id=f"e{number}",
+            lang="en",
+            question=f"question {number} about topic {number % 37}",
+            answer=f"answer {number}",
+            alternatives=(f"another way to ask {number}",),
+        )
+        entries.append(entry)
+        for text in entry.texts():
+            for name, mixing in mixings.items():
+                tables[name][normalise_query(text)] = unit(
+                    latent[number] @ mixing + rng.normal(scale=0.6, size=dimensions)
+                )
+    queries = [f"about topic {number % 37} number {number}" for number in range(0, count, 97)]
+    for number, query in zip(range(0, count, 97), queries, strict=True):
+        near = latent[number] + rng.normal(scale=0.3, size=24)
+        for name, mixing in mixings.items():
+            tables[name][normalise_query(query)] = unit(near @ mixing)
+    encoders = {name: _TableEncoder(table) for name, table in tables.items()}
+    weights = {"multilingual": 0.8, "sentence": 0.1, "words": 0.1, "characters": 0.0}
+    tuning = {"en": LanguageTuning(weights=weights, answer=0.8, suggest=0.7)}
+    retriever = Retriever(entries, encoders=dict(encoders), tuning=tuning)
+    index = retriever.indexes["en"]
+    assert index.dense["multilingual"].shortlists
+    assert index.dense["sentence"].shortlists
+    assert count > knowledge.SHORTLIST
+
+    scored: list[int] = []
+    texts = knowledge._DenseIndex.texts
+
+    def counting(self: knowledge._DenseIndex, entries: np.ndarray | None = None) -> knowledge._Texts:
+        scored.append(count if entries is None else len(entries))
+        return texts(self, entries)
+
+    monkeypatch.setattr(knowledge._DenseIndex, "texts", counting)
+    for query in queries:
+        scored.clear()
+        found = retriever.search(query, lang="en", k=5)
+        assert scored == [knowledge.SHORTLIST, knowledge.SHORTLIST]  # each model scored the shortlist only
+        text = normalise_query(query)
+        vectors = retriever.query_vectors(text, tables)  # e5's rounded to half precision, as in lookups
+        full = index.scores(text, vectors, ["words"])
+        fused = knowledge.fuse(full, weights)
+        best = np.argsort(-fused)[:5]
+        assert [hit.entry.id for hit in found] == [entries[int(position)].id for position in best]
+        assert np.allclose([hit.score for hit in found], fused[best], atol=1e-6)
+        assert found[0].signals["sentence"] == pytest.approx(full["sentence"][best[0]], abs=1e-6)
 
 
 def test_answer_threshold_counts_only_what_the_bot_would_answer_outright() -> None:
@@ -435,3 +486,25 @@ def test_answer_threshold_counts_only_what_the_bot_would_answer_outright() -> No
     # The same mistakes as clear winners would be answered, so the bar rises above them.
     wrong_clear = [top._replace(near_tie=False) for top in wrong_near_ties]
     assert _answer_threshold(clear + wrong_clear) > 0.65
+
+
+def test_queries_take_the_traced_model_and_get_the_models_own_vectors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A query goes through the traced transformer, and its vector is the model's own (the one the
+    knowledge base's texts get); a model whose trace disagrees keeps the model's own way."""
+    import bot.encoders as encoders_module
+    from bot.encoders import SentenceEncoder
+
+    texts = ["wifi password", "Can I renew a book someone has reserved?", "续借", "hours " * 300]
+    traced = SentenceEncoder()
+    assert traced.traced
+    queries, passages = traced.encode_queries(texts), traced.encode_passages(texts)
+    assert queries.shape == passages.shape == (4, 384)
+    assert np.min(np.sum(queries * passages, axis=1)) > 0.9999
+    assert traced.encode_queries([]).shape == (0, 0)
+
+    monkeypatch.setattr(encoders_module, "TRACE_AGREEMENT", 1.01)  # no trace can agree this well
+    untraced = SentenceEncoder()
+    assert not untraced.traced
+    assert np.allclose(untraced.encode_queries(texts), passages, atol=1e-6)

@@ -238,7 +238,8 @@ def test_the_nlu_hands_its_e5_vector_to_the_knowledge_base_action(running_bot: R
     import numpy as np
 
     from bot import query_vectors
-    from bot.knowledge import MultilingualEncoder, normalise_query
+    from bot.encoders import MultilingualEncoder
+    from bot.knowledge import normalise_query
     from bot.rasa_events import RasaEventStore
     from bot.settings import Settings
 
