@@ -398,7 +398,7 @@ class _LanguageIndex:
         leading = max(models, key=lambda name: weights.get(name, 0.0), default=None)
         if leading is not None and weights.get(leading, 0.0) > 0 and self.dense[leading].shortlists:
             # The lexical signals on a thread while this one makes the leading model's rough scores.
-            lexical_scoring = _ENCODING.submit(self.lexical_scores, query, lexical)
+            lexical_scoring = _WORKERS.submit(self.lexical_scores, query, lexical)
             approximate = self.dense[leading].approximate(vector(leading))
             scores = lexical_scoring.result()
             rough = fuse(scores | {leading: approximate}, dict(weights))
@@ -409,11 +409,13 @@ class _LanguageIndex:
         # The other models score on threads of their own, while this one scores the leading model's:
         # each gathers its shortlisted vectors, then waits for its query vector if still encoding.
         scoring = {
-            name: _ENCODING.submit(lambda name: self.dense[name].texts(candidates).scores(vector(name)), name)
+            name: _WORKERS.submit(lambda name: self.dense[name].texts(candidates).scores(vector(name)), name)
             for name in models
             if name != leading
         }
-        exact = {name: self.dense[name].exact(vector(name), candidates) for name in models if name == leading}
+        exact: dict[str, NDArray[Any]] = {}
+        if leading is not None:
+            exact[leading] = self.dense[leading].exact(vector(leading), candidates)
         exact |= {name: future.result() for name, future in scoring.items()}
         scores |= {name: exact[name] for name in models}
         fused = fuse(scores, dict(weights))
@@ -437,8 +439,9 @@ class _LanguageIndex:
 NEAR_TIE = 0.01
 
 
-# The threads that encode a query, one per model, while the calling thread scores the other signals.
-_ENCODING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="query-encoding")
+# A lookup's helper threads: they encode the query (a model each) and score signals while the calling
+# thread scores others. A task waits only for tasks submitted before it, so the pool cannot deadlock.
+_WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="retrieval")
 
 
 def is_near_tie(first: float, second: float) -> bool:
@@ -517,7 +520,7 @@ class Retriever:
         # each run on a thread of their own while this one scores the other signals: all of them
         # release the GIL in their matrix products.
         encoding = {
-            name: _ENCODING.submit(self.query_vectors, text, [name]) for name in models if name not in given
+            name: _WORKERS.submit(self.query_vectors, text, [name]) for name in models if name not in given
         }
 
         def vector(name: str) -> NDArray[np.float32]:
