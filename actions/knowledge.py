@@ -23,6 +23,10 @@ from bot.settings import get_settings
 log = logging.getLogger(__name__)
 
 
+# A question per language that `warm_up` asks, so the first patron's does not wait for the models.
+WARM_UP_QUESTIONS = {"en": "when does the library open", "zh": "图书馆几点开门"}
+
+
 @functools.cache
 def knowledge_service() -> KnowledgeService:
     return KnowledgeService.from_settings(get_settings())
@@ -107,11 +111,16 @@ class ActionAnswerFaq(Action):  # type: ignore[misc]
 
 
 def warm_up() -> None:
-    """Load the models and index the knowledge base before the first patron asks (takes seconds)."""
+    """Index the knowledge base and load the models before the first patron asks (seconds when the
+    vectors are on disk from an earlier run; the first run encodes every text)."""
     try:
-        knowledge_service().retriever()
+        retriever = knowledge_service().retriever()
     except KnowledgeError as error:
         log.error("cannot index the knowledge base: %s", error)
+        return
+    for lang, probe in WARM_UP_QUESTIONS.items():  # loads each model that encodes queries
+        if lang in retriever.indexes:
+            retriever.decide(probe, lang=lang)
 
 
 # `patronbot run` sets this for the action server, which then answers /health only once warm.

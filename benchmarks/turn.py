@@ -121,7 +121,9 @@ def trained_model() -> Path:
 @contextlib.contextmanager
 def running_bot(*, workdir: Path, model: Path, crm_url: str) -> Iterator[str]:
     """`patronbot run --no-train` until the block ends; yields the REST webhook's URL."""
-    bot = launch(workdir=workdir, model=model, env={"PATRONBOT_DATABASE_URL": crm_url})
+    # The knowledge base's vectors are kept beside the model, so only the first start encodes them.
+    env = {"PATRONBOT_DATABASE_URL": crm_url, "PATRONBOT_VECTOR_DIR": str(MODEL_CACHE / "vectors")}
+    bot = launch(workdir=workdir, model=model, env=env)
     try:
         yield bot.webhook
     finally:

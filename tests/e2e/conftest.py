@@ -77,8 +77,11 @@ class RunningBot(LaunchedBot):
 
 
 def start_bot(tmp: Path, model: Path, extra_env: dict[str, str] | None = None) -> RunningBot:
+    # The bots of one test session share their knowledge-base vectors (a folder beside theirs), as the
+    # action servers of one deployment may: only the first bot's start encodes the knowledge base.
+    env = {"PATRONBOT_VECTOR_DIR": str(tmp.parent / "vectors")} | (extra_env or {})
     try:
-        launched = launch(workdir=tmp, model=model, env=extra_env)
+        launched = launch(workdir=tmp, model=model, env=env)
     except LaunchError as error:
         pytest.fail(str(error))
     return RunningBot(**vars(launched), crm_url=f"sqlite:///{launched.data_dir / 'patronbot.db'}")
