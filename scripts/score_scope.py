@@ -31,6 +31,7 @@ from nlu.intent_classifier import E5IntentClassifier, IntentModel, Matrix, Vecto
 
 MARGIN_WEIGHTS = (1.0, 2.0, 4.0)
 SHIFTS = (5.0, 20.0, 80.0)
+THRESHOLDS = (0.2, 0.3, 0.4)
 FALLBACK_THRESHOLD = 0.15  # config.yml's FallbackClassifier
 
 
@@ -38,7 +39,7 @@ def scores(
     model: IntentModel, train_vectors: Vector, train_labels: list[str], texts: list[str], vectors: Vector
 ) -> tuple[dict[str, Matrix], dict[str, list[str]]]:
     """Each candidate score per text (higher: more likely out of scope), and the intents the bot would
-    decide with the margin moved into the probabilities, by how far (beta)."""
+    decide with the margin moved into the probabilities (by how far: beta) or by a threshold on a score."""
     probabilities = model.probabilities(texts, vectors)
     predicted, confidence = with_fallback(probabilities, model.classes, FALLBACK_THRESHOLD, 0.0)
     refused = np.array([label in (OUT_OF_SCOPE, "nlu_fallback") for label in predicted])
@@ -66,6 +67,20 @@ def scores(
         gone = np.array([label in (OUT_OF_SCOPE, "nlu_fallback") for label in decided])
         found[f"reported, shifted by beta {beta:g}"] = np.where(gone, 1 + np.array(sure), 1 - np.array(sure))
         decisions[f"beta {beta:g}"] = decided
+    # Or decided by a threshold on p_out_of_scope + 2 x margin: out of scope at or above it, else the
+    # most probable in-scope intent (nlu_fallback under the fallback threshold).
+    inside = probabilities.copy()
+    inside[:, oos] = 0.0
+    best = inside.argmax(1)
+    for threshold in THRESHOLDS:
+        decisions[f"p_out_of_scope + 2 x margin >= {threshold:g}"] = [
+            OUT_OF_SCOPE
+            if score >= threshold
+            else model.classes[i]
+            if inside[row, i] >= FALLBACK_THRESHOLD
+            else "nlu_fallback"
+            for row, (score, i) in enumerate(zip(p_oos + 2 * margin, best, strict=True))
+        ]
     return found, decisions
 
 
