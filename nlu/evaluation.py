@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
@@ -80,24 +80,40 @@ def load_topic_file(path: Path) -> list[Labelled]:
     return rows
 
 
-def parse_all(model: Path, texts: Sequence[str]) -> list[tuple[str, float]]:
-    """The trained model's intent and confidence for each text."""
+class Parsed(NamedTuple):
+    """What the trained model made of a text: its intent, the confidence, and the out-of-scope score
+    the classifier decided by (None for a model without a scope rule, or an empty text)."""
+
+    intent: str
+    confidence: float
+    scope: float | None = None
+
+
+def parse_all(model: Path, texts: Sequence[str]) -> list[Parsed]:
+    """The trained model's intent, confidence and out-of-scope score for each text."""
     import logging
 
     from rasa.core.agent import Agent
     from rasa.utils.log_utils import configure_structlog
 
+    from nlu.intent_classifier import SCOPE_SCORE_KEY
+
     # Rasa logs every parsed message, text included, at DEBUG; patrons' words stay out of logs.
     configure_structlog(log_level=logging.WARNING)
     agent = Agent.load(str(model))
 
-    async def run() -> list[tuple[str, float]]:
+    async def run() -> list[Parsed]:
         results = []
         for text in texts:
             parsed = await agent.parse_message(text)
             intent = parsed.get("intent") or {}
+            scope = parsed.get(SCOPE_SCORE_KEY)
             results.append(
-                (str(intent.get("name") or "nlu_fallback"), float(intent.get("confidence") or 0.0))
+                Parsed(
+                    str(intent.get("name") or "nlu_fallback"),
+                    float(intent.get("confidence") or 0.0),
+                    None if scope is None else float(scope),
+                )
             )
         return results
 
@@ -147,21 +163,27 @@ def _detection(actual: Sequence[bool], flagged: Sequence[bool], oos_score: Seque
     }
 
 
+def nlu_score(refused: bool, parsed: Parsed) -> float:
+    """How likely the NLU holds a message out of scope, consistent with what it decided: the scope
+    rule's score, raised by 1 when the message was refused (out of scope, or a fallback below the
+    confidence threshold); for a model without a scope rule, 1 +/- the confidence of its intent."""
+    if parsed.scope is not None:
+        return parsed.scope + (1.0 if refused else 0.0)
+    return 1.0 + parsed.confidence if refused else 1.0 - parsed.confidence
+
+
 def out_of_scope_scores(
-    expected: Sequence[str], predicted: Sequence[str], confidence: Sequence[float]
+    expected: Sequence[str], predicted: Sequence[str], parsed: Sequence[Parsed]
 ) -> dict[str, Any]:
-    """Out-of-scope detection: the bot calls it out of scope (or falls back); AUROC of 1 - confidence
-    in an in-scope answer."""
-    flagged = [label == OUT_OF_SCOPE for label in predicted]
-    oos_score = [
-        1.0 + conf if refused else 1.0 - conf for refused, conf in zip(flagged, confidence, strict=True)
-    ]
+    """Out-of-scope detection: the bot calls it out of scope (or falls back); AUROC of `nlu_score`."""
+    flagged = [label in (OUT_OF_SCOPE, FALLBACK) for label in predicted]
+    oos_score = [nlu_score(refused, p) for refused, p in zip(flagged, parsed, strict=True)]
     return _detection([label == OUT_OF_SCOPE for label in expected], flagged, oos_score)
 
 
 def turn_out_of_scope_scores(
     rows: Sequence[Labelled],
-    parsed: Sequence[tuple[str, float]],
+    parsed: Sequence[Parsed],
     retriever: Retriever,
     *,
     retrieval_weight: float = RETRIEVAL_WEIGHT,
@@ -175,10 +197,10 @@ def turn_out_of_scope_scores(
     """
     flagged: list[bool] = []
     oos_score: list[float] = []
-    for row, (intent, confidence) in zip(rows, parsed, strict=True):
-        refused = intent in (OUT_OF_SCOPE, FALLBACK)
-        score = 1.0 + confidence if refused else 1.0 - confidence
-        if intent in KNOWLEDGE_INTENTS:
+    for row, parse in zip(rows, parsed, strict=True):
+        refused = parse.intent in (OUT_OF_SCOPE, FALLBACK)
+        score = nlu_score(refused, parse)
+        if parse.intent in KNOWLEDGE_INTENTS:
             decision = retriever.decide(row.text, lang=row.lang)
             best = decision.best
             score += retrieval_weight * (decision.suggest - (best.score if best is not None else 0.0))
@@ -195,12 +217,12 @@ def evaluate_topics(
     (given the bot's retriever) by the whole turn."""
     mapping = intent_topics()
     parsed = parse_all(model, [row.text for row in rows])
-    predicted = [mapping.get(intent, OUT_OF_SCOPE) for intent, _ in parsed]
+    predicted = [mapping.get(p.intent, OUT_OF_SCOPE) for p in parsed]
     expected = [row.label for row in rows]
     report: dict[str, Any] = {
         "overall": scores(expected, predicted),
         "confusions": confusions(expected, predicted),
-        "out_of_scope": out_of_scope_scores(expected, predicted, [c for _, c in parsed]),
+        "out_of_scope": out_of_scope_scores(expected, predicted, parsed),
         "by_language": {},
     }
     if retriever is not None:
@@ -219,12 +241,12 @@ def evaluate_topics(
 def evaluate_intents(model: Path, rows: Sequence[Labelled], *, plot: Path | None = None) -> dict[str, Any]:
     """Intent accuracy and macro-F1 per language on held-out examples, with a confusion-matrix plot."""
     parsed = parse_all(model, [row.text for row in rows])
-    predicted = [intent for intent, _ in parsed]
+    predicted = [p.intent for p in parsed]
     expected = [row.label for row in rows]
     report: dict[str, Any] = {
         "overall": scores(expected, predicted),
         "confusions": confusions(expected, predicted),
-        "out_of_scope": out_of_scope_scores(expected, predicted, [c for _, c in parsed]),
+        "out_of_scope": out_of_scope_scores(expected, predicted, parsed),
         "by_language": {},
     }
     for lang in sorted({row.lang for row in rows}):

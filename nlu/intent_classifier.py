@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 Vector = NDArray[np.float32]
 Matrix = NDArray[np.float64]
+OUT_OF_SCOPE = "out_of_scope"
+# The parse result's key for the out-of-scope score (patronbot eval ranks by it).
+SCOPE_SCORE_KEY = "out_of_scope_score"
 # e5 reads at most 512 tokens and the engine slows down quadratically past that; intents are short.
 MAX_TOKENS = 512
 
@@ -192,11 +195,50 @@ class Neighbours:
         self._classes, self._starts = np.unique(self.labels[order], return_index=True)
         self._grouped = np.ascontiguousarray(self.vectors[order], dtype=np.float32)
 
-    def probabilities(self, vectors: Vector, n_classes: int) -> Matrix:
+    def closest(self, vectors: Vector, n_classes: int) -> Matrix:
+        """Each class's similarity to the text through its closest example (-1 for a class without)."""
         similarity = np.asarray(vectors, dtype=np.float32) @ self._grouped.T
         closest = np.full((len(vectors), n_classes), -1.0)
         closest[:, self._classes] = np.maximum.reduceat(similarity, self._starts, axis=1)
-        return softmax(closest / self.temperature)
+        return closest
+
+    def probabilities(self, vectors: Vector, n_classes: int) -> Matrix:
+        return softmax(self.closest(vectors, n_classes) / self.temperature)
+
+
+@dataclass(frozen=True)
+class ScopeRule:
+    """Out of scope is decided by a score, not by out_of_scope winning the probabilities: the
+    probability of out_of_scope plus ``weight`` times how much closer the text is to its closest
+    out-of-scope training example than to its closest in-scope one. At or above ``threshold`` the
+    message is out of scope; below it, the most probable in-scope intent is the answer (and the
+    fallback threshold still applies to its probability). Off unless configured: it ranks
+    out-of-scope messages better than the probabilities do at the same cross-validated macro-F1
+    (scripts/score_scope.py), but refused more of the held-out in-scope examples (README)."""
+
+    weight: float
+    threshold: float
+
+    def scores(self, probabilities: Matrix, closest: Matrix, outside: int) -> Matrix:
+        inside = np.delete(closest, outside, axis=1).max(axis=1)
+        return np.asarray(probabilities[:, outside] + self.weight * (closest[:, outside] - inside))
+
+    def decide(self, probabilities: Matrix, scores: Matrix, outside: int) -> tuple[list[int], list[float]]:
+        """Each message's intent (a class index) and the confidence reported with it: the score, at
+        most 1, for out of scope, else the in-scope intent's probability."""
+        inside = probabilities.copy()
+        inside[:, outside] = -1.0
+        best = inside.argmax(axis=1)
+        chosen: list[int] = []
+        confidence: list[float] = []
+        for row, score, i in zip(probabilities, scores, best, strict=True):
+            if score >= self.threshold:
+                chosen.append(outside)
+                confidence.append(float(min(1.0, score)))
+            else:
+                chosen.append(int(i))
+                confidence.append(float(row[i]))
+        return chosen, confidence
 
 
 @dataclass
@@ -211,6 +253,7 @@ class IntentModel:
     char_weight: float = 0.0
     neighbours: Neighbours | None = None
     neighbour_weight: float = 0.0
+    scope: ScopeRule | None = None
 
     @classmethod
     def fit(
@@ -232,15 +275,22 @@ class IntentModel:
             if neighbour_weight > 0
             else None
         )
+        scope = (
+            ScopeRule(float(config["scope_weight"]), float(config["scope_threshold"]))
+            if config.get("scope_threshold") is not None and OUT_OF_SCOPE in classes
+            else None
+        )
         if not config["use_char_ngrams"] or float(config["char_weight"]) <= 0:
-            return cls(classes, e5, neighbours=neighbours, neighbour_weight=neighbour_weight)
+            return cls(classes, e5, neighbours=neighbours, neighbour_weight=neighbour_weight, scope=scope)
         vectorizer = CharVectorizer.fit(
             texts, low=int(config["min_ngram"]), high=int(config["max_ngram"]), max_chars=512
         )
         char = LinearModel.fit(
             vectorizer.matrix(texts), y, c=float(config["char_C"]), max_iter=max_iter, seed=seed
         )
-        return cls(classes, e5, char, vectorizer, float(config["char_weight"]), neighbours, neighbour_weight)
+        return cls(
+            classes, e5, char, vectorizer, float(config["char_weight"]), neighbours, neighbour_weight, scope
+        )
 
     def probabilities(self, texts: Sequence[str], vectors: Vector) -> Matrix:
         if len(self.classes) == 1:
@@ -254,6 +304,51 @@ class IntentModel:
             probabilities = blend(probabilities, nearest, self.neighbour_weight)
         return probabilities
 
+    def scope_scores(self, probabilities: Matrix, vectors: Vector) -> Matrix | None:
+        """Each text's out-of-scope score under the scope rule (None without a rule or examples)."""
+        if self.scope is None or OUT_OF_SCOPE not in self.classes:
+            return None
+        if self.neighbours is None:
+            raise ValueError("the scope rule needs the training examples' vectors (neighbour_weight > 0)")
+        closest = self.neighbours.closest(vectors, len(self.classes))
+        return self.scope.scores(probabilities, closest, self.classes.index(OUT_OF_SCOPE))
+
+    def decide(self, texts: Sequence[str], vectors: Vector) -> Decisions:
+        """Each text's intent, the confidence reported with it, the probabilities, and the
+        out-of-scope scores (when the model has a scope rule)."""
+        probabilities = self.probabilities(texts, vectors)
+        scores = self.scope_scores(probabilities, vectors)
+        if scores is None or self.scope is None:
+            chosen = [int(i) for i in probabilities.argmax(axis=1)]
+            confidence = [float(row[i]) for row, i in zip(probabilities, chosen, strict=True)]
+        else:
+            chosen, confidence = self.scope.decide(probabilities, scores, self.classes.index(OUT_OF_SCOPE))
+        outside = self.classes.index(OUT_OF_SCOPE) if OUT_OF_SCOPE in self.classes else None
+        return Decisions(chosen, confidence, probabilities, scores, outside)
+
+
+@dataclass
+class Decisions:
+    """What IntentModel.decide found for a batch of texts."""
+
+    chosen: list[int]
+    confidence: list[float]
+    probabilities: Matrix
+    scope_scores: Matrix | None
+    outside: int | None  # out_of_scope's class index
+
+    def ranking(self, row: int, length: int) -> list[tuple[int, float]]:
+        """The chosen intent first, then the others by confidence (out_of_scope's is its score, at
+        most 1, when there is one), none listed above the chosen one: FallbackClassifier reads the
+        gap between the first two as ambiguity."""
+        values = self.probabilities[row].copy()
+        if self.scope_scores is not None and self.outside is not None:
+            values[self.outside] = min(1.0, max(0.0, float(self.scope_scores[row])))
+        chosen, top = self.chosen[row], self.confidence[row]
+        values[chosen] = top
+        order = [chosen] + [int(i) for i in np.argsort(-values, kind="stable") if i != chosen]
+        return [(i, float(min(values[i], top))) for i in order[: length or len(order)]]
+
 
 def save_model(model: IntentModel, directory: Any, config: dict[str, Any]) -> None:
     """Arrays as .npy and the rest as JSON: nothing is pickled."""
@@ -264,6 +359,8 @@ def save_model(model: IntentModel, directory: Any, config: dict[str, Any]) -> No
         np.save(directory / "neighbour_vectors.npy", model.neighbours.vectors)
         np.save(directory / "neighbour_labels.npy", model.neighbours.labels)
         meta["neighbours"] = {"weight": model.neighbour_weight, "temperature": model.neighbours.temperature}
+    if model.scope is not None:
+        meta["scope"] = {"weight": model.scope.weight, "threshold": model.scope.threshold}
     if model.char is not None and model.vectorizer is not None:
         np.save(directory / "char_coef.npy", model.char.coef)
         np.save(directory / "char_intercept.npy", model.char.intercept)
@@ -288,6 +385,8 @@ def load_model(directory: Any) -> IntentModel:
             float(meta["neighbours"]["temperature"]),
         )
         model.neighbour_weight = float(meta["neighbours"]["weight"])
+    if "scope" in meta:
+        model.scope = ScopeRule(float(meta["scope"]["weight"]), float(meta["scope"]["threshold"]))
     if "vocabulary" in meta:
         low, high = meta["ngram_range"]
         vocabulary = list(meta["vocabulary"])
@@ -314,6 +413,10 @@ class E5IntentClassifier(GraphComponent, IntentClassifier):  # type: ignore[misc
             "max_ngram": 4,
             "neighbour_weight": 0.3,
             "neighbour_temperature": 0.02,
+            # Out of scope at or above this score (ScopeRule; 0.2 with weight 2 was cross-validated);
+            # None: out of scope when out_of_scope is the most probable intent.
+            "scope_weight": 2.0,
+            "scope_threshold": None,
             "max_chars": 256,
             "num_threads": 1,
             "ranking_length": 10,
@@ -388,12 +491,12 @@ class E5IntentClassifier(GraphComponent, IntentClassifier):  # type: ignore[misc
             return messages
         texts = [str(m.get(TEXT) or "") for m in messages]
         prepared, vectors = self._embed(texts)
-        probabilities = self.model.probabilities(texts, vectors)
+        decisions = self.model.decide(texts, vectors)
         for message, encoded, vector in zip(messages, prepared, vectors, strict=True):
             if encoded:
                 # Retrieval in the action server reuses it when it reads the same text (most turns).
                 message.set(query_vectors.PARSE_KEY, query_vectors.pack(encoded, vector), add_to_output=True)
-        for message, text, row in zip(messages, texts, probabilities, strict=True):
+        for row, (message, text) in enumerate(zip(messages, texts, strict=True)):
             if not text.strip():
                 # Nothing to read: no intent, as DIET does, so FallbackClassifier answers nlu_fallback.
                 message.set(
@@ -402,11 +505,12 @@ class E5IntentClassifier(GraphComponent, IntentClassifier):  # type: ignore[misc
                 message.set(INTENT_RANKING_KEY, [], add_to_output=True)
                 continue
             # Rasa's convention: a ranking length of 0 ranks every intent.
-            order = np.argsort(-row, kind="stable")[: int(self.config["ranking_length"]) or len(row)]
             ranking = [
-                {INTENT_NAME_KEY: self.model.classes[i], PREDICTED_CONFIDENCE_KEY: float(row[i])}
-                for i in order
+                {INTENT_NAME_KEY: self.model.classes[i], PREDICTED_CONFIDENCE_KEY: confidence}
+                for i, confidence in decisions.ranking(row, int(self.config["ranking_length"]))
             ]
             message.set(INTENT, ranking[0], add_to_output=True)
             message.set(INTENT_RANKING_KEY, ranking, add_to_output=True)
+            if decisions.scope_scores is not None:
+                message.set(SCOPE_SCORE_KEY, float(decisions.scope_scores[row]), add_to_output=True)
         return messages

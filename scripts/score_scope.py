@@ -4,6 +4,7 @@ queries, and (given --public FILE) once on a topic-labelled file, printing only 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -27,11 +28,18 @@ from tune_intents import (  # noqa: E402
 
 from bot.faq_eval import load_queries  # noqa: E402
 from nlu.evaluation import load_topic_file  # noqa: E402
-from nlu.intent_classifier import E5IntentClassifier, IntentModel, Matrix, Vector, embed  # noqa: E402
+from nlu.intent_classifier import (  # noqa: E402
+    E5IntentClassifier,
+    IntentModel,
+    Matrix,
+    ScopeRule,
+    Vector,
+    embed,
+)
 
-MARGIN_WEIGHTS = (1.0, 2.0, 4.0)
+MARGIN_WEIGHTS = (1.0, 2.0, 3.0, 4.0)
 SHIFTS = (5.0, 20.0, 80.0)
-THRESHOLDS = (0.2, 0.3, 0.4)
+THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3)
 FALLBACK_THRESHOLD = 0.15  # config.yml's FallbackClassifier
 
 
@@ -67,20 +75,24 @@ def scores(
         gone = np.array([label in (OUT_OF_SCOPE, "nlu_fallback") for label in decided])
         found[f"reported, shifted by beta {beta:g}"] = np.where(gone, 1 + np.array(sure), 1 - np.array(sure))
         decisions[f"beta {beta:g}"] = decided
-    # Or decided by a threshold on p_out_of_scope + 2 x margin: out of scope at or above it, else the
-    # most probable in-scope intent (nlu_fallback under the fallback threshold).
-    inside = probabilities.copy()
-    inside[:, oos] = 0.0
-    best = inside.argmax(1)
-    for threshold in THRESHOLDS:
-        decisions[f"p_out_of_scope + 2 x margin >= {threshold:g}"] = [
-            OUT_OF_SCOPE
-            if score >= threshold
-            else model.classes[i]
-            if inside[row, i] >= FALLBACK_THRESHOLD
-            else "nlu_fallback"
-            for row, (score, i) in enumerate(zip(p_oos + 2 * margin, best, strict=True))
+    # Or decided by ScopeRule (the bot's rule): out of scope at or above a threshold on
+    # p_out_of_scope + weight x margin, else the most probable in-scope intent (nlu_fallback under the
+    # fallback threshold); its reported score is that score, plus 1 when the message is refused.
+    closest = model.neighbours.closest(vectors, len(model.classes)) if model.neighbours else None
+    for weight, threshold in itertools.product(MARGIN_WEIGHTS, THRESHOLDS):
+        if closest is None:
+            break
+        rule = ScopeRule(weight, threshold)
+        rule_scores = rule.scores(probabilities, closest, oos)
+        chosen, sure = rule.decide(probabilities, rule_scores, oos)
+        intents = [
+            model.classes[i] if i == oos or c >= FALLBACK_THRESHOLD else "nlu_fallback"
+            for i, c in zip(chosen, sure, strict=True)
         ]
+        name = f"rule: p_out_of_scope + {weight:g} x margin >= {threshold:g}"
+        decisions[name] = intents
+        gone = np.array([label in (OUT_OF_SCOPE, "nlu_fallback") for label in intents])
+        found[name] = rule_scores + gone
     return found, decisions
 
 
@@ -128,15 +140,33 @@ def main() -> int:
 
     model = IntentModel.fit(texts, labels, vectors, config)
 
-    def evaluate(name: str, rows: list[tuple[str, bool]]) -> None:
+    def evaluate(name: str, rows: list[tuple[str, bool]], *, refusals: bool) -> None:
         rows_texts = [text for text, _ in rows]
         rows_vectors = embed(rows_texts, max_chars=int(config["max_chars"]), num_threads=1)
-        found, _ = scores(model, vectors, labels, rows_texts, rows_vectors)
-        print(json.dumps({name: aurocs([outside for _, outside in rows], found)}, indent=1))
+        found, decisions = scores(model, vectors, labels, rows_texts, rows_vectors)
+        actual = [outside for _, outside in rows]
+        print(json.dumps({name: aurocs(actual, found)}, indent=1))
+        if refusals:
+            # How many in-scope messages each way of deciding refuses, and how many out-of-scope ones.
+            refused = {
+                decision: {
+                    "in_scope_refused": round(
+                        float(np.mean([r for r, a in zip(gone, actual, strict=True) if not a])), 4
+                    ),
+                    "out_of_scope_refused": round(
+                        float(np.mean([r for r, a in zip(gone, actual, strict=True) if a])), 4
+                    ),
+                }
+                for decision, intents in decisions.items()
+                for gone in [[intent in (OUT_OF_SCOPE, "nlu_fallback") for intent in intents]]
+            }
+            print(json.dumps({f"{name}_refusals": refused}, indent=1))
 
-    evaluate("dev_queries", [(q.text, q.label == OUT_OF_SCOPE) for q in load_queries(args.dev)])
+    dev = [(q.text, q.label == OUT_OF_SCOPE) for q in load_queries(args.dev)]
+    evaluate("dev_queries", dev, refusals=True)
     if args.public:
-        evaluate("public", [(row.text, row.label == OUT_OF_SCOPE) for row in load_topic_file(args.public)])
+        public = [(row.text, row.label == OUT_OF_SCOPE) for row in load_topic_file(args.public)]
+        evaluate("public", public, refusals=False)
     return 0
 
 

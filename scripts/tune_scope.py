@@ -40,8 +40,8 @@ def main() -> int:
     parsed = parse_all(args.model, [row.text for row in rows])
     nlu_only = out_of_scope_scores(
         [row.label for row in rows],
-        [OUT_OF_SCOPE if intent == FALLBACK else intent for intent, _ in parsed],
-        [c for _, c in parsed],
+        [OUT_OF_SCOPE if p.intent == FALLBACK else p.intent for p in parsed],
+        parsed,
     )
     print(json.dumps({"nlu_only": nlu_only}))
     results = []

@@ -18,8 +18,11 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from nlu.intent_classifier import (
     MAX_TOKENS,
+    SCOPE_SCORE_KEY,
+    Decisions,
     E5IntentClassifier,
     Neighbours,
+    ScopeRule,
     e5_encoder,
     embed,
     load_model,
@@ -299,3 +302,87 @@ def test_message_carries_its_e5_vector_for_the_knowledge_base(
     # The NLU reads at most max_chars characters; retrieval reads the whole message, so encodes it anew.
     assert query_vectors.unpack(messages[3].get(query_vectors.PARSE_KEY), normalise_query(texts[3])) is None
     assert messages[4].get(query_vectors.PARSE_KEY) is None  # nothing was encoded
+
+
+def test_scope_rule_adds_the_nearest_example_margin_to_the_out_of_scope_probability() -> None:
+    # Classes: 0 hours, 1 out_of_scope, 2 renewal.
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.5, 0.1, 0.4], [0.1, 0.6, 0.3]])
+    closest = np.array([[0.9, 0.5, 0.3], [0.6, 0.8, 0.5], [0.5, 0.7, 0.75]])
+    scores = ScopeRule(weight=2.0, threshold=0.2).scores(probabilities, closest, 1)
+    assert np.allclose(scores, [0.2 + 2 * (0.5 - 0.9), 0.1 + 2 * (0.8 - 0.6), 0.6 + 2 * (0.7 - 0.75)])
+
+
+def test_scope_rule_decides_by_its_score_not_by_the_most_probable_intent() -> None:
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.5, 0.1, 0.4], [0.1, 0.6, 0.3], [0.05, 0.9, 0.05]])
+    scores = np.array([-0.6, 0.5, 0.1, 1.7])
+    chosen, confidence = ScopeRule(weight=2.0, threshold=0.2).decide(probabilities, scores, 1)
+    # Out of scope at or above the threshold, though hours was the most probable; below it the
+    # most probable in-scope intent, though out_of_scope was the most probable; the confidence of a
+    # refusal is its score, at most 1.
+    assert chosen == [0, 1, 2, 1]
+    assert confidence == [0.7, 0.5, 0.3, 1.0]
+
+
+def test_ranking_puts_the_decision_first_and_nothing_above_it() -> None:
+    probabilities = np.array([[0.1, 0.6, 0.3], [0.5, 0.1, 0.4]])
+    decisions = Decisions([2, 1], [0.3, 0.5], probabilities, np.array([0.1, 0.5]), outside=1)
+    # out_of_scope is listed with its score (0.1), not its probability (0.6), which would have
+    # ranked it above the decision and made FallbackClassifier read the pair as ambiguous.
+    assert decisions.ranking(0, 0) == [(2, 0.3), (0, 0.1), (1, 0.1)]
+    assert decisions.ranking(1, 2) == [(1, 0.5), (0, 0.5)]
+
+
+OUT_OF_SCOPE_EXAMPLES = [
+    "what is the weather tomorrow",
+    "tell me a joke",
+    "who won the football match",
+    "book me a flight to paris",
+    "what is the capital of france",
+    "recommend a restaurant nearby",
+    "明天天气怎么样",
+    "讲个笑话",
+    "帮我订机票",
+    "附近有什么好吃的",
+]
+
+
+def test_trained_scope_rule_refuses_what_is_like_out_of_scope_examples(tmp_path: Path) -> None:
+    storage = LocalModelStorage.create(tmp_path)
+    resource = Resource("with_scope")
+    data = TrainingData(
+        _training_data().training_examples
+        + [Message.build(text=text, intent="out_of_scope") for text in OUT_OF_SCOPE_EXAMPLES]
+    )
+    config = {"scope_weight": 2.0, "scope_threshold": 0.2}
+    E5IntentClassifier.create(config, storage, resource, _context()).train(data)
+    with storage.read_from(resource) as directory:
+        model = load_model(Path(directory))
+    assert model.scope == ScopeRule(2.0, 0.2)
+    weather, renew = _parse(
+        _load(storage, resource), "what will the weather be like on friday", "我想续借这本书"
+    )
+    threshold = config["scope_threshold"]
+    assert weather.get(INTENT)["name"] == "out_of_scope"
+    assert weather.get(SCOPE_SCORE_KEY) >= threshold
+    assert renew.get(INTENT)["name"] == "renewal"
+    assert renew.get(SCOPE_SCORE_KEY) < threshold
+    for message in (weather, renew):
+        ranking = message.get(INTENT_RANKING_KEY)
+        assert ranking[0] == message.get(INTENT)
+        assert all(item["confidence"] <= ranking[0]["confidence"] for item in ranking)
+        assert SCOPE_SCORE_KEY in message.as_dict(only_output_properties=True)
+
+
+def test_scope_rule_is_off_unless_asked_for(tmp_path: Path) -> None:
+    storage = LocalModelStorage.create(tmp_path)
+    resource = Resource("without_scope")
+    data = TrainingData(
+        _training_data().training_examples
+        + [Message.build(text=text, intent="out_of_scope") for text in OUT_OF_SCOPE_EXAMPLES]
+    )
+    E5IntentClassifier.create({}, storage, resource, _context()).train(data)
+    with storage.read_from(resource) as directory:
+        assert load_model(Path(directory)).scope is None
+    (message,) = _parse(_load(storage, resource), "续借")
+    assert message.get(INTENT)["name"] == "renewal"
+    assert message.get(SCOPE_SCORE_KEY) is None
