@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 from rasa_sdk import Tracker
@@ -51,6 +53,18 @@ def with_crm(work: Callable[[Session], T], *, doing: str) -> T | None:
             return work(session)
     except SQLAlchemyError as error:
         log.error("cannot %s: %s", doing, describe_error(error, get_settings().crm_database_url))
+        return None
+    except Exception as error:  # the patron gets a polite reply, never a 500
+        # Where it failed, not the error's message: that may quote what the patron wrote.
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        log.error(
+            "cannot %s: %s at %s:%s (%s)",
+            doing,
+            type(error).__name__,
+            Path(frame.filename).name,
+            frame.lineno,
+            frame.name,
+        )
         return None
 
 

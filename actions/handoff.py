@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from actions.crm import library_facts, patron_id_for, tracker_key, with_crm
 from actions.language import patron_language
-from bot.escalations import open_escalation, open_for_sender
+from bot.escalations import LIVE_REASONS, open_escalation, open_for_sender
 from bot.language import Language
 from bot.library import handoff_reply, staffed_now
 from bot.models import Escalation
@@ -22,9 +22,6 @@ from bot.models import Escalation
 log = logging.getLogger(__name__)
 
 FALLBACK_INTENT = "nlu_fallback"
-# Escalations in which a librarian talks with the patron (not complaints or low ratings, which staff
-# follow up while the bot keeps helping).
-LIVE_REASONS = ("requested", "fallback")
 
 
 def open_escalation_for(*, session: Session, tracker: Tracker, patron_id: int, reason: str) -> int:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from bot.audit import log_access
 from bot.language import LANGUAGES, Language
-from bot.library import LibraryFacts, load_facts, next_staffed
+from bot.library import FactsError, LibraryFacts, load_facts, next_staffed
 from bot.models import Conversation, Escalation, Interaction, Patron, StaffUser, utcnow
 from bot.models.feedback import ESCALATION_PRIORITIES, ESCALATION_REASONS, ESCALATION_STATUSES
 from bot.outbound import send
@@ -22,6 +22,9 @@ from bot.patrons import PatronNotFoundError, patron_key
 from bot.settings import get_settings
 
 ACTIVE = ("open", "assigned")
+# Escalations in which a librarian talks with the patron (the bot steps back), as against complaints and
+# low ratings, which staff follow up while the bot keeps helping.
+LIVE_REASONS = ("requested", "fallback")
 _RANK = {priority: rank for rank, priority in enumerate(ESCALATION_PRIORITIES)}
 
 # Sent to the patron when staff resolve: the bot has the conversation again.
@@ -30,6 +33,8 @@ CLOSING_MESSAGE: dict[Language, str] = {
     "en": "The librarian has closed this conversation; I'm the library's assistant again.",
 }
 CLOSING_PRODUCER = "resolve_escalation"
+# When the facts file (staffed hours, response time) cannot be read: due within a day.
+UNKNOWN_HOURS_DUE = dt.timedelta(days=1)
 
 
 class EscalationError(Exception):
@@ -67,7 +72,8 @@ def open_escalation(
     facts: LibraryFacts | None = None,
     now: dt.datetime | None = None,
 ) -> Escalation:
-    """Hand the conversation to staff, or return the escalation it already has (raising its priority).
+    """Hand the conversation to staff, or return the escalation it already has (raising its priority,
+    and making a follow-up a live one when the patron now asks for a librarian).
 
     The due time is the library's staff response time (facts file) from now, or from the next
     staffed hours when no librarian is on duty.
@@ -80,6 +86,10 @@ def open_escalation(
     if existing is not None:
         if _RANK[priority] > _RANK.get(existing.priority or "normal", 0):
             existing.priority = priority
+        if reason in LIVE_REASONS and existing.reason not in LIVE_REASONS:
+            # After a complaint or a low rating the patron asks for a person: staff now talk with them
+            # (the complaint itself stays in the suggestion table, the rating in feedback).
+            existing.reason = reason
         _attach_conversation(session=session, escalation=existing)
         session.flush()
         return existing
@@ -87,7 +97,10 @@ def open_escalation(
         raise PatronNotFoundError(f"no patron {patron_id}: cannot open an escalation")
     if facts is None:
         settings = get_settings()
-        facts = load_facts(settings.path(settings.library_facts))
+        try:
+            facts = load_facts(settings.path(settings.library_facts))
+        except FactsError:
+            facts = None  # the patron is still handed over; the due time is a guess (below)
     now = now or utcnow()
     escalation = Escalation(
         patron_id=patron_id,
@@ -97,7 +110,7 @@ def open_escalation(
         priority=priority,
         status="open",
         created_at=now,
-        due_at=due_time(facts=facts, at=now),
+        due_at=due_time(facts=facts, at=now) if facts is not None else now + UNKNOWN_HOURS_DUE,
     )
     session.add(escalation)
     _attach_conversation(session=session, escalation=escalation)

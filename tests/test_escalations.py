@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from actions.handoff import with_staff
 from bot.database import session_scope
 from bot.escalations import (
     CLOSING_MESSAGE,
@@ -115,6 +116,28 @@ def test_a_second_escalation_of_the_same_conversation_returns_the_first_raising_
         resolve_escalation(session=session, escalation_id=first, staff="li.wei")
     # Once resolved, the patron asking again opens a new escalation.
     assert escalate(crm, facts, patron) != first
+
+
+def test_asking_for_a_librarian_after_a_complaint_makes_the_follow_up_a_live_handoff(
+    crm: Engine, facts: LibraryFacts
+) -> None:
+    patron = add_patron(crm)
+    first = escalate(crm, facts, patron, reason="complaint", priority="high")
+    with Session(crm, future=True) as session:
+        assert not with_staff(session.get(Escalation, first), staffed=True)
+    assert escalate(crm, facts, patron, reason="requested") == first
+    with Session(crm, future=True) as session:
+        escalation = session.get(Escalation, first)
+        assert escalation is not None
+        assert (escalation.reason, escalation.priority) == ("requested", "high")
+        # The bot now steps back while the librarian has the conversation.
+        assert with_staff(escalation, staffed=True)
+    # A later low rating does not turn the live handoff back into a follow-up.
+    assert escalate(crm, facts, patron, reason="low_rating") == first
+    with Session(crm, future=True) as session:
+        escalation = session.get(Escalation, first)
+        assert escalation is not None
+        assert escalation.reason == "requested"
 
 
 @pytest.mark.parametrize(("field", "value"), [("reason", "bored"), ("priority", "critical")])
