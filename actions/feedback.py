@@ -19,6 +19,7 @@ from actions.language import patron_language
 from bot.feedback import (
     LOW_CSAT,
     has_details,
+    is_cancel,
     is_skip,
     parse_csat,
     parse_nps,
@@ -38,6 +39,18 @@ MAX_TEXT = 4000
 
 def _text(tracker: Tracker) -> str:
     return str((tracker.latest_message or {}).get("text") or "")
+
+
+def _given_now(tracker: Tracker, slot: str, value: Any) -> bool:
+    """Whether a form's value came with the patron's latest message (typed, or a tapped button's
+    entity), not from a form the patron left earlier: slots outlive a form left by "stop" or "talk to
+    a librarian" (and carry over to the next session), and an old rating must not be recorded as new."""
+    given = str(value if value is not None else "").strip()
+    return given == _text(tracker).strip() or tapped(tracker, slot) == given
+
+
+# Ends a form at once, whatever is still unanswered (Rasa ends a loop whose requested slot is None).
+LEAVE_FORM = {"requested_slot": None}
 
 
 class ActionRecordHelpful(Action):  # type: ignore[misc]
@@ -84,6 +97,10 @@ class ValidateFeedbackForm(FormValidationAction):  # type: ignore[misc]
     def validate_csat(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
+        if not _given_now(tracker, "csat", value):
+            return {"csat": None}
+        if is_cancel(str(value or "")):
+            return {"csat": None, **LEAVE_FORM}
         rating = parse_csat(str(value or ""))
         if rating is None:
             dispatcher.utter_message(response="utter_invalid_csat")
@@ -93,6 +110,8 @@ class ValidateFeedbackForm(FormValidationAction):  # type: ignore[misc]
     def validate_comment(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
+        if not _given_now(tracker, "comment", value):
+            return {"comment": None}
         text = str(value or "").strip()
         if not text or is_skip(text) or text.startswith("/"):
             return {"comment": SKIPPED}
@@ -106,6 +125,8 @@ class ValidateFeedbackForm(FormValidationAction):  # type: ignore[misc]
     def validate_nps(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
+        if not _given_now(tracker, "nps", value):
+            return {"nps": None}
         text = str(value or "")
         if is_skip(text):
             return {"nps": SKIPPED}
@@ -132,6 +153,11 @@ class ActionSubmitFeedback(Action):  # type: ignore[misc]
         comment = None if comment in (None, SKIPPED) else str(comment)
         low = csat is not None and csat <= LOW_CSAT
         topic = faq_topic(tracker.get_slot("last_faq"))
+        reset = [SlotSet("csat", None), SlotSet("comment", None), SlotSet("nps", None)]
+        if csat is None:
+            # The patron left the form before rating: nothing to record.
+            dispatcher.utter_message(response="utter_feedback_cancelled")
+            return reset
 
         def record(session: Session) -> int:
             patron_id = patron_id_for(session, tracker)
@@ -144,7 +170,6 @@ class ActionSubmitFeedback(Action):  # type: ignore[misc]
                 )
             return row.id
 
-        reset = [SlotSet("csat", None), SlotSet("comment", None), SlotSet("nps", None)]
         if with_crm(record, doing="record feedback") is None:
             dispatcher.utter_message(response="utter_action_unavailable")
             return reset
@@ -182,6 +207,21 @@ def _topic_of(text: str, language: str) -> str | None:
     return best.entry.topic if best is not None and decision.kind != "unknown" else None
 
 
+class ValidateReportForm(FormValidationAction):  # type: ignore[misc]
+    """What a complaint or suggestion is about; "never mind" or "算了" leaves the form."""
+
+    def name(self) -> str:
+        return "validate_report_form"
+
+    def validate_report_details(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        text = str(value or "").strip()
+        if is_cancel(text) or text.startswith("/"):
+            return {"report_details": None, **LEAVE_FORM}
+        return {"report_details": text[:MAX_TEXT]}
+
+
 class ActionSubmitReport(Action):  # type: ignore[misc]
     """Records the complaint or suggestion with its topic; a complaint opens an escalation."""
 
@@ -193,6 +233,10 @@ class ActionSubmitReport(Action):  # type: ignore[misc]
     ) -> list[dict[str, Any]]:
         complaint = tracker.get_slot("report_kind") != "suggestion"
         details = str(tracker.get_slot("report_details") or "").strip()[:MAX_TEXT]
+        if not details:
+            # The patron left the form instead of saying what it is about.
+            dispatcher.utter_message(response="utter_report_cancelled")
+            return [SlotSet("report_details", None)]
         language = patron_language(tracker)
         topic = _topic_of(details, language)
 

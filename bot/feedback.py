@@ -18,33 +18,67 @@ _PURCHASE = re.compile(
 
 _CHINESE_DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8,
                    "九": 9, "十": 10}  # fmt: skip
-_NUMBER = re.compile(r"(?<![\d.])(\d{1,2})(?![\d.])")
 _STARS = re.compile(r"[⭐★]")
+# A number given against its scale ("4/5", "4 out of 5", "8 of 10"), or with a unit ("4分", "4 stars").
+_ON_SCALE = re.compile(r"(?<![\d.\-])(\d{1,2})\s*(?:/|out of|of)\s*(\d{1,2})(?![\d.])")
+_WITH_UNIT = re.compile(r"(?<![\d.\-])(\d{1,2})\s*(?:分|星|颗星|stars?|points?)(?![a-z])")
+_CHINESE_WITH_UNIT = re.compile(r"([零一二两三四五六七八九十])\s*(?:颗星|分|星)")
+# What is not a rating: a range ("1-5", "of 1 to 5"), the scale alone ("out of 5", "满分5分").
+_NOT_A_RATING = re.compile(
+    r"(?:(?:out of|of)\s*)?\d{1,2}\s*(?:-|~|–|to|到|至)\s*\d{1,2}"
+    r"|(?:out of|of|/)\s*\d{1,2}|满分\s*\d{1,2}\s*分?"
+)
+_NUMBER = re.compile(r"(?<![\d.])(-?\d{1,3})(?![\d.])")
 _SKIP = {"skip", "no", "nope", "no thanks", "no comment", "nothing", "none", "n/a", "-", "pass",
          "跳过", "不用", "不用了", "没有", "无", "没了", "算了", "不了", "略"}  # fmt: skip
-# Words that rate without a number, mapped to the CSAT they mean.
+# Words that rate without a number, mapped to the CSAT they mean: English ones as the whole answer,
+# Chinese ones anywhere in it ("我觉得一般", "十分满意"), the longest first ("不满意" before "满意").
 _RATING_WORDS = {
-    "非常满意": 5, "很满意": 5, "满意": 4, "一般": 3, "不太满意": 2, "不满意": 2,
-    "很不满意": 1, "非常不满意": 1,
     "very satisfied": 5, "excellent": 5, "great": 5, "satisfied": 4, "good": 4, "okay": 3, "ok": 3,
-    "average": 3, "dissatisfied": 2, "rather dissatisfied": 2, "poor": 2, "bad": 2, "terrible": 1,
-    "very dissatisfied": 1, "awful": 1,
+    "average": 3, "dissatisfied": 2, "not satisfied": 2, "rather dissatisfied": 2, "poor": 2, "bad": 2,
+    "terrible": 1, "very dissatisfied": 1, "awful": 1,
 }  # fmt: skip
+_CHINESE_RATING_WORDS = {
+    "非常满意": 5, "十分满意": 5, "很满意": 5, "特别满意": 5, "满分": 5, "一百分": 5, "一级棒": 5, "很好": 5,
+    "满意": 4, "不错": 4, "挺好": 4, "还行": 3, "还可以": 3, "一般": 3, "马马虎虎": 3, "不太满意": 2,
+    "不满意": 2, "不好": 2, "很不满意": 1, "非常不满意": 1, "十分不满意": 1, "很差": 1, "太差": 1,
+}  # fmt: skip
+_LONGEST_FIRST = sorted(_CHINESE_RATING_WORDS, key=len, reverse=True)
 
 
-def _number_in(text: str) -> int | None:
-    """The single number a short answer gives ("4", "4/5" gives 4, "给5分", "四分", "⭐⭐⭐"), else None."""
+def _one(found: list[str]) -> int | None:
+    """The number when exactly one was found: two numbers are a question to ask again, not a guess."""
+    return int(found[0]) if len(found) == 1 else None
+
+
+def _chinese_rating(text: str) -> int | None:
+    words = next((words for words in _LONGEST_FIRST if words in text), None)
+    return None if words is None else _CHINESE_RATING_WORDS[words]
+
+
+def _number_in(text: str, *, scale: int) -> int | None:
+    """The rating a short answer gives on a scale up to ``scale``, or None when it gives none or more
+    than one: "4", "4/5", "给5分", "四分", "⭐⭐⭐", "我觉得一般" (on a scale of 5); not "1-5", "-1",
+    or "5/10" on a scale of 5."""
     cleaned = text.strip().lower()
     stars = len(_STARS.findall(cleaned))
     if stars:
         return stars
-    numbers = _NUMBER.findall(cleaned)
-    if numbers:
-        return int(numbers[0])
-    chinese = [value for char, value in _CHINESE_DIGITS.items() if char in cleaned]
-    if len(chinese) == 1:
-        return chinese[0]
-    return None
+    on_scale = _ON_SCALE.findall(cleaned)
+    if len(on_scale) == 1:
+        value, of = (int(part) for part in on_scale[0])
+        return value if of == scale else None
+    rest = _NOT_A_RATING.sub(" ", cleaned)
+    chinese = _CHINESE_WITH_UNIT.findall(rest)
+    for found in (
+        _one(_WITH_UNIT.findall(rest)),
+        _chinese_rating(rest) if scale == 5 else None,
+        _CHINESE_DIGITS[chinese[0]] if len(chinese) == 1 else None,
+        _one(_NUMBER.findall(rest)),
+    ):
+        if found is not None:
+            return found
+    return _CHINESE_DIGITS.get(cleaned)
 
 
 def parse_csat(text: str) -> int | None:
@@ -54,20 +88,23 @@ def parse_csat(text: str) -> int | None:
         return _RATING_WORDS[cleaned]
     if len(cleaned) > 40:
         return None
-    number = _number_in(cleaned)
+    number = _number_in(cleaned, scale=5)
     return number if number is not None and 1 <= number <= 5 else None
 
 
+# A comment that only changes the rating: "actually 3", "3 out of 5", "改成2分", "sorry, 4 stars".
 _CORRECTION = re.compile(
-    r"^(actually|sorry|no|change( it)?( to)?|make (it|that)|i meant|correction)\b|"
-    r"^(其实|改成|改为|更正|不对)|\d\s*(/|out of)\s*5|^\s*\d\s*(分|星|stars?)?\s*$",
+    r"^(?:(?:actually|sorry|no|change(?: it)? to|make (?:it|that)|i meant|correction"
+    r"|其实|改成|改为|更正|不对)[\s,，:：]*)?"
+    r"(?:\d|[一二两三四五])\s*(?:分|星|颗星|stars?|points?|/\s*5|out of 5)?[\s.!。！]*$",
     re.IGNORECASE,
 )
 
 
 def rating_correction(text: str) -> int | None:
-    """The new rating when a short answer changes it ("actually 3", "3 out of 5", "改成2分"), else None."""
-    if len(text) > 30 or not _CORRECTION.search(text.strip()):
+    """The new rating when a comment is only a rating, perhaps after "actually" or "改成", else None:
+    a comment such as "no printer on level 1" keeps its number."""
+    if len(text) > 30 or not _CORRECTION.match(text.strip()):
         return None
     return parse_csat(text)
 
@@ -77,13 +114,24 @@ def parse_nps(text: str) -> int | None:
     cleaned = text.strip()
     if len(cleaned) > 40:
         return None
-    number = _number_in(cleaned)
+    number = _number_in(cleaned, scale=10)
     return number if number is not None and 0 <= number <= 10 else None
 
 
 def is_skip(text: str) -> bool:
     """True when the patron declines an optional question ("skip", "跳过", "no")."""
     return text.strip().lower().rstrip("!.。！") in _SKIP
+
+
+_CANCEL = {"cancel", "never mind", "nevermind", "forget it", "quit", "exit", "stop rating", "not now",
+           "取消", "不评了", "不想评", "不填了", "不说了", "以后再说", "退出"}  # fmt: skip
+
+
+def is_cancel(text: str) -> bool:
+    """True when the patron leaves a form instead of answering ("never mind", "算了", "取消"): every
+    way of declining counts, since a question the patron cannot leave is worse than a lost answer."""
+    cleaned = text.strip().lower().rstrip("!.。！")
+    return cleaned in _CANCEL or cleaned in _SKIP
 
 
 def record_feedback(

@@ -19,6 +19,13 @@ from bot.language import detect_language
         ("", None),
         ("12345", None),
         ("？？", "zh"),
+        # Words Chinese-speaking patrons type too: no language, so the conversation keeps its own.
+        ("ok", None),
+        ("5 stars", None),
+        ("WiFi", None),
+        ("PDF?", None),
+        ("wifi password", "en"),
+        ("ok thanks", "en"),
     ],
 )
 def test_detect_language(text: str, expected: str | None) -> None:

@@ -22,6 +22,7 @@ from actions.feedback import (
     ActionSubmitFeedback,
     ActionSubmitReport,
     ValidateFeedbackForm,
+    ValidateReportForm,
 )
 from actions.handoff import ActionCheckHandoff, ActionFallback, ActionHandoff, ActionStaffRelay
 from actions.privacy import ActionEraseMyData, ValidateDeleteForm
@@ -110,7 +111,28 @@ def validate(slot: str, value: str) -> tuple[dict[str, Any], list[dict[str, Any]
 
 @pytest.mark.parametrize(
     ("typed", "expected"),
-    [("4", "4"), ("给5分", "5"), ("⭐⭐", "2"), ("very satisfied", "5"), ("7", None), ("hello", None)],
+    [
+        ("4", "4"),
+        ("给5分", "5"),
+        ("⭐⭐", "2"),
+        ("very satisfied", "5"),
+        ("7", None),
+        ("hello", None),
+        # A rating word inside the answer; "一" in "一般" is not a 1, nor "十" in "十分满意" a 10.
+        ("我觉得一般", "3"),
+        ("一般吧", "3"),
+        ("十分满意", "5"),
+        ("不太满意", "2"),
+        ("四分", "4"),
+        # The scale or a range is not the rating; two ratings, a negative one or another scale are
+        # asked again rather than guessed.
+        ("on a scale of 1-5, 4", "4"),
+        ("满分5分，给4分", "4"),
+        ("4 out of 5", "4"),
+        ("4 or 5", None),
+        ("-1", None),
+        ("5/10", None),
+    ],
 )
 def test_a_rating_is_read_from_what_the_patron_typed(typed: str, expected: str | None) -> None:
     result, messages = validate("csat", typed)
@@ -124,6 +146,55 @@ def test_a_comment_can_be_skipped_or_correct_the_rating() -> None:
     corrected, messages = validate("comment", "actually 3")
     assert corrected == {"csat": "3", "comment": None}
     assert messages[0]["response"] == "utter_rating_changed"
+    assert validate("comment", "改成2分")[0] == {"csat": "2", "comment": None}
+
+
+@pytest.mark.parametrize(
+    "comment", ["no printer on level 1", "No wifi on floor 2", "其实3楼太吵了", "不对，2楼打印机坏了"]
+)
+def test_a_comment_with_a_number_in_it_stays_a_comment(comment: str) -> None:
+    assert validate("comment", comment) == ({"comment": comment}, [])
+
+
+@pytest.mark.parametrize("typed", ["never mind", "算了", "取消", "cancel", "no"])
+def test_the_rating_question_can_be_left(typed: str) -> None:
+    assert validate("csat", typed) == ({"csat": None, "requested_slot": None}, [])
+
+
+@pytest.mark.parametrize(("slot", "left"), [("csat", "1"), ("comment", "rude staff"), ("nps", "3")])
+def test_a_value_left_from_an_abandoned_form_is_asked_again(slot: str, left: str) -> None:
+    """Slots outlive a form left by "stop": starting it again must not record the old answer."""
+    form = ValidateFeedbackForm()
+    dispatcher = CollectingDispatcher()
+    result = getattr(form, f"validate_{slot}")(left, dispatcher, make_tracker("I want to give feedback"), {})
+    assert result == {slot: None}
+    assert dispatcher.messages == []
+    # A rating tapped with the message that starts the form is the patron's answer.
+    tapped = make_tracker('/give_feedback{"csat": "2"}', entities={"csat": "2"})
+    assert form.validate_csat("2", CollectingDispatcher(), tapped, {}) == {"csat": "2"}
+
+
+def test_a_form_left_before_rating_records_nothing(crm_for_actions: Engine) -> None:
+    events, messages = run(ActionSubmitFeedback(), make_tracker("never mind", slots={"csat": None}))
+    assert messages[0]["response"] == "utter_feedback_cancelled"
+    assert slot_values(events) == {"csat": None, "comment": None, "nps": None}
+    assert rows(crm_for_actions, Feedback) == []
+    assert rows(crm_for_actions, Escalation) == []
+
+
+def test_a_complaint_form_can_be_left_and_records_nothing(crm_for_actions: Engine) -> None:
+    form = ValidateReportForm()
+    left = form.validate_report_details("算了", CollectingDispatcher(), make_tracker("算了"), {})
+    assert left == {"report_details": None, "requested_slot": None}
+    kept = form.validate_report_details(" the lift is broken ", CollectingDispatcher(), make_tracker("x"), {})
+    assert kept == {"report_details": "the lift is broken"}
+    _, messages = run(
+        ActionSubmitReport(),
+        make_tracker("算了", intent="complaint", slots={"report_kind": "complaint", "report_details": None}),
+    )
+    assert messages[0]["response"] == "utter_report_cancelled"
+    assert rows(crm_for_actions, Suggestion) == []
+    assert rows(crm_for_actions, Escalation) == []
 
 
 def test_nps_is_asked_only_where_the_library_turns_it_on(
@@ -184,6 +255,47 @@ def test_a_complaint_with_details_is_kept_and_one_without_is_asked_for() -> None
     assert slot_values(bare) == {"report_kind": "complaint", "report_details": None}
     idea, _ = run(ActionStartReport(), make_tracker("I have a suggestion", intent="suggestion"))
     assert slot_values(idea)["report_kind"] == "suggestion"
+
+
+def test_a_broken_facts_file_still_records_the_complaint_and_hands_it_over(
+    crm_for_actions: Engine, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.settings import get_settings
+
+    broken = tmp_path / "library.yml"
+    broken.write_text("opening_hours: [unclosed", encoding="utf-8")
+    monkeypatch.setenv("PATRONBOT_LIBRARY_FACTS", str(broken))
+    get_settings.cache_clear()
+    before = dt.datetime.now(dt.UTC)
+    _, messages = run(
+        ActionSubmitReport(),
+        make_tracker(
+            "", slots={"report_kind": "complaint", "report_details": "the lift has been broken for weeks"}
+        ),
+    )
+    assert messages[0]["response"] == "utter_report_recorded"
+    [report] = rows(crm_for_actions, Suggestion)
+    assert report.text == "the lift has been broken for weeks"
+    [escalation] = rows(crm_for_actions, Escalation)
+    # Staffed hours unknown: due within a day.
+    assert escalation.reason == "complaint"
+    assert (
+        before + dt.timedelta(hours=23) < escalation.due_at <= dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    )
+
+
+def test_an_unexpected_error_in_a_crm_action_is_a_polite_reply_and_logs_no_patron_text(
+    crm_for_actions: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    from actions.crm import with_crm
+
+    def fails(session: Session) -> int:
+        raise ValueError("the patron wrote: my phone is 13800000000")
+
+    with caplog.at_level("ERROR"):
+        assert with_crm(fails, doing="record feedback") is None
+    assert "cannot record feedback: ValueError at test_patron_flows.py" in caplog.text
+    assert "13800000000" not in caplog.text
 
 
 def test_a_complaint_is_recorded_and_escalated_a_suggestion_only_recorded(crm_for_actions: Engine) -> None:
