@@ -118,6 +118,24 @@ def test_a_low_rating_with_a_comment_lands_in_the_crm_and_escalates(running_bot:
     assert [e.reason for e in escalations] == ["low_rating"]
 
 
+def test_a_feedback_form_left_half_way_starts_afresh_and_can_be_left_again(running_bot: RunningBot) -> None:
+    patron = sender()
+    asked = running_bot.say(patron, "I want to give feedback")
+    assert asked == [response_text("utter_ask_csat", "en")]
+    assert running_bot.say(patron, '/give_feedback{"csat": "1"}') == [
+        response_text("utter_ask_comment", "en")
+    ]
+    running_bot.say(patron, "stop")  # unsubscribes at once and ends the form
+    # The rating of the form left behind is not reused: the form asks for one again.
+    assert running_bot.say(patron, "I want to give feedback") == [response_text("utter_ask_csat", "en")]
+    assert running_bot.say(patron, "never mind") == [response_text("utter_feedback_cancelled", "en")]
+    identity = select(ChannelIdentity.patron_id).where(ChannelIdentity.external_id == patron)
+    [patron_id] = eventually(lambda: query(running_bot, identity))
+    assert query(running_bot, select(Feedback).where(Feedback.patron_id == patron_id)) == []
+    escalations = query(running_bot, select(Escalation).where(Escalation.rasa_sender_id == f"rest:{patron}"))
+    assert escalations == []
+
+
 def test_delete_my_data_erases_the_crm_and_rasa_stores_after_confirmation(running_bot: RunningBot) -> None:
     patron = sender()
     running_bot.say(patron, "怎么续借")
