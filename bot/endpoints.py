@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 from sqlalchemy.engine import make_url
 
+from bot.files import write_private
 from bot.settings import Settings
 
 # Rasa's SQL stores, made cheaper per turn (rasa_server/stores.py); Rasa imports them by these names.
@@ -70,10 +70,7 @@ def rasa_endpoints(settings: Settings) -> dict[str, Any]:
 def write_endpoints(settings: Settings) -> Path:
     """Write the endpoints file to the data folder (readable by its owner only: it may hold passwords)."""
     path = settings.data_path / "endpoints.yml"
-    path.parent.mkdir(parents=True, exist_ok=True)
     content = "# Written by `patronbot run` from the PATRONBOT_* settings; edits here are overwritten.\n"
     content += yaml.safe_dump(rasa_endpoints(settings), sort_keys=False, allow_unicode=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(content)
+    write_private(path, content)
     return path

@@ -11,7 +11,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bot.audit import log_access
-from bot.models import Base, Conversation, Interaction, InteractionStat, Patron, StaffUser, utcnow
+from bot.models import (
+    Base,
+    Conversation,
+    Interaction,
+    InteractionStat,
+    OutboxMessage,
+    Patron,
+    StaffUser,
+    utcnow,
+)
 from bot.patrons import resolve_patron
 from bot.rasa_events import RasaEventStore
 
@@ -206,6 +215,7 @@ class RetentionReport:
     cutoff: dt.datetime
     interaction_texts_purged: int
     rasa_events_purged: dict[str, int]
+    outbox_messages_purged: int = 0
 
 
 def purge_expired(
@@ -215,9 +225,10 @@ def purge_expired(
     rasa_stores: list[RasaEventStore],
     now: dt.datetime | None = None,
 ) -> RetentionReport:
-    """Blank interaction texts older than the retention period and delete Rasa's events as old.
+    """Blank interaction texts older than the retention period and delete Rasa's events and outbox
+    messages as old (a staff reply's text is in both the interaction and the outbox).
 
-    The rows stay (direction, intent, language, channel, time), so every count survives.
+    The interaction rows stay (direction, intent, language, channel, time), so every count survives.
     """
     cutoff = (now or utcnow()) - dt.timedelta(days=retention_days)
     result: Any = session.execute(
@@ -226,7 +237,15 @@ def purge_expired(
         .values(text=None)
         .execution_options(synchronize_session=False)
     )
+    outbox: Any = session.execute(
+        delete(OutboxMessage)
+        .where(OutboxMessage.created_at < cutoff)
+        .execution_options(synchronize_session=False)
+    )
     purged = {store.name: store.purge_before(cutoff.timestamp()) for store in rasa_stores}
     return RetentionReport(
-        cutoff=cutoff, interaction_texts_purged=int(result.rowcount or 0), rasa_events_purged=purged
+        cutoff=cutoff,
+        interaction_texts_purged=int(result.rowcount or 0),
+        rasa_events_purged=purged,
+        outbox_messages_purged=int(outbox.rowcount or 0),
     )

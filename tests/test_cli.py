@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +154,41 @@ def test_staff_list_show_reply_and_resolve_an_escalation(crm: Engine, crm_url: s
         assert texts == ["Your card is renewed.", CLOSING_MESSAGE["en"]]
         reads = session.execute(select(AuditLog).where(AuditLog.action == "read")).scalars().all()
         assert [(a.actor, a.patron_id) for a in reads] == [("staff:li.wei", done.patron_id)]
+
+
+def test_a_patron_export_file_is_owner_only_and_a_declined_erasure_is_audited(
+    crm: Engine, crm_url: str, tmp_path: Path
+) -> None:
+    with session_scope(crm) as session:
+        patron = Patron(language="en")
+        session.add(patron)
+        session.flush()
+        session.add(ChannelIdentity(patron_id=patron.id, channel="rest", external_id="dora"))
+        number = str(patron.id)
+    env = {"PATRONBOT_DATABASE_URL": crm_url}
+    output = tmp_path / "dora.json"
+    exported = patronbot("patron", "export", number, "--output", str(output), env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(output.read_text(encoding="utf-8"))["patron"]["id"] == patron.id
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600
+    # Asked at a terminal and declined: nothing erased, but the patron's ids were shown, so audited.
+    declined = subprocess.run(
+        ["script", "-qec", f"{PATRONBOT} patron erase {number}", "/dev/null"],
+        env=os.environ | env,
+        input="no\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "rest:dora" in declined.stdout
+    with Session(crm, future=True) as session:
+        actions = [
+            (entry.action, entry.reason)
+            for entry in session.execute(
+                select(AuditLog).where(AuditLog.patron_id == patron.id).order_by(AuditLog.id)
+            ).scalars()
+        ]
+        assert session.get(Patron, patron.id) is not None
+    assert [action for action, _ in actions] == ["export", "read"]
+    assert actions[1][1].startswith("confirming an erasure")

@@ -373,15 +373,23 @@ def test_vectors_kept_on_disk_are_read_instead_of_encoded_again(tmp_path: Path) 
     assert later.passages == ["wifi"]
 
 
-@pytest.mark.parametrize("damage", [b"", b"not a numpy file", None])
+@pytest.mark.parametrize("damage", [b"", b"not a numpy file", None, "truncated", "a byte changed"])
 def test_a_damaged_vector_file_is_encoded_afresh(
-    tmp_path: Path, damage: bytes | None, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, damage: bytes | str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
     from bot.encoders import CachedEncoder
 
     path = tmp_path / "sentence.npz"
     if damage is None:  # a readable file whose texts and vectors do not match
         np.savez(path, texts=np.array(["a", "b"]), vectors=np.ones((3, 2), np.float32))
+    elif isinstance(damage, str):  # a real file cut short by a crash, or with one byte changed on disk
+        CachedEncoder(TextEncoder(), path=path).encode_passages(["a", "b"])
+        whole = bytearray(path.read_bytes())
+        if damage == "truncated":
+            whole = whole[: len(whole) // 2]
+        else:
+            whole[len(whole) // 3] ^= 0xFF
+        path.write_bytes(bytes(whole))
     else:
         path.write_bytes(damage)
     encoder = TextEncoder()

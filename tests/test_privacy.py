@@ -306,13 +306,29 @@ def test_retention_purges_old_texts_and_keeps_the_rows(crm: Engine, tmp_path: Pa
             ],
             state=IngestState(),
         )
+    with session_scope(crm) as session:
+        # A staff reply's text is kept in the outbox as well as in the interaction.
+        for at, text in ((old, "Ms Carol, your loan of X is ready"), (recent, "see you tomorrow")):
+            session.add(
+                OutboxMessage(
+                    channel="rest",
+                    recipient="rest:carol",
+                    text=text,
+                    produced_by="staff:li.wei",
+                    created_at=dt.datetime.fromtimestamp(at, dt.UTC),
+                    delivered_at=dt.datetime.fromtimestamp(at, dt.UTC),
+                )
+            )
     now = dt.datetime.fromtimestamp(recent, dt.UTC) + dt.timedelta(days=1)
     with session_scope(crm) as session:
         report = purge_expired(session=session, retention_days=100, rasa_stores=[], now=now)
     assert report.interaction_texts_purged == 1
+    assert report.outbox_messages_purged == 1
     with Session(crm, future=True) as session:
         texts = [
             row.text
             for row in session.execute(select(Interaction).order_by(Interaction.occurred_at)).scalars()
         ]
+        outbox = [row.text for row in session.execute(select(OutboxMessage)).scalars()]
     assert texts == [None, "new question"]
+    assert outbox == ["see you tomorrow"]
