@@ -106,7 +106,9 @@ class ActionFallback(Action):  # type: ignore[misc]
     def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[dict[str, Any]]:
-        if _fallbacks_in_a_row(tracker) < 2:
+        # Every second misunderstanding in a row asks a librarian (the third is asked again, the fourth
+        # joins the escalation again), so one handoff is not repeated at each message after it.
+        if _fallbacks_in_a_row(tracker) % 2 == 1:
             dispatcher.utter_message(response="utter_default")
             return []
         return _hand_over(dispatcher, tracker, reason="fallback", response="utter_fallback_handoff")

@@ -10,8 +10,9 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 # What confirms; anything else cancels, so nothing is erased by a misunderstanding.
+# The request repeated counts in either language ("delete my data" as much as "删除我的数据").
 CONFIRMATIONS = {"delete", "yes delete", "yes, delete", "delete my data", "confirm", "确认删除", "删除",
-                 "确认"}  # fmt: skip
+                 "确认", "删除我的数据", "删除数据", "确定删除", "是的，删除", "是，删除"}  # fmt: skip
 
 
 def is_confirmation(text: str) -> bool:

@@ -392,6 +392,13 @@ def test_the_second_fallback_in_a_row_reaches_a_librarian(crm_for_actions: Engin
     between = [*fallback_events(1), {"event": "user", "parse_data": {"intent": {"name": "greet"}}}]
     _, again = run(ActionFallback(), make_tracker("qwzx", events=[*between, *fallback_events(1)]))
     assert again[0]["response"] == "utter_default"
+    # After a handoff the count starts again: the third misunderstanding in a row is asked again,
+    # not handed over a second time; the fourth joins the same escalation.
+    _, third = run(ActionFallback(), make_tracker("qwzx", events=fallback_events(3)))
+    assert third[0]["response"] == "utter_default"
+    _, fourth = run(ActionFallback(), make_tracker("qwzx", events=fallback_events(4)))
+    assert fourth[0]["response"] == "utter_fallback_handoff"
+    assert [e.reason for e in rows(crm_for_actions, Escalation)] == ["fallback"]
 
 
 def test_the_profile_is_kept_with_consent_and_the_answer_given_for_the_type(crm_for_actions: Engine) -> None:
@@ -426,7 +433,18 @@ def test_the_profile_question_can_be_skipped(crm_for_actions: Engine) -> None:
     assert rows(crm_for_actions, Patron) == []
 
 
-@pytest.mark.parametrize(("typed", "confirmed"), [("确认删除", "yes"), ("Delete", "yes"), ("no wait", "no")])
+@pytest.mark.parametrize(
+    ("typed", "confirmed"),
+    [
+        ("确认删除", "yes"),
+        ("Delete", "yes"),
+        ("delete my data", "yes"),
+        ("删除我的数据", "yes"),
+        ("no wait", "no"),
+        ("算了", "no"),
+        ("what would be deleted?", "no"),
+    ],
+)
 def test_deletion_needs_an_explicit_yes(typed: str, confirmed: str) -> None:
     dispatcher = CollectingDispatcher()
     result = ValidateDeleteForm().validate_delete_confirmation(typed, dispatcher, make_tracker(typed), {})
