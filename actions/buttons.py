@@ -43,13 +43,21 @@ def csat_buttons() -> list[Button]:
     return [{"title": str(n), "payload": payload("give_feedback", csat=str(n))} for n in range(1, 6)]
 
 
-def helpful_buttons(language: Language) -> list[Button]:
-    """One tap to say whether an answer helped."""
+def helpful_buttons(language: Language, faq: str | None = None) -> list[Button]:
+    """One tap to say whether an answer helped; the value names the answer ("no:renew-1"), so a tap on
+    an earlier answer is recorded against that one, not the latest."""
     yes, no = HELPFUL_TITLES[language]
+    suffix = f":{faq}" if faq else ""
     return [
-        {"title": yes, "payload": payload("give_feedback", helpful="yes")},
-        {"title": no, "payload": payload("give_feedback", helpful="no")},
+        {"title": yes, "payload": payload("give_feedback", helpful=f"yes{suffix}")},
+        {"title": no, "payload": payload("give_feedback", helpful=f"no{suffix}")},
     ]
+
+
+def helpful_tap(value: str | None) -> tuple[bool, str | None]:
+    """What a "did this help?" tap said, and the answer it was about (None for a bare "yes"/"no")."""
+    answer, _, faq = (value or "").partition(":")
+    return answer.strip().lower() in ("yes", "true", "1", "是"), (faq.strip() or None)
 
 
 def patron_type_buttons(language: Language) -> list[Button]:

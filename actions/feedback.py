@@ -11,7 +11,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 from sqlalchemy.orm import Session
 
-from actions.buttons import csat_buttons, tapped
+from actions.buttons import csat_buttons, helpful_tap, tapped
 from actions.crm import library_facts, patron_id_for, with_crm
 from actions.handoff import open_escalation_for, when_staff_answer
 from actions.knowledge import faq_topic, knowledge_service
@@ -62,8 +62,8 @@ class ActionRecordHelpful(Action):  # type: ignore[misc]
     def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[dict[str, Any]]:
-        helpful = (tapped(tracker, "helpful") or "").lower() in ("yes", "true", "1", "是")
-        topic = faq_topic(tracker.get_slot("last_faq"))
+        helpful, faq = helpful_tap(tapped(tracker, "helpful"))
+        topic = faq_topic(faq or tracker.get_slot("last_faq"))
 
         def record(session: Session) -> int:
             patron_id = patron_id_for(session, tracker)

@@ -106,7 +106,9 @@ class ActionAnswerFaq(Action):  # type: ignore[misc]
             dispatcher.utter_message(text=entry.answer)
             dispatcher.utter_message(response="utter_ask_patron_type", buttons=patron_type_buttons(language))
             return [*events, SlotSet("profile_asked", True)]
-        dispatcher.utter_message(text=entry.answer_for(patron_type), buttons=helpful_buttons(language))
+        dispatcher.utter_message(
+            text=entry.answer_for(patron_type), buttons=helpful_buttons(language, entry.id)
+        )
         return events
 
 

@@ -102,6 +102,20 @@ def test_did_this_help_is_recorded_with_the_answer_topic(crm_for_actions: Engine
     assert feedback[1].topic is None
 
 
+def test_a_tap_on_an_earlier_answer_is_recorded_against_that_answer(crm_for_actions: Engine) -> None:
+    from actions.buttons import helpful_buttons
+
+    [_, no] = helpful_buttons("en", "renew-online")
+    assert no["payload"] == '/give_feedback{"helpful": "no:renew-online"}'
+    # The latest answer was about Wi-Fi; the patron taps 👎 under the earlier renewal answer.
+    run(
+        ActionRecordHelpful(),
+        make_tracker(no["payload"], entities={"helpful": "no:renew-online"}, slots={"last_faq": "wifi"}),
+    )
+    [feedback] = rows(crm_for_actions, Feedback)
+    assert (feedback.helpful, feedback.topic) == (False, "renewal")
+
+
 def validate(slot: str, value: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     form = ValidateFeedbackForm()
     dispatcher = CollectingDispatcher()
