@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,14 +16,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bot.conversations import ConversationBook
 from bot.database import describe_error, make_engine, session_scope
 from bot.erasure_requests import carry_out, note_requests, requested_in
-from bot.language import detect_language
-from bot.models import Conversation, IngestCursor, Interaction
+from bot.language import LANGUAGES, detect_language
+from bot.models import ChannelIdentity, Conversation, IngestCursor, Interaction, Patron
 from bot.patrons import PatronKey, patron_key, touch_patrons
 from bot.rasa_events import EVENTS, RasaEventStore
 
@@ -50,17 +52,63 @@ def event_key(event: BrokerEvent) -> str:
 
 
 def _timestamp(data: dict[str, Any]) -> dt.datetime:
+    """The event's time; now when it has none, or one that is not a number or not a date."""
     value = data.get("timestamp")
-    if isinstance(value, int | float):
-        return dt.datetime.fromtimestamp(value, dt.UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return dt.datetime.fromtimestamp(value, dt.UTC)
+        except (OverflowError, OSError, ValueError):  # out of range, or NaN
+            pass
     return dt.datetime.now(dt.UTC)
 
 
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) or value is None else str(value)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+@functools.cache
+def _length(model: Any, column: str) -> int | None:
+    length = getattr(model.__table__.c[column].type, "length", None)
+    return int(length) if length else None
+
+
+def _fit(model: Any, column: str, value: object) -> str | None:
+    """`value` as a string cut to the length of the model's column (None stays None)."""
+    text = _text(value)
+    length = _length(model, column)
+    return text[:length] if text is not None and length else text
+
+
 def _user_language(data: dict[str, Any]) -> str | None:
-    for entity in (data.get("parse_data") or {}).get("entities") or []:
-        if entity.get("entity") == "language" and entity.get("value"):
-            return str(entity["value"])
-    return detect_language(str(data.get("text") or ""))
+    """The language entity when it names one of the bot's languages, else the text's language.
+
+    A patron can type any entity value (`/greet{"language":"…"}`), and Rasa does not check it.
+    """
+    entities = _mapping(data.get("parse_data")).get("entities")
+    for entity in entities if isinstance(entities, list) else []:
+        if isinstance(entity, dict) and entity.get("entity") == "language":
+            value = entity.get("value")
+            if isinstance(value, str) and value in LANGUAGES:
+                return value
+    return detect_language(_text(data.get("text")) or "")
+
+
+def _patron_key(sender_id: str, input_channel: object) -> PatronKey:
+    key = patron_key(sender_id, input_channel if isinstance(input_channel, str) else None)
+    return PatronKey(
+        channel=_fit(ChannelIdentity, "channel", key.channel) or "",
+        external_id=_fit(ChannelIdentity, "external_id", key.external_id) or "",
+    )
 
 
 def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: IngestState) -> int:
@@ -68,8 +116,10 @@ def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: Ing
 
     User and bot events become interactions; a session_started event begins a new conversation;
     action events tell who produced the next bot message. Runs inside the caller's transaction, so a
-    batch lands whole or not at all.
+    batch lands whole or not at all. An event that is not a dict is ignored; a field of the wrong type
+    or out of range is left out or given a default, and a string is cut to its column's length.
     """
+    events = [event for event in events if isinstance(event.data, dict)]
     written = _ingest_messages(session=session, events=events, state=state)
     erasures = requested_in(events)
     if erasures:
@@ -84,7 +134,7 @@ def _ingest_messages(*, session: Session, events: Sequence[BrokerEvent], state: 
     for event in relevant:
         if event.sender_id not in keys or event.data.get("event") == "user":
             input_channel = event.data.get("input_channel") if event.data.get("event") == "user" else None
-            keys[event.sender_id] = patron_key(event.sender_id, input_channel)
+            keys[event.sender_id] = _patron_key(event.sender_id, input_channel)
     messages = [e for e in relevant if e.data.get("event") in ("user", "bot")]
     if not messages and not any(e.data.get("event") == "session_started" for e in relevant):
         _remember_actions(relevant, state)
@@ -95,14 +145,16 @@ def _ingest_messages(*, session: Session, events: Sequence[BrokerEvent], state: 
         if event.data.get("event") == "user":
             key = keys[event.sender_id]
             last_seen[key] = max(_timestamp(event.data), last_seen.get(key, _timestamp(event.data)))
-            language = _user_language(event.data)
+            language = _fit(Patron, "language", _user_language(event.data))
             if language:
                 languages[key] = language
     patron_ids = touch_patrons(
         session=session, keys=set(keys.values()), last_seen=last_seen, languages=languages
     )
 
-    book = ConversationBook(session=session, rasa_sender_ids=keys.keys())
+    # Rasa's conversation id as the conversation table holds it (cut to its column, like every string).
+    conversation_ids = {sender: _fit(Conversation, "rasa_sender_id", sender) or "" for sender in keys}
+    book = ConversationBook(session=session, rasa_sender_ids=set(conversation_ids.values()))
     last_language: dict[str, str | None] = {}
     rows: list[dict[str, Any]] = []
     for event in relevant:
@@ -113,40 +165,44 @@ def _ingest_messages(*, session: Session, events: Sequence[BrokerEvent], state: 
         if kind == "action":
             state.last_action[sender] = str(data.get("name") or "")
             continue
+        conversation_id = conversation_ids[sender]
+        channel = _fit(Conversation, "channel", key.channel) or ""
         if kind == "session_started":
-            book.start(patron_id=patron_ids[key], channel=key.channel, rasa_sender_id=sender, at=at)
+            book.start(patron_id=patron_ids[key], channel=channel, rasa_sender_id=conversation_id, at=at)
             continue
         conversation = book.for_message(
-            patron_id=patron_ids[key], channel=key.channel, rasa_sender_id=sender, at=at
+            patron_id=patron_ids[key], channel=channel, rasa_sender_id=conversation_id, at=at
         )
-        text = data.get("text")
+        text = _text(data.get("text"))
         row: dict[str, Any] = {
             "patron_id": patron_ids[key],
             "conversation": conversation,
-            "channel": key.channel,
+            "channel": _fit(Interaction, "channel", key.channel),
             "text": text,
             "event_key": event_key(event),
             "occurred_at": at,
         }
         if kind == "user":
-            intent = (data.get("parse_data") or {}).get("intent") or {}
+            intent = _mapping(_mapping(data.get("parse_data")).get("intent"))
             language = _user_language(data)
             last_language[sender] = language
             row |= {
                 "direction": "in",
-                "intent": intent.get("name"),
-                "confidence": intent.get("confidence"),
-                "language": language,
+                "intent": _fit(Interaction, "intent", intent.get("name")),
+                "confidence": _number(intent.get("confidence")),
+                "language": _fit(Interaction, "language", language),
                 "produced_by": None,
             }
         else:
-            metadata = data.get("metadata") or {}
+            produced_by = _mapping(data.get("metadata")).get("utter_action") or state.last_action.get(sender)
             row |= {
                 "direction": "out",
                 "intent": None,
                 "confidence": None,
-                "language": detect_language(str(text or "")) or last_language.get(sender),
-                "produced_by": metadata.get("utter_action") or state.last_action.get(sender),
+                "language": _fit(
+                    Interaction, "language", detect_language(text or "") or last_language.get(sender)
+                ),
+                "produced_by": _fit(Interaction, "produced_by", produced_by),
             }
         rows.append(row)
     session.flush()  # gives the new conversations their ids
@@ -177,6 +233,27 @@ def _insert_new(*, session: Session, rows: list[dict[str, Any]]) -> int:
     return int(result.rowcount or 0)
 
 
+def database_failed(error: BaseException) -> bool:
+    """Whether `error` is the database's (unreachable, read-only, full, locked, schema or rights missing),
+    so the whole batch is retried later, rather than one event's (a value the database refuses, or a
+    bug meeting an unexpected event), which is set aside so that the events after it still flow."""
+    if isinstance(error, OperationalError | InterfaceError):
+        return True
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        sqlstate = getattr(error.orig, "pgcode", None)  # PostgreSQL's; SQLite's errors have none
+        # Classes 22 (data exception) and 23 (integrity constraint violation) are the row's fault.
+        return isinstance(sqlstate, str) and not sqlstate.startswith(("22", "23"))
+    return False
+
+
+def event_kind(event: BrokerEvent) -> str:
+    """The event's type, for a log line (Rasa's names; anything else is shown as "?")."""
+    kind = event.data.get("event") if isinstance(event.data, dict) else None
+    return kind if isinstance(kind, str) and kind.isidentifier() and len(kind) <= 40 else "?"
+
+
 class SqlEventSource:
     """Reads Rasa's SQL event broker table in id order."""
 
@@ -192,7 +269,13 @@ class SqlEventSource:
         return self._engine
 
     def fetch(self, *, after: int, limit: int) -> list[tuple[int, BrokerEvent]]:
-        query = select(EVENTS).where(EVENTS.c.id > after).order_by(EVENTS.c.id).limit(limit)
+        return self._read(select(EVENTS).where(EVENTS.c.id > after).order_by(EVENTS.c.id).limit(limit))
+
+    def fetch_ids(self, ids: Sequence[int]) -> list[tuple[int, BrokerEvent]]:
+        """The rows with these ids that are still there (erasure may have deleted some)."""
+        return self._read(select(EVENTS).where(EVENTS.c.id.in_(list(ids))).order_by(EVENTS.c.id))
+
+    def _read(self, query: Any) -> list[tuple[int, BrokerEvent]]:
         try:
             with self.engine.connect() as connection:
                 result = connection.execute(query).all()
@@ -207,6 +290,9 @@ class SqlEventSource:
             except (TypeError, ValueError):
                 log.warning("event %s in %s is not JSON; skipped", row_id, self.name)
                 parsed = {}
+            if not isinstance(parsed, dict):
+                log.warning("event %s in %s is not a JSON object; skipped", row_id, self.name)
+                parsed = {}
             batch.append((int(row_id), BrokerEvent(sender_id=str(sender_id or ""), data=parsed)))
         return batch
 
@@ -218,8 +304,63 @@ def _source_name(url: str) -> str:
     return f"{parsed.get_backend_name()}/{parsed.database}"
 
 
+def _held_prefix(source: SqlEventSource) -> str:
+    """How the ingest_cursor rows marking this source's held-back broker rows begin."""
+    return f"held:{hashlib.sha256(source.name.encode()).hexdigest()[:16]}:"
+
+
+def held_back(*, session: Session, source: SqlEventSource) -> list[IngestCursor]:
+    """The markers of the broker rows that failed to ingest, kept in the broker (see `ingest_once`)."""
+    query = select(IngestCursor).where(IngestCursor.source.startswith(_held_prefix(source)))
+    return list(session.execute(query.order_by(IngestCursor.position)).scalars())
+
+
+def _hold(
+    *, session: Session, source: SqlEventSource, row_id: int, event: BrokerEvent, error: Exception
+) -> None:
+    """Mark a broker row that failed to ingest: it stays in the broker (retention keeps it) until it is
+    ingested at a later start or its patron is erased. The log line names no patron and no text."""
+    marker = f"{_held_prefix(source)}{row_id}"
+    if session.get(IngestCursor, marker) is None:
+        session.add(IngestCursor(source=marker, position=row_id))
+        session.flush()
+    log.error(
+        "event %d (%s) in %s could not be ingested (%s); kept in the broker, retried at the next start",
+        row_id,
+        event_kind(event),
+        source.name,
+        type(error).__name__,
+    )
+
+
+def _ingest_batch(
+    *, session: Session, source: SqlEventSource, batch: Sequence[tuple[int, BrokerEvent]], state: IngestState
+) -> None:
+    """The batch in one SAVEPOINT; if an event spoils it, each event in its own, holding back those that
+    still fail. A database failure is raised: nothing is held and the cursor does not move."""
+    try:
+        with session.begin_nested():
+            ingest_events(session=session, events=[event for _, event in batch], state=state)
+        return
+    except Exception as error:
+        if database_failed(error):
+            raise
+    for row_id, event in batch:
+        try:
+            with session.begin_nested():
+                ingest_events(session=session, events=[event], state=state)
+        except Exception as error:
+            if database_failed(error):
+                raise
+            _hold(session=session, source=source, row_id=row_id, event=event, error=error)
+
+
 def ingest_once(*, crm: Engine, source: SqlEventSource, state: IngestState, limit: int = 1000) -> int:
-    """Move one batch from the broker to the CRM; the cursor moves in the same transaction."""
+    """Move one batch from the broker to the CRM; the cursor moves in the same transaction.
+
+    An event that cannot be written does not stop the ones after it: it is held back (`_hold`) and the
+    cursor moves past it.
+    """
     with session_scope(crm) as session:
         cursor = session.get(IngestCursor, source.name)
         if cursor is None:
@@ -228,19 +369,46 @@ def ingest_once(*, crm: Engine, source: SqlEventSource, state: IngestState, limi
         batch = source.fetch(after=int(cursor.position or 0), limit=limit)
         if not batch:
             return 0
-        ingest_events(session=session, events=[event for _, event in batch], state=state)
+        _ingest_batch(session=session, source=source, batch=batch, state=state)
         cursor.position = batch[-1][0]
         return len(batch)
 
 
+def retry_held(*, crm: Engine, source: SqlEventSource, state: IngestState) -> int:
+    """Ingest the held-back broker rows again (the ingester does at start, so a fixed bug lets them
+    in); returns how many are settled: ingested, or gone from the broker (their patron was erased)."""
+    with session_scope(crm) as session:
+        markers = held_back(session=session, source=source)
+        if not markers:
+            return 0
+        events = dict(source.fetch_ids([int(marker.position or 0) for marker in markers]))
+        settled = 0
+        for marker in markers:
+            row_id = int(marker.position or 0)
+            event = events.get(row_id)
+            if event is not None:
+                try:
+                    with session.begin_nested():
+                        ingest_events(session=session, events=[event], state=state)
+                except Exception as error:
+                    if database_failed(error):
+                        raise
+                    _hold(session=session, source=source, row_id=row_id, event=event, error=error)
+                    continue
+            session.delete(marker)
+            settled += 1
+        return settled
+
+
 def purge_ingested(*, crm: Engine, source: SqlEventSource) -> int:
-    """Delete the broker rows the ingester has already copied into the CRM."""
+    """Delete the broker rows the ingester has already copied into the CRM (not the held-back ones)."""
     with session_scope(crm) as session:
         cursor = session.get(IngestCursor, source.name)
         position = int(cursor.position or 0) if cursor else 0
+        held = [int(marker.position or 0) for marker in held_back(session=session, source=source)]
     if position == 0:
         return 0
-    return RasaEventStore(name="event_broker", url=source.url).purge_through(position)
+    return RasaEventStore(name="event_broker", url=source.url).purge_through(position, keep=held)
 
 
 def run_ingester(
@@ -252,7 +420,8 @@ def run_ingester(
     poll_seconds: float = 0.1,
     rasa_stores: Sequence[RasaEventStore] = (),
 ) -> None:
-    """Ingest until `stop` is set; database errors are logged (without patron data) and retried.
+    """Ingest until `stop` is set; database errors are logged (without patron data) and retried, an
+    event that cannot be written is held back (see `ingest_once`); held-back events are retried first.
 
     After each batch, patrons who asked in the chat to be erased are erased (`rasa_stores` are the
     Rasa stores their events are deleted from).
@@ -261,6 +430,10 @@ def run_ingester(
     wait = poll_seconds
     log.info("ingesting Rasa events from %s", source.name)
     pending_erasures = True  # requests a previous run noted but did not carry out
+    try:
+        retry_held(crm=crm, source=source, state=state)
+    except SQLAlchemyError as error:
+        log.error("cannot retry held-back events: %s", describe_error(error, crm_url))
     while not stop.is_set():
         if pending_erasures:
             try:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.database import describe_error, session_scope
 from bot.erasure_requests import SETTLE, carry_out, requested_in
-from bot.ingest import BrokerEvent, IngestState, ingest_events
+from bot.ingest import BrokerEvent, IngestState, database_failed, event_kind, ingest_events
 from bot.rasa_events import RasaEventStore
 from bot.redaction import redact_url
 
@@ -35,8 +35,31 @@ def parse_message(body: bytes) -> BrokerEvent | None:
 
 
 def _ingest(crm: Engine, events: list[BrokerEvent], state: IngestState) -> int:
-    with session_scope(crm) as session:
-        return ingest_events(session=session, events=events, state=state)
+    """Write the batch in one transaction; if an event spoils it, each event in its own. An event that
+    still fails is logged (its type and the error's class, nothing of the patron) and acknowledged with
+    the rest, so it cannot hold up the queue; Rasa's tracker store keeps the event itself. A database
+    failure is raised, and the batch goes back to the queue."""
+    try:
+        with session_scope(crm) as session:
+            return ingest_events(session=session, events=events, state=state)
+    except Exception as error:
+        if database_failed(error):
+            raise
+    written = 0
+    for event in events:
+        try:
+            with session_scope(crm) as session:
+                written += ingest_events(session=session, events=[event], state=state)
+        except Exception as error:
+            if database_failed(error):
+                raise
+            log.error(
+                "a %s event from RabbitMQ could not be ingested (%s); acknowledged, Rasa's tracker store "
+                "keeps it",
+                event_kind(event),
+                type(error).__name__,
+            )
+    return written
 
 
 def _erase(crm: Engine, crm_url: str, rasa_stores: Sequence[RasaEventStore]) -> bool:
@@ -56,7 +79,9 @@ async def consume(
     rasa_stores: Sequence[RasaEventStore] = (),
 ) -> None:
     """Consume until `stop` is set. A batch is acknowledged only after its CRM transaction commits,
-    so a crash redelivers it, and the event digests make the redelivery write nothing twice."""
+    so a crash redelivers it, and the event digests make the redelivery write nothing twice. Only a
+    database failure sends a batch back to the queue; an event that cannot be written is logged and
+    acknowledged (see `_ingest`)."""
     connection = await aio_pika.connect_robust(amqp_url)
     log.info("ingesting Rasa events from %s queue %s", redact_url(amqp_url), queue)
     async with connection:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     delete,
     func,
     inspect,
@@ -116,12 +117,16 @@ class RasaEventStore:
             )
         return int(result.rowcount or 0)
 
-    def purge_through(self, last_id: int) -> int:
-        """Delete rows up to and including id `last_id` (the broker's rows the ingester has copied)."""
+    def purge_through(self, last_id: int, *, keep: Collection[int] = ()) -> int:
+        """Delete rows up to and including id `last_id` (the broker's rows the ingester has copied),
+        except those in `keep` (rows the ingester could not write and holds back)."""
         if not self._table_exists():
             return 0
+        condition = EVENTS.c.id <= last_id
+        if keep:
+            condition = and_(condition, EVENTS.c.id.not_in(sorted(keep)))
         with self.engine.begin() as connection:
-            return self._delete(connection, EVENTS.c.id <= last_id)
+            return self._delete(connection, condition)
 
     def dispose(self) -> None:
         if self._engine is not None:

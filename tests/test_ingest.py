@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from bot.database import make_engine, session_scope
-from bot.ingest import BrokerEvent, IngestState, SqlEventSource, ingest_events, ingest_once
-from bot.models import ChannelIdentity, Patron
+from bot.ingest import BrokerEvent, IngestState, SqlEventSource, held_back, ingest_events, ingest_once
+from bot.models import ChannelIdentity, IngestCursor, Patron
 from tests.factories import action_event, bot_event, broker_table, interactions, publish, user_event
 
 
@@ -236,3 +242,183 @@ def test_the_ingester_keeps_running_and_picks_up_new_events(
         stop.set()
         worker.join(timeout=20)
     assert not worker.is_alive()
+
+
+def test_a_language_typed_as_an_intent_is_checked_and_the_next_patron_still_lands(
+    crm: Engine, tmp_path: Path
+) -> None:
+    """Rasa turns `/greet{"language":"…"}` into an intent with that entity, unchecked."""
+    broker_url = f"sqlite:///{tmp_path / 'events.db'}"
+    broker = make_engine(broker_url)
+    typed = '/greet{"language":"english-please"}'
+    events = [
+        user_event("rest:mallory", typed, language="english-please"),
+        user_event("rest:nina", "图书馆几点开门？", language="zh"),
+    ]
+    publish(broker, broker_table(broker), events)
+    source = SqlEventSource(broker_url)
+    assert ingest_once(crm=crm, source=source, state=IngestState()) == 2
+    assert [(r.text, r.language) for r in interactions(crm)] == [(typed, "en"), ("图书馆几点开门？", "zh")]
+    with Session(crm, future=True) as session:
+        assert sorted(session.execute(select(Patron.language)).scalars()) == ["en", "zh"]
+        assert held_back(session=session, source=source) == []
+
+
+def test_over_long_fields_are_cut_to_their_columns(crm: Engine) -> None:
+    from bot.models import Conversation, Interaction
+
+    def length(model: Any, column: str) -> int:
+        return int(model.__table__.c[column].type.length)
+
+    sender = "x" * 300  # no CHANNEL: prefix, so the channel is the event's input channel
+    events = [
+        user_event(sender, "hi", intent="i" * 300, channel="c" * 100),
+        action_event(sender, "a" * 300),
+        bot_event(sender, "Hello!"),
+    ]
+    with session_scope(crm) as session:
+        assert ingest_events(session=session, events=events, state=IngestState()) == 2
+    rows = interactions(crm)
+    assert [r.text for r in rows] == ["hi", "Hello!"]
+    assert [r.intent for r in rows] == ["i" * length(Interaction, "intent"), None]
+    assert {r.channel for r in rows} == {"c" * length(Interaction, "channel")}
+    assert rows[1].produced_by == "a" * length(Interaction, "produced_by")
+    with Session(crm, future=True) as session:
+        identity = session.execute(select(ChannelIdentity)).scalar_one()
+        assert identity.external_id == sender[: length(ChannelIdentity, "external_id")]
+        conversation = session.execute(select(Conversation)).scalar_one()
+        assert conversation.rasa_sender_id == sender[: length(Conversation, "rasa_sender_id")]
+
+
+def test_malformed_events_get_defaults_not_errors(crm: Engine, tmp_path: Path) -> None:
+    broker_url = f"sqlite:///{tmp_path / 'events.db'}"
+    broker = make_engine(broker_url)
+    odd = [
+        {"event": "user", "text": 12345, "timestamp": 1e20, "parse_data": [], "input_channel": ["x"]},
+        {
+            "event": "user",
+            "text": "hello",
+            "timestamp": "yesterday",
+            "parse_data": {
+                "intent": "greet",
+                "entities": [None, "language", {"entity": "language", "value": []}],
+            },
+        },
+        {
+            "event": "user",
+            "text": "again",
+            "timestamp": float("nan"),
+            "parse_data": {
+                "intent": {"name": {"x": 1}, "confidence": "high"},
+                "entities": {"language": "zh"},
+            },
+        },
+        {"event": "bot", "text": "ok", "timestamp": -1e300, "metadata": ["utter_x"]},
+        {"event": "session_started", "timestamp": True},
+    ]
+    table = broker_table(broker)
+    publish(broker, table, [], raw=["[1, 2]", '"a string"', "42", "null"])
+    publish(
+        broker, table, [BrokerEvent(sender_id="rest:odd", data={"sender_id": "rest:odd", **e}) for e in odd]
+    )
+    source = SqlEventSource(broker_url)
+    assert ingest_once(crm=crm, source=source, state=IngestState()) == 9
+    rows = interactions(crm)
+    assert [(r.text, r.direction, r.language, r.confidence) for r in rows] == [
+        ("12345", "in", None, None),
+        ("hello", "in", "en", None),
+        ("again", "in", "en", None),
+        ("ok", "out", "en", None),
+    ]
+    assert all(r.occurred_at.tzinfo is not None for r in rows)
+    with Session(crm, future=True) as session:
+        assert held_back(session=session, source=source) == []
+
+
+def _poison(monkeypatch: Any, failure: Exception) -> None:
+    """Make the insert of any row whose text is "my card is 1234" fail with `failure`."""
+    import bot.ingest
+
+    original = bot.ingest._insert_new
+
+    def poisoned(*, session: Session, rows: list[dict[str, Any]]) -> int:
+        if any(row["text"] == "my card is 1234" for row in rows):
+            raise failure
+        return original(session=session, rows=rows)
+
+    monkeypatch.setattr(bot.ingest, "_insert_new", poisoned)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [ValueError("a bug"), IntegrityError("INSERT ...", {}, Exception("refused"))],
+    ids=["python-error", "database-refuses-the-row"],
+)
+def test_a_poisoned_event_is_held_back_and_the_rest_flow(
+    crm: Engine,
+    crm_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    failure: Exception,
+) -> None:
+    import bot.ingest
+    from bot.ingest import purge_ingested, run_ingester
+
+    original = bot.ingest._insert_new
+    _poison(monkeypatch, failure)
+    broker_url = f"sqlite:///{tmp_path / 'events.db'}"
+    broker = make_engine(broker_url)
+    secret = "my card is 1234"
+    events = [user_event("rest:p1", "hi"), user_event("rest:p2", secret), user_event("rest:p3", "later")]
+    publish(broker, broker_table(broker), events)
+    source = SqlEventSource(broker_url)
+    caplog.set_level(logging.ERROR, logger="bot.ingest")
+    assert ingest_once(crm=crm, source=source, state=IngestState()) == 3
+    assert ingest_once(crm=crm, source=source, state=IngestState()) == 0  # the cursor moved past it
+    assert [r.text for r in interactions(crm)] == ["hi", "later"]
+    # Recorded: a marker with the broker row's id, and a log line naming no patron and no text.
+    with Session(crm, future=True) as session:
+        assert [m.position for m in held_back(session=session, source=source)] == [2]
+    assert f"event 2 (user) in {source.name} could not be ingested ({type(failure).__name__})" in caplog.text
+    assert secret not in caplog.text
+    assert "p2" not in caplog.text
+    # Kept: retention leaves the held-back row in the broker.
+    purge_ingested(crm=crm, source=source)
+    remaining = {row_id: json.loads(data).get("text") for row_id, _, data in broker_rows(broker)}
+    assert remaining[2] == secret
+    assert "hi" not in remaining.values()
+    # With the fault gone, the next start of the ingester writes it and lets retention remove it.
+    monkeypatch.setattr(bot.ingest, "_insert_new", original)
+    stop = threading.Event()
+    stop.set()
+    run_ingester(crm=crm, crm_url=crm_url, source=source, stop=stop)
+    assert [r.text for r in interactions(crm)] == ["hi", "later", secret]
+    with Session(crm, future=True) as session:
+        assert held_back(session=session, source=source) == []
+    purge_ingested(crm=crm, source=source)
+    assert all(json.loads(data).get("text") is None for _, _, data in broker_rows(broker))
+
+
+def test_a_database_failure_holds_nothing_back_and_the_batch_is_retried(
+    crm: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison(monkeypatch, OperationalError("INSERT ...", {}, Exception("disk I/O error")))
+    broker_url = f"sqlite:///{tmp_path / 'events.db'}"
+    broker = make_engine(broker_url)
+    events = [user_event("rest:q1", "hi"), user_event("rest:q2", "my card is 1234")]
+    publish(broker, broker_table(broker), events)
+    source = SqlEventSource(broker_url)
+    with pytest.raises(OperationalError):
+        ingest_once(crm=crm, source=source, state=IngestState())
+    assert interactions(crm) == []
+    with Session(crm, future=True) as session:
+        assert session.get(IngestCursor, source.name) is None  # the cursor did not move
+        assert held_back(session=session, source=source) == []
+
+
+def broker_rows(engine: Engine) -> list[tuple[int, str, str]]:
+    from bot.rasa_events import EVENTS
+
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(select(EVENTS).order_by(EVENTS.c.id))]  # type: ignore[misc]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
@@ -120,3 +122,49 @@ def test_an_erasure_asked_for_over_rabbitmq_also_reaches_a_late_tracker_write(
         asyncio.run(_queue_depth(queue))
     assert interactions(crm) == []
     assert tracker.events_for({sender}) == []
+
+
+@pytest.mark.skipif(not AMQP_URL, reason="PATRONBOT_TEST_AMQP_URL is not set (CI sets it)")
+def test_a_bad_event_from_rabbitmq_is_logged_and_acknowledged_and_the_rest_land(
+    crm: Engine, crm_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import bot.ingest
+
+    secret = "my card is 1234"
+    original = bot.ingest._insert_new
+
+    def poisoned(*, session: Any, rows: list[dict[str, Any]]) -> int:
+        if any(row["text"] == secret for row in rows):
+            raise ValueError("a bug")
+        return original(session=session, rows=rows)
+
+    monkeypatch.setattr(bot.ingest, "_insert_new", poisoned)
+    caplog.set_level(logging.ERROR, logger="bot.ingest_amqp")
+    queue = f"patronbot_test_{uuid.uuid4().hex[:8]}"
+    typed = '/greet{"language":"english-please"}'
+    events = [
+        user_event("rest:mallory", typed, language="english-please"),
+        user_event("rest:pat", secret),
+        user_event("rest:nina", "你好", language="zh"),
+    ]
+    asyncio.run(_publish(queue, [json.dumps(e.data).encode() for e in events]))
+    stop = threading.Event()
+    consumer = threading.Thread(
+        target=lambda: asyncio.run(
+            consume(crm=crm, crm_url=crm_url, amqp_url=AMQP_URL, queue=queue, stop=stop, flush_seconds=0.05)
+        )
+    )
+    consumer.start()
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and len(interactions(crm)) < 2:
+            time.sleep(0.1)
+        time.sleep(0.5)  # give a redelivery the chance to show
+    finally:
+        stop.set()
+        consumer.join(timeout=30)
+    assert [(r.text, r.language) for r in interactions(crm)] == [(typed, "en"), ("你好", "zh")]
+    assert asyncio.run(_queue_depth(queue)) == 0  # acknowledged, not requeued
+    assert "a user event from RabbitMQ could not be ingested (ValueError)" in caplog.text
+    assert secret not in caplog.text
+    assert "rest:pat" not in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from bot.rasa_events import rasa_event_stores
 from bot.settings import Settings
 from rasa_server.speedups import STOCK_VALIDATE_ACTION_RESULT
 from rasa_server.speedups import install as install_rasa_speedups
-from rasa_server.stores import PatronEventBroker, PatronTrackerStore
+from rasa_server.stores import PUBLISH_LOCK, PatronEventBroker, PatronTrackerStore
 
 DOMAIN = Domain.from_dict(
     {
@@ -215,3 +216,64 @@ def test_a_patron_erased_during_a_turn_is_not_written_back(rasa_store_urls: tupl
     assert "my card number is 1234" not in json.dumps(streamed, ensure_ascii=False)
     messages = [e.get("text") for e in streamed if e.get("event") in ("user", "bot")]
     assert messages == ["几点开门", "8:00-22:00"]
+
+
+def test_publishers_on_postgresql_commit_in_the_order_of_their_ids(rasa_store_urls: tuple[str, str]) -> None:
+    """Two Rasa instances publish at once. The first has its rows' ids but has not committed; the second
+    must not commit rows with higher ids meanwhile, or the ingester (`id > cursor`) would pass the first's."""
+    _, broker_url = rasa_store_urls
+    if not broker_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time; the lock is PostgreSQL's")
+    first, second = stores(rasa_store_urls)[1], stores(rasa_store_urls)[1]
+    reader = make_engine(broker_url)
+    seen_before_first_commit: list[tuple[Any, ...]] = []
+
+    def meanwhile(*_: Any) -> None:
+        """After the first publisher's INSERT, before its COMMIT: the second one publishes."""
+        other = threading.Thread(
+            target=second.publish_many, args=([{"sender_id": "rest:b", "event": "user"}],)
+        )
+        other.start()
+        other.join(timeout=1.0)  # finishes only if it did not wait for the first
+        with reader.connect() as connection:
+            seen_before_first_commit.extend(connection.execute(text("SELECT id, sender_id FROM events")))
+        threads.append(other)
+
+    threads: list[threading.Thread] = []
+    event.listen(first.sessionmaker, "after_flush", meanwhile, once=True)
+    try:
+        first.publish_many(
+            [{"sender_id": "rest:a", "event": "user"}, {"sender_id": "rest:a", "event": "bot"}]
+        )
+        for thread in threads:
+            thread.join(timeout=10)
+        assert seen_before_first_commit == []
+        assert [sender for _, sender in rows(broker_url, "events", "id, sender_id")] == [
+            "rest:a",
+            "rest:a",
+            "rest:b",
+        ]
+    finally:
+        reader.dispose()
+        first.engine.dispose()
+        second.engine.dispose()
+
+
+def test_publish_many_takes_the_advisory_lock_on_postgresql(rasa_store_urls: tuple[str, str]) -> None:
+    _, broker_url = rasa_store_urls
+    if not broker_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time; the lock is PostgreSQL's")
+    broker = stores(rasa_store_urls)[1]
+    held: list[int] = []
+
+    def look(session: Any, *_: Any) -> None:
+        query = text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+            "AND granted AND ((classid::bigint << 32) | objid::bigint) = :key"
+        )
+        held.append(int(session.execute(query, {"key": PUBLISH_LOCK}).scalar_one()))
+
+    event.listen(broker.sessionmaker, "after_flush", look, once=True)
+    broker.publish_many([{"sender_id": SENDER, "event": "user"}])
+    broker.engine.dispose()
+    assert held == [1]
