@@ -113,7 +113,7 @@ class ValidateFeedbackForm(FormValidationAction):  # type: ignore[misc]
         if not _given_now(tracker, "comment", value):
             return {"comment": None}
         text = str(value or "").strip()
-        if not text or is_skip(text) or text.startswith("/"):
+        if not text or is_skip(text) or is_cancel(text) or text.startswith("/"):
             return {"comment": SKIPPED}
         corrected = rating_correction(text)
         if corrected is not None:
@@ -128,7 +128,7 @@ class ValidateFeedbackForm(FormValidationAction):  # type: ignore[misc]
         if not _given_now(tracker, "nps", value):
             return {"nps": None}
         text = str(value or "")
-        if is_skip(text):
+        if is_skip(text) or is_cancel(text):
             return {"nps": SKIPPED}
         score = parse_nps(text)
         if score is None:
