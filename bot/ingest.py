@@ -25,6 +25,7 @@ from bot.erasure_requests import carry_out, note_requests, requested_in
 from bot.language import LANGUAGES, detect_language
 from bot.models import ChannelIdentity, Conversation, IngestCursor, Interaction, Patron
 from bot.patrons import PatronKey, patron_key, touch_patrons
+from bot.privacy import erased_at
 from bot.rasa_events import EVENTS, RasaEventStore
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,14 @@ def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: Ing
     or out of range is left out or given a default, and a string is cut to its column's length.
     """
     events = [event for event in events if isinstance(event.data, dict)]
+    erased = erased_at(session=session, senders={event.sender_id for event in events})
+    if erased:
+        # Late events of an erased patron (from before the erasure) are not written as a new patron.
+        events = [
+            event
+            for event in events
+            if event.sender_id not in erased or _timestamp(event.data) > erased[event.sender_id]
+        ]
     written = _ingest_messages(session=session, events=events, state=state)
     erasures = requested_in(events)
     if erasures:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +16,7 @@ from bot.audit import log_access
 from bot.models import (
     Base,
     Conversation,
+    ErasedSender,
     Interaction,
     InteractionStat,
     OutboxMessage,
@@ -75,6 +78,30 @@ def rasa_sender_ids(*, session: Session, patron: Patron) -> set[str]:
         ).scalars()
     )
     return senders
+
+
+def sender_digest(sender_id: str) -> str:
+    """How `erased_sender` names a Rasa conversation id: its SHA-256, not the id itself."""
+    return hashlib.sha256(sender_id.encode("utf-8")).hexdigest()
+
+
+def _mark_erased(*, session: Session, senders: Iterable[str], at: dt.datetime) -> None:
+    for sender in senders:
+        digest = sender_digest(sender)
+        row = session.get(ErasedSender, digest)
+        if row is None:
+            session.add(ErasedSender(sender_digest=digest, erased_at=at))
+        elif row.erased_at is None or row.erased_at < at:
+            row.erased_at = at
+
+
+def erased_at(*, session: Session, senders: Iterable[str]) -> dict[str, dt.datetime]:
+    """When the patron of each of these Rasa conversations was last erased (for those that were)."""
+    digests = {sender_digest(sender): sender for sender in senders}
+    if not digests:
+        return {}
+    query = select(ErasedSender).where(ErasedSender.sender_digest.in_(sorted(digests)))
+    return {digests[row.sender_digest]: row.erased_at for row in session.execute(query).scalars()}
 
 
 def export_patron(
@@ -140,6 +167,9 @@ def erase_patron(
     patron_id = patron.id
     senders = rasa_sender_ids(session=session, patron=patron)
     rasa_deleted = {store.name: store.delete_for(senders) for store in rasa_stores}
+    # Events of these conversations from before now that reach the ingester later (a RabbitMQ queue
+    # cannot be searched and deleted from) are dropped rather than written as a new patron.
+    _mark_erased(session=session, senders=senders, at=utcnow())
     counted = _count_interactions(session=session, patron_id=patron_id)
     deleted: dict[str, int] = {}
     anonymised: dict[str, int] = {}
@@ -240,6 +270,12 @@ def purge_expired(
     outbox: Any = session.execute(
         delete(OutboxMessage)
         .where(OutboxMessage.created_at < cutoff)
+        .execution_options(synchronize_session=False)
+    )
+    # No event older than the cutoff is left to arrive late.
+    session.execute(
+        delete(ErasedSender)
+        .where(ErasedSender.erased_at < cutoff)
         .execution_options(synchronize_session=False)
     )
     purged = {store.name: store.purge_before(cutoff.timestamp()) for store in rasa_stores}

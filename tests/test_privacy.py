@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from bot.models import (
     Base,
     Campaign,
     Delivery,
+    ErasedSender,
     Escalation,
     Feedback,
     Interaction,
@@ -272,10 +274,10 @@ def test_an_erased_patrons_id_is_never_given_to_anyone_else(crm: Engine) -> None
         old_id = find_patron_ids(session=session, keys=[zed])[zed]
     with session_scope(crm) as session:
         erase_patron(session=session, patron_ref="rest:zed", actor="t", reason="r", rasa_stores=[])
-    with session_scope(crm) as session:
+    with session_scope(crm) as session:  # zed writes again after the erasure
         ingest_events(
             session=session,
-            events=[user_event("rest:zed", "still there?", timestamp=T0 + 99)],
+            events=[user_event("rest:zed", "still there?", timestamp=time.time() + 1)],
             state=IngestState(),
         )
     with Session(crm, future=True) as session:
@@ -287,6 +289,47 @@ def test_an_erased_patrons_id_is_never_given_to_anyone_else(crm: Engine) -> None
             ).scalar_one()
             == 1
         )
+
+
+def test_late_events_of_an_erased_patron_do_not_bring_them_back(crm: Engine) -> None:
+    """Events published before the erasure but ingested after it (a RabbitMQ queue cannot be searched
+    and deleted from) are dropped; what the patron writes afterwards starts a new record."""
+    with session_scope(crm) as session:
+        ingest_events(
+            session=session,
+            events=[user_event("rest:yan", "my card number is 42", timestamp=T0)],
+            state=IngestState(),
+        )
+    with session_scope(crm) as session:
+        erase_patron(session=session, patron_ref="rest:yan", actor="t", reason="r", rasa_stores=[])
+    late = [
+        user_event("rest:yan", "and my phone is 555", timestamp=T0 + 5),
+        bot_event("rest:yan", "noted", timestamp=T0 + 6),
+    ]
+    with session_scope(crm) as session:
+        assert ingest_events(session=session, events=late, state=IngestState()) == 0
+    with Session(crm, future=True) as session:
+        assert find_patron_ids(session=session, keys=[PatronKey("rest", "yan")]) == {}
+        assert session.execute(select(func.count()).select_from(Interaction)).scalar_one() == 0
+        [marker] = session.execute(select(ErasedSender)).scalars()
+        assert "yan" not in marker.sender_digest  # a digest, not the id
+    with session_scope(crm) as session:
+        written = ingest_events(
+            session=session,
+            events=[user_event("rest:yan", "hello again", timestamp=time.time() + 1)],
+            state=IngestState(),
+        )
+    assert written == 1
+    # Retention forgets the marker once no event that old can be left.
+    with session_scope(crm) as session:
+        purge_expired(
+            session=session,
+            retention_days=1,
+            rasa_stores=[],
+            now=dt.datetime.now(dt.UTC) + dt.timedelta(days=2),
+        )
+    with Session(crm, future=True) as session:
+        assert session.execute(select(func.count()).select_from(ErasedSender)).scalar_one() == 0
 
 
 @pytest.mark.parametrize("ref", ["999999", "rest:ghost", "not a ref"])

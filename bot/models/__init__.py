@@ -4,6 +4,7 @@ from bot.models.base import Base, BigId, UTCDateTime, utcnow
 from bot.models.conversation import (
     CONVERSATION_STATUSES,
     Conversation,
+    ErasedSender,
     IngestCursor,
     Interaction,
     InteractionStat,
@@ -26,6 +27,7 @@ __all__ = [
     "Consent",
     "Conversation",
     "Delivery",
+    "ErasedSender",
     "Escalation",
     "Feedback",
     "IngestCursor",

@@ -90,3 +90,14 @@ class IngestCursor(Base):
     source = Column(String(200), primary_key=True)
     position = Column(BigInteger, nullable=False, default=0)
     updated_at = Column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+
+class ErasedSender(Base):
+    """A Rasa conversation id whose patron was erased, as a digest, and when: events of it from before
+    then that reach the ingester late (still in a RabbitMQ queue, or in a batch it holds) are dropped,
+    not written as a new patron. Kept as long as the retention period, after which no such event is left."""
+
+    __tablename__ = "erased_sender"
+
+    sender_digest = Column(String(64), primary_key=True)  # sha256 of the Rasa sender id, hex
+    erased_at = Column(UTCDateTime, nullable=False, default=utcnow, index=True)
