@@ -355,13 +355,22 @@ def _ingest_batch(
         if database_failed(error):
             raise
     for row_id, event in batch:
-        try:
-            with session.begin_nested():
-                ingest_events(session=session, events=[event], state=state)
-        except Exception as error:
-            if database_failed(error):
-                raise
-            _hold(session=session, source=source, row_id=row_id, event=event, error=error)
+        _ingest_or_hold(session=session, source=source, row_id=row_id, event=event, state=state)
+
+
+def _ingest_or_hold(
+    *, session: Session, source: SqlEventSource, row_id: int, event: BrokerEvent, state: IngestState
+) -> bool:
+    """One event in its own SAVEPOINT; held back (False) if it fails for its own sake."""
+    try:
+        with session.begin_nested():
+            ingest_events(session=session, events=[event], state=state)
+    except Exception as error:
+        if database_failed(error):
+            raise
+        _hold(session=session, source=source, row_id=row_id, event=event, error=error)
+        return False
+    return True
 
 
 def ingest_once(*, crm: Engine, source: SqlEventSource, state: IngestState, limit: int = 1000) -> int:
@@ -395,15 +404,10 @@ def retry_held(*, crm: Engine, source: SqlEventSource, state: IngestState) -> in
         for marker in markers:
             row_id = int(marker.position or 0)
             event = events.get(row_id)
-            if event is not None:
-                try:
-                    with session.begin_nested():
-                        ingest_events(session=session, events=[event], state=state)
-                except Exception as error:
-                    if database_failed(error):
-                        raise
-                    _hold(session=session, source=source, row_id=row_id, event=event, error=error)
-                    continue
+            if event is not None and not _ingest_or_hold(
+                session=session, source=source, row_id=row_id, event=event, state=state
+            ):
+                continue
             session.delete(marker)
             settled += 1
         return settled

@@ -53,13 +53,8 @@ async def _queue_depth(queue: str) -> int:
         return int(count or 0)
 
 
-@pytest.mark.skipif(not AMQP_URL, reason="PATRONBOT_TEST_AMQP_URL is not set (CI sets it)")
-def test_events_from_rabbitmq_land_once_and_are_acknowledged(crm: Engine, crm_url: str) -> None:
-    queue = f"patronbot_test_{uuid.uuid4().hex[:8]}"
-    events = [user_event("rest:amqp", "图书馆几点开门", language="zh"), bot_event("rest:amqp", "08:00–22:00")]
-    bodies = [json.dumps(e.data).encode() for e in events]
-    # Each event twice (a redelivery), plus a message that is not an event at all.
-    asyncio.run(_publish(queue, bodies + bodies + [b"not json"]))
+def _start_consumer(crm: Engine, crm_url: str, queue: str) -> tuple[threading.Event, threading.Thread]:
+    """The ingester consuming `queue` on a thread, and the event that stops it."""
     stop = threading.Event()
     consumer = threading.Thread(
         target=lambda: asyncio.run(
@@ -67,6 +62,17 @@ def test_events_from_rabbitmq_land_once_and_are_acknowledged(crm: Engine, crm_ur
         )
     )
     consumer.start()
+    return stop, consumer
+
+
+@pytest.mark.skipif(not AMQP_URL, reason="PATRONBOT_TEST_AMQP_URL is not set (CI sets it)")
+def test_events_from_rabbitmq_land_once_and_are_acknowledged(crm: Engine, crm_url: str) -> None:
+    queue = f"patronbot_test_{uuid.uuid4().hex[:8]}"
+    events = [user_event("rest:amqp", "图书馆几点开门", language="zh"), bot_event("rest:amqp", "08:00–22:00")]
+    bodies = [json.dumps(e.data).encode() for e in events]
+    # Each event twice (a redelivery), plus a message that is not an event at all.
+    asyncio.run(_publish(queue, bodies + bodies + [b"not json"]))
+    stop, consumer = _start_consumer(crm, crm_url, queue)
     deadline = time.monotonic() + 30
     try:
         while time.monotonic() < deadline and len(interactions(crm)) < 2:
@@ -148,13 +154,7 @@ def test_a_bad_event_from_rabbitmq_is_logged_and_acknowledged_and_the_rest_land(
         user_event("rest:nina", "你好", language="zh"),
     ]
     asyncio.run(_publish(queue, [json.dumps(e.data).encode() for e in events]))
-    stop = threading.Event()
-    consumer = threading.Thread(
-        target=lambda: asyncio.run(
-            consume(crm=crm, crm_url=crm_url, amqp_url=AMQP_URL, queue=queue, stop=stop, flush_seconds=0.05)
-        )
-    )
-    consumer.start()
+    stop, consumer = _start_consumer(crm, crm_url, queue)
     deadline = time.monotonic() + 30
     try:
         while time.monotonic() < deadline and len(interactions(crm)) < 2:

@@ -346,15 +346,20 @@ OUT_OF_SCOPE_EXAMPLES = [
 ]
 
 
-def test_trained_scope_rule_refuses_what_is_like_out_of_scope_examples(tmp_path: Path) -> None:
+def _trained_with_out_of_scope(tmp_path: Path, config: dict[str, Any]) -> tuple[ModelStorage, Resource]:
     storage = LocalModelStorage.create(tmp_path)
-    resource = Resource("with_scope")
+    resource = Resource("with_out_of_scope")
     data = TrainingData(
         _training_data().training_examples
         + [Message.build(text=text, intent="out_of_scope") for text in OUT_OF_SCOPE_EXAMPLES]
     )
-    config = {"scope_weight": 2.0, "scope_threshold": 0.2}
     E5IntentClassifier.create(config, storage, resource, _context()).train(data)
+    return storage, resource
+
+
+def test_trained_scope_rule_refuses_what_is_like_out_of_scope_examples(tmp_path: Path) -> None:
+    config = {"scope_weight": 2.0, "scope_threshold": 0.2}
+    storage, resource = _trained_with_out_of_scope(tmp_path, config)
     with storage.read_from(resource) as directory:
         model = load_model(Path(directory))
     assert model.scope == ScopeRule(2.0, 0.2)
@@ -374,13 +379,7 @@ def test_trained_scope_rule_refuses_what_is_like_out_of_scope_examples(tmp_path:
 
 
 def test_scope_rule_is_off_unless_asked_for(tmp_path: Path) -> None:
-    storage = LocalModelStorage.create(tmp_path)
-    resource = Resource("without_scope")
-    data = TrainingData(
-        _training_data().training_examples
-        + [Message.build(text=text, intent="out_of_scope") for text in OUT_OF_SCOPE_EXAMPLES]
-    )
-    E5IntentClassifier.create({}, storage, resource, _context()).train(data)
+    storage, resource = _trained_with_out_of_scope(tmp_path, {})
     with storage.read_from(resource) as directory:
         assert load_model(Path(directory)).scope is None
     (message,) = _parse(_load(storage, resource), "续借")
