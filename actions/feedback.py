@@ -8,6 +8,7 @@ from typing import Any
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.forms import REQUESTED_SLOT
 from rasa_sdk.types import DomainDict
 from sqlalchemy.orm import Session
 
@@ -93,6 +94,21 @@ class ValidateFeedbackForm(FormValidationAction):  # type: ignore[misc]
         if facts is not None and facts.feedback_nps:
             return list(domain_slots)
         return [slot for slot in domain_slots if slot != "nps"]
+
+    async def next_requested_slot(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any] | None:
+        """As rasa-sdk asks the next missing slot (required_slots is overridden here), except when the
+        patron left before rating: validate_csat ended the form, and asking for the rating again would
+        undo that."""
+        if (
+            tracker.slots.get("csat") is None
+            and tracker.slots.get(REQUESTED_SLOT) is None
+            and is_cancel(_text(tracker))
+        ):
+            return None
+        event: dict[str, Any] | None = await super().next_requested_slot(dispatcher, tracker, domain)
+        return event
 
     def validate_csat(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict

@@ -175,6 +175,35 @@ def test_the_rating_question_can_be_left(typed: str) -> None:
     assert validate("csat", typed) == ({"csat": None, "requested_slot": None}, [])
 
 
+FEEDBACK_DOMAIN = {"forms": {"feedback_form": {"required_slots": ["csat", "comment", "nps"]}}}
+
+
+def run_feedback_form(typed: str, requested: str) -> list[dict[str, Any]]:
+    """The whole validation action, as Rasa calls it while the form asks for `requested`."""
+    tracker = make_tracker(
+        typed,
+        intent="cancel",
+        slots={"requested_slot": requested, requested: typed},
+        events=[{"event": "user", "text": typed}, {"event": "slot", "name": requested, "value": typed}],
+    )
+    tracker.active_loop = {"name": "feedback_form"}
+    events: list[dict[str, Any]] = asyncio.run(
+        ValidateFeedbackForm().run(CollectingDispatcher(), tracker, FEEDBACK_DOMAIN)
+    )
+    return events
+
+
+def test_never_mind_at_the_rating_question_ends_the_form() -> None:
+    # rasa-sdk asks the next missing slot after validation; the last requested_slot event decides.
+    events = run_feedback_form("never mind", "csat")
+    assert [e["value"] for e in events if e.get("name") == "requested_slot"][-1] is None
+    assert slot_values(events)["csat"] is None
+    # A real rating goes on to the comment.
+    events = run_feedback_form("4", "csat")
+    assert slot_values(events)["csat"] == "4"
+    assert [e["value"] for e in events if e.get("name") == "requested_slot"][-1] == "comment"
+
+
 @pytest.mark.parametrize(("slot", "left"), [("csat", "1"), ("comment", "rude staff"), ("nps", "3")])
 def test_a_value_left_from_an_abandoned_form_is_asked_again(slot: str, left: str) -> None:
     """Slots outlive a form left by "stop": starting it again must not record the old answer."""
