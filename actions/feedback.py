@@ -233,8 +233,10 @@ class ValidateReportForm(FormValidationAction):  # type: ignore[misc]
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
         text = str(value or "").strip()
-        if is_cancel(text) or text.startswith("/"):
+        if is_cancel(text):
             return {"report_details": None, **LEAVE_FORM}
+        if text.startswith("/"):  # a button tapped meanwhile says nothing about the complaint: ask again
+            return {"report_details": None}
         return {"report_details": text[:MAX_TEXT]}
 
 

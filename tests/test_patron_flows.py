@@ -231,6 +231,10 @@ def test_a_complaint_form_can_be_left_and_records_nothing(crm_for_actions: Engin
     assert left == {"report_details": None, "requested_slot": None}
     kept = form.validate_report_details(" the lift is broken ", CollectingDispatcher(), make_tracker("x"), {})
     assert kept == {"report_details": "the lift is broken"}
+    tap = '/give_feedback{"helpful": "yes"}'
+    assert form.validate_report_details(tap, CollectingDispatcher(), make_tracker(tap), {}) == {
+        "report_details": None
+    }
     _, messages = run(
         ActionSubmitReport(),
         make_tracker("算了", intent="complaint", slots={"report_kind": "complaint", "report_details": None}),
