@@ -26,6 +26,7 @@ from bot.feedback import (
     parse_nps,
     rating_correction,
     record_feedback,
+    record_helpful,
     record_report,
     report_kind,
 )
@@ -68,7 +69,7 @@ class ActionRecordHelpful(Action):  # type: ignore[misc]
 
         def record(session: Session) -> int:
             patron_id = patron_id_for(session, tracker)
-            return record_feedback(session=session, patron_id=patron_id, helpful=helpful, topic=topic).id
+            return record_helpful(session=session, patron_id=patron_id, helpful=helpful, topic=topic).id
 
         if with_crm(record, doing="record a did-this-help answer") is None:
             dispatcher.utter_message(response="utter_action_unavailable")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.models import Feedback, Suggestion
+from bot.models import Feedback, Suggestion, utcnow
 
 # CSAT at or below this opens an escalation: a librarian follows the patron up.
 LOW_CSAT = 2
@@ -160,6 +162,42 @@ def record_feedback(
     session.add(row)
     session.flush()
     return row
+
+
+# Taps on "did this help?" about one topic within this long count as one answer (the last one).
+HELPFUL_WINDOW = dt.timedelta(minutes=10)
+
+
+def record_helpful(
+    *,
+    session: Session,
+    patron_id: int | None,
+    helpful: bool,
+    topic: str | None,
+    now: dt.datetime | None = None,
+) -> Feedback:
+    """A "did this help?" tap. A second tap on the same topic soon after (a double tap, or 👍 changed to
+    👎) changes the answer already recorded instead of counting the patron twice."""
+    now = now or utcnow()
+    earlier: Feedback | None = None
+    if patron_id is not None:
+        earlier = session.execute(
+            select(Feedback)
+            .where(
+                Feedback.patron_id == patron_id,
+                Feedback.helpful.is_not(None),
+                Feedback.csat.is_(None),
+                Feedback.topic.is_(None) if topic is None else Feedback.topic == topic,
+                Feedback.created_at >= now - HELPFUL_WINDOW,
+            )
+            .order_by(Feedback.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+    if earlier is None:
+        return record_feedback(session=session, patron_id=patron_id, helpful=helpful, topic=topic)
+    earlier.helpful = helpful
+    session.flush()
+    return earlier
 
 
 def record_report(

@@ -102,6 +102,27 @@ def test_did_this_help_is_recorded_with_the_answer_topic(crm_for_actions: Engine
     assert feedback[1].topic is None
 
 
+def test_a_second_tap_on_the_same_answer_changes_it_instead_of_counting_twice(
+    crm_for_actions: Engine,
+) -> None:
+    from bot.database import session_scope
+    from bot.feedback import HELPFUL_WINDOW, record_helpful
+
+    for tapped_value in ("yes:renew-online", "yes:renew-online", "no:renew-online"):
+        run(ActionRecordHelpful(), make_tracker("/give_feedback", entities={"helpful": tapped_value}))
+    run(ActionRecordHelpful(), make_tracker("/give_feedback", entities={"helpful": "yes:wifi"}))
+    assert [(f.topic, f.helpful) for f in rows(crm_for_actions, Feedback)] == [
+        ("renewal", False),
+        ("tech_services", True),
+    ]
+    # Much later, the same answer found helpful again is a new answer.
+    [first, _] = rows(crm_for_actions, Feedback)
+    later = first.created_at + HELPFUL_WINDOW + dt.timedelta(minutes=1)
+    with session_scope(crm_for_actions) as session:
+        record_helpful(session=session, patron_id=first.patron_id, helpful=True, topic="renewal", now=later)
+    assert len(rows(crm_for_actions, Feedback)) == 3
+
+
 def test_a_tap_on_an_earlier_answer_is_recorded_against_that_answer(crm_for_actions: Engine) -> None:
     from actions.buttons import helpful_buttons
 
