@@ -21,7 +21,6 @@ from bot.feedback import (
     LOW_CSAT,
     has_details,
     is_cancel,
-    is_skip,
     parse_csat,
     parse_nps,
     rating_correction,
@@ -130,7 +129,7 @@ class ValidateFeedbackForm(FormValidationAction):  # type: ignore[misc]
         if not _given_now(tracker, "comment", value):
             return {"comment": None}
         text = str(value or "").strip()
-        if not text or is_skip(text) or is_cancel(text) or text.startswith("/"):
+        if not text or is_cancel(text) or text.startswith("/"):  # is_cancel: skip words too
             return {"comment": SKIPPED}
         corrected = rating_correction(text)
         if corrected is not None:
@@ -145,7 +144,7 @@ class ValidateFeedbackForm(FormValidationAction):  # type: ignore[misc]
         if not _given_now(tracker, "nps", value):
             return {"nps": None}
         text = str(value or "")
-        if is_skip(text) or is_cancel(text):
+        if is_cancel(text):  # skip words too
             return {"nps": SKIPPED}
         score = parse_nps(text)
         if score is None:

@@ -229,16 +229,10 @@ class ScopeRule:
         inside = probabilities.copy()
         inside[:, outside] = -1.0
         best = inside.argmax(axis=1)
-        chosen: list[int] = []
-        confidence: list[float] = []
-        for row, score, i in zip(probabilities, scores, best, strict=True):
-            if score >= self.threshold:
-                chosen.append(outside)
-                confidence.append(float(min(1.0, score)))
-            else:
-                chosen.append(int(i))
-                confidence.append(float(row[i]))
-        return chosen, confidence
+        refused = scores >= self.threshold
+        chosen = np.where(refused, outside, best)
+        confidence = np.where(refused, np.minimum(1.0, scores), probabilities[np.arange(len(best)), best])
+        return [int(i) for i in chosen], [float(c) for c in confidence]
 
 
 @dataclass
@@ -304,26 +298,20 @@ class IntentModel:
             probabilities = blend(probabilities, nearest, self.neighbour_weight)
         return probabilities
 
-    def scope_scores(self, probabilities: Matrix, vectors: Vector) -> Matrix | None:
-        """Each text's out-of-scope score under the scope rule (None without a rule or examples)."""
-        if self.scope is None or OUT_OF_SCOPE not in self.classes:
-            return None
-        if self.neighbours is None:
-            raise ValueError("the scope rule needs the training examples' vectors (neighbour_weight > 0)")
-        closest = self.neighbours.closest(vectors, len(self.classes))
-        return self.scope.scores(probabilities, closest, self.classes.index(OUT_OF_SCOPE))
-
     def decide(self, texts: Sequence[str], vectors: Vector) -> Decisions:
         """Each text's intent, the confidence reported with it, the probabilities, and the
         out-of-scope scores (when the model has a scope rule)."""
         probabilities = self.probabilities(texts, vectors)
-        scores = self.scope_scores(probabilities, vectors)
-        if scores is None or self.scope is None:
+        outside = self.classes.index(OUT_OF_SCOPE) if OUT_OF_SCOPE in self.classes else None
+        if self.scope is None or outside is None:
             chosen = [int(i) for i in probabilities.argmax(axis=1)]
             confidence = [float(row[i]) for row, i in zip(probabilities, chosen, strict=True)]
-        else:
-            chosen, confidence = self.scope.decide(probabilities, scores, self.classes.index(OUT_OF_SCOPE))
-        outside = self.classes.index(OUT_OF_SCOPE) if OUT_OF_SCOPE in self.classes else None
+            return Decisions(chosen, confidence, probabilities, None, outside)
+        if self.neighbours is None:
+            raise ValueError("the scope rule needs the training examples' vectors (neighbour_weight > 0)")
+        closest = self.neighbours.closest(vectors, len(self.classes))
+        scores = self.scope.scores(probabilities, closest, outside)
+        chosen, confidence = self.scope.decide(probabilities, scores, outside)
         return Decisions(chosen, confidence, probabilities, scores, outside)
 
 
