@@ -30,6 +30,7 @@ from bot.feedback import (
     report_kind,
 )
 from bot.knowledge import KnowledgeError
+from bot.language import is_question
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,25 @@ def _given_now(tracker: Tracker, slot: str, value: Any) -> bool:
 
 # Ends a form at once, whatever is still unanswered (Rasa ends a loop whose requested slot is None).
 LEAVE_FORM = {"requested_slot": None}
+# Intents that act wherever they are said: never taken as the answer to a form's question.
+COMMANDS = frozenset({"unsubscribe", "human_handoff", "privacy_what_we_know", "privacy_delete"})
+
+
+def told_not_asked(tracker: Tracker, domain: DomainDict, slot: str) -> dict[str, Any]:
+    """The latest message as the value of the free-text ``slot`` the form asked for, when its intent
+    is a library service that the slot's mapping leaves to the interruption rules, but the patron
+    told rather than asked: "renewal online never works" is the complaint itself (the classifier
+    says renewal), while "how do I renew?" is answered before the form asks again."""
+    if tracker.get_slot(REQUESTED_SLOT) != slot:
+        return {}
+    latest = tracker.latest_message or {}
+    intent = (latest.get("intent") or {}).get("name")
+    text = str(latest.get("text") or "").strip()
+    mappings = (domain.get("slots", {}).get(slot) or {}).get("mappings") or []
+    left_out = {name for mapping in mappings for name in mapping.get("not_intent") or []}
+    if intent not in left_out - COMMANDS or text.startswith("/") or is_cancel(text) or is_question(text):
+        return {}
+    return {slot: text}
 
 
 class ActionRecordHelpful(Action):  # type: ignore[misc]
@@ -122,6 +142,11 @@ class ValidateFeedbackForm(FormValidationAction):  # type: ignore[misc]
             dispatcher.utter_message(response="utter_invalid_csat")
             return {"csat": None}
         return {"csat": str(rating)}
+
+    def extract_comment(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        return told_not_asked(tracker, domain, "comment")
 
     def validate_comment(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
@@ -224,10 +249,16 @@ def _topic_of(text: str, language: str) -> str | None:
 
 
 class ValidateReportForm(FormValidationAction):  # type: ignore[misc]
-    """What a complaint or suggestion is about; "never mind" or "算了" leaves the form."""
+    """What a complaint or suggestion is about, even when it names a service ("the renewal page never
+    loads"); "never mind" or "算了" leaves the form."""
 
     def name(self) -> str:
         return "validate_report_form"
+
+    def extract_report_details(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        return told_not_asked(tracker, domain, "report_details")
 
     def validate_report_details(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict

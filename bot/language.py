@@ -40,3 +40,44 @@ def detect_language(text: str) -> Language | None:
     if han == 0 and latin_words == 0:
         return "zh" if _CJK_PUNCTUATION.search(text) else None
     return "zh" if han >= latin_words else "en"
+
+
+# How a message that asks is written: a question mark; English that opens with a question word or an
+# inverted verb ("how do I ...", "can I ..."); Chinese that opens with 怎么 / 哪 / 能不能 ..., asks with
+# 请问 / 如何 / 几点 / 是否 ... anywhere, or ends with 吗 / 呢. "Why", "为什么" and a rhetorical 怎么
+# ("怎么又坏了") are left out: "why is the wifi always down" is a complaint, not a question to answer.
+_QUESTION_MARK = re.compile(r"[?？]")
+_ENGLISH_QUESTION = re.compile(
+    r"^(?:please\s+)?(?:how|what|when|where|which|who|whom|whose|can|could|do|does|did|is|are|am|was|"
+    r"were|will|would|should|shall|may|might|have|has|any)\b"
+)
+_CHINESE_QUESTION_START = re.compile(
+    r"^(?:想问|我想问|问一下|怎么(?!又|老|总|还|这么|那么|回事)|怎样|哪|能不能|可不可以|有没有)"
+)
+# Anywhere in the message; not 怎么 or 有没有 in the middle, as often rhetorical ("打印机怎么又坏了").
+_CHINESE_QUESTION_WORDS = re.compile(
+    r"请问|如何|怎样|哪里|哪儿|几点|什么时候|多少钱|能不能|可不可以|是否"
+    r"|怎么(?=办|用|借|还书|续|预约|申请|登|连|打印|找|查|弄|去|走|交|付|缴|开)"
+)
+_CHINESE_QUESTION_END = re.compile(r"(?:吗|嘛|呢|么|没有)[。.!！~～]*$")
+
+
+def is_question(text: str) -> bool:
+    """Whether a message asks rather than tells: "how do I renew", "续借怎么办理" ask; "renewal online
+    never works", "续借系统老是出错" tell. A form that asked the patron what happened takes what they
+    tell as the answer, and answers what they ask before asking again. A keyword query ("wifi
+    password", "续借", "wifi密码": two words or four characters at most) asks too."""
+    cleaned = " ".join(text.strip().lower().split())
+    if not cleaned:
+        return False
+    if len(_HAN.findall(cleaned)) <= 4 and len(_LATIN_WORD.findall(cleaned)) <= 2:
+        return True
+    if _QUESTION_MARK.search(cleaned):
+        return True
+    if _HAN.search(cleaned):
+        return bool(
+            _CHINESE_QUESTION_START.match(cleaned)
+            or _CHINESE_QUESTION_WORDS.search(cleaned)
+            or _CHINESE_QUESTION_END.search(cleaned)
+        )
+    return bool(_ENGLISH_QUESTION.match(cleaned))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.language import detect_language
+from bot.language import detect_language, is_question
 
 
 @pytest.mark.parametrize(
@@ -30,3 +30,21 @@ from bot.language import detect_language
 )
 def test_detect_language(text: str, expected: str | None) -> None:
     assert detect_language(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["how do I renew?", "how do I renew", "Is the library open on Sunday", "wifi password", "续借",
+     "怎么续借", "续借怎么办理", "图书馆几点开门", "可以续借吗", "请问打印在哪里", "能不能多开几个座位"],
+)  # fmt: skip
+def test_a_question_asks(text: str) -> None:
+    assert is_question(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["the online renewal never works for me", "why is the wifi always down", "The printer ate my money",
+     "续借系统老是出错", "为什么续借总失败", "打印机怎么又坏了", "书怎么还没到", "阅览室太吵了", ""],
+)  # fmt: skip
+def test_a_statement_tells(text: str) -> None:
+    assert not is_question(text)

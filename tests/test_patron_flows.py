@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy import func, select
@@ -263,6 +264,58 @@ def test_a_complaint_form_can_be_left_and_records_nothing(crm_for_actions: Engin
     assert messages[0]["response"] == "utter_report_cancelled"
     assert rows(crm_for_actions, Suggestion) == []
     assert rows(crm_for_actions, Escalation) == []
+
+
+def domain_file() -> dict[str, Any]:
+    """domain.yml as Rasa hands it to the action server (the slots' mappings with their not_intent)."""
+    from bot.settings import PROJECT_ROOT
+
+    domain: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "domain.yml").read_text(encoding="utf-8"))
+    return domain
+
+
+def run_form(form: Any, typed: str, *, intent: str, requested: str) -> list[dict[str, Any]]:
+    """A whole validation action while the form asks for `requested`, and the patron's message was
+    classified as `intent` (a service intent: the slot's from_text mapping took nothing from it)."""
+    tracker = make_tracker(
+        typed, intent=intent, slots={"requested_slot": requested}, events=[{"event": "user", "text": typed}]
+    )
+    tracker.active_loop = {"name": form.form_name()}
+    events: list[dict[str, Any]] = asyncio.run(form.run(CollectingDispatcher(), tracker, domain_file()))
+    return events
+
+
+@pytest.mark.parametrize(
+    ("typed", "intent"),
+    [("the online renewal never works for me", "renewal"), ("网上续借总是失败", "renewal"),
+     ("the wifi on level 3 keeps dropping", "tech_services")],
+)  # fmt: skip
+def test_a_complaint_that_names_a_service_is_the_complaint(typed: str, intent: str) -> None:
+    events = run_form(ValidateReportForm(), typed, intent=intent, requested="report_details")
+    assert slot_values(events)["report_details"] == typed
+
+
+@pytest.mark.parametrize(
+    ("typed", "intent"),
+    [("how do I renew?", "renewal"), ("续借", "renewal"), ("图书馆几点开门", "ask_hours"),
+     ("stop sending me messages", "unsubscribe"), ("I want to talk to a librarian", "human_handoff"),
+     ('/renewal', "renewal")],
+)  # fmt: skip
+def test_a_question_or_a_command_in_the_complaint_form_is_not_the_complaint(typed: str, intent: str) -> None:
+    # Nothing fills the slot: Rasa rejects the form's turn and the rules answer it (or act on it).
+    events = run_form(ValidateReportForm(), typed, intent=intent, requested="report_details")
+    assert "report_details" not in slot_values(events)
+
+
+def test_a_feedback_comment_that_names_a_service_is_the_comment() -> None:
+    typed = "the renewal page keeps logging me out"
+    events = run_form(ValidateFeedbackForm(), typed, intent="renewal", requested="comment")
+    assert slot_values(events)["comment"] == typed
+    asked = run_form(ValidateFeedbackForm(), "how do I renew?", intent="renewal", requested="comment")
+    assert "comment" not in slot_values(asked)
+    # The rating question is not free text: a service named there is not taken as anything.
+    rating = run_form(ValidateFeedbackForm(), typed, intent="renewal", requested="csat")
+    assert "comment" not in slot_values(rating)
 
 
 def test_nps_is_asked_only_where_the_library_turns_it_on(

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from bot.database import make_engine
 from bot.escalations import CLOSING_MESSAGE
-from bot.models import ChannelIdentity, Escalation, Feedback, Patron
+from bot.models import ChannelIdentity, Escalation, Feedback, Patron, Suggestion
 from bot.rasa_events import RasaEventStore
 from bot.settings import PROJECT_ROOT, Settings
 from tests.e2e.conftest import PATRONBOT, RunningBot
@@ -116,6 +116,36 @@ def test_a_low_rating_with_a_comment_lands_in_the_crm_and_escalates(running_bot:
     assert (feedback.csat, feedback.comment) == (2, "the queue at the service desk was very long")
     escalations = query(running_bot, select(Escalation).where(Escalation.rasa_sender_id == f"rest:{patron}"))
     assert [e.reason for e in escalations] == ["low_rating"]
+
+
+def complaint_variation(name: str) -> str:
+    """A response's English variation for a complaint (conditioned on the language alone)."""
+    domain = yaml.safe_load((PROJECT_ROOT / "domain.yml").read_text(encoding="utf-8"))
+    [text] = [
+        str(v["text"])
+        for v in domain["responses"][name]
+        if v.get("condition") == [{"type": "slot", "name": "language", "value": "en"}]
+    ]
+    return text
+
+
+def test_a_complaint_naming_a_service_is_recorded_after_a_question(running_bot: RunningBot) -> None:
+    patron = sender()
+    ask_details = complaint_variation("utter_ask_report_details")
+    assert running_bot.say(patron, "I want to make a complaint") == [ask_details]
+    # A question in the middle is answered, and the form asks again.
+    answered = running_bot.say(patron, "how do I renew?")
+    assert len(answered) >= 2, answered
+    assert answered[-1] == ask_details
+    # What went wrong names the renewal service (the classifier says renewal): it is the complaint.
+    recorded = running_bot.say(patron, "the online renewal never works for me")
+    assert recorded[0].startswith(complaint_variation("utter_report_recorded").split("{number}")[0]), recorded
+    identity = select(ChannelIdentity.patron_id).where(ChannelIdentity.external_id == patron)
+    [patron_id] = eventually(lambda: query(running_bot, identity))
+    [report] = query(running_bot, select(Suggestion).where(Suggestion.patron_id == patron_id))
+    assert (report.kind, report.text) == ("complaint", "the online renewal never works for me")
+    escalations = query(running_bot, select(Escalation).where(Escalation.rasa_sender_id == f"rest:{patron}"))
+    assert [e.reason for e in escalations] == ["complaint"]
 
 
 def test_a_feedback_form_left_half_way_starts_afresh_and_can_be_left_again(running_bot: RunningBot) -> None:
