@@ -7,15 +7,16 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.database import describe_error, session_scope
-from bot.erasure_requests import SETTLE, carry_out, requested_in
+from bot.erasure_requests import SETTLE, ErasureRound, carry_out, requested_in
 from bot.ingest import BrokerEvent, IngestState, database_failed, event_kind, ingest_events
 from bot.rasa_events import RasaEventStore
 from bot.redaction import redact_url
@@ -34,37 +35,125 @@ def parse_message(body: bytes) -> BrokerEvent | None:
     return BrokerEvent(sender_id=str(data.get("sender_id") or ""), data=data)
 
 
-def _ingest(crm: Engine, events: list[BrokerEvent], state: IngestState) -> int:
-    """Write the batch in one transaction; if an event spoils it, each event in its own. An event that
-    still fails is logged (its type and the error's class, nothing of the patron) and acknowledged with
-    the rest, so it cannot hold up the queue; Rasa's tracker store keeps the event itself. A database
-    failure is raised, and the batch goes back to the queue."""
+# An event that cannot be written waits in this queue beside the broker's (`<queue>.held`), retried
+# at every start, after every erasure and every RETRY_HELD_SECONDS: a bug fixed later still brings it
+# to the CRM, and a patron erased meanwhile (also by staff, from another process) has it dropped.
+HELD_SUFFIX = ".held"
+RETRY_HELD_SECONDS = 600.0
+
+
+def held_queue(queue: str) -> str:
+    return f"{queue}{HELD_SUFFIX}"
+
+
+def _ingest(crm: Engine, events: list[BrokerEvent], state: IngestState) -> list[int]:
+    """Write the batch in one transaction; if an event spoils it, each event in its own. Returns the
+    positions of the events that still fail (logged by their type and the error's class, nothing of
+    the patron): the caller holds them back, so they cannot hold up the queue. A database failure is
+    raised, and the batch goes back to the queue."""
     try:
         with session_scope(crm) as session:
-            return ingest_events(session=session, events=events, state=state)
+            ingest_events(session=session, events=events, state=state)
+        return []
     except Exception as error:
         if database_failed(error):
             raise
-    written = 0
-    for event in events:
+    failed = []
+    for position, event in enumerate(events):
         try:
             with session_scope(crm) as session:
-                written += ingest_events(session=session, events=[event], state=state)
+                ingest_events(session=session, events=[event], state=state)
         except Exception as error:
             if database_failed(error):
                 raise
             log.error(
-                "a %s event from RabbitMQ could not be ingested (%s); acknowledged, Rasa's tracker store "
-                "keeps it",
+                "a %s event from RabbitMQ could not be ingested (%s); held back in the queue's %s twin",
                 event_kind(event),
                 type(error).__name__,
+                HELD_SUFFIX,
             )
-    return written
+            failed.append(position)
+    return failed
 
 
-def _erase(crm: Engine, crm_url: str, rasa_stores: Sequence[RasaEventStore]) -> bool:
-    """Carry out the settled requests; whether any request still waits."""
-    return carry_out(crm=crm, crm_url=crm_url, rasa_stores=rasa_stores).waiting
+async def _hold(channel: AbstractChannel, queue: str, bodies: Sequence[bytes]) -> None:
+    """Publish the events that failed to the held queue, persistent and confirmed, before the batch
+    they came in is acknowledged."""
+    for body in bodies:
+        await channel.default_exchange.publish(
+            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key=held_queue(queue),
+        )
+
+
+async def retry_held(*, channel: AbstractChannel, crm: Engine, queue: str, state: IngestState) -> int:
+    """Ingest the held-back events again: each one written (or dropped, its patron erased since) is
+    acknowledged; one that still fails goes back to the held queue. Returns how many are left there."""
+    held = await channel.declare_queue(held_queue(queue), durable=True)
+    loop = asyncio.get_running_loop()
+    still: list[AbstractIncomingMessage] = []
+    for _ in range(int(held.declaration_result.message_count or 0)):
+        message = await held.get(no_ack=False, fail=False)
+        if message is None:
+            break
+        event = parse_message(message.body)
+        try:
+            failed = [] if event is None else await loop.run_in_executor(None, _ingest, crm, [event], state)
+        except SQLAlchemyError:
+            await message.nack(requeue=True)
+            for kept in still:
+                await kept.nack(requeue=True)
+            raise
+        if failed:
+            still.append(message)
+        else:
+            await message.ack()
+    for kept in still:
+        await kept.nack(requeue=True)
+    if still:
+        log.warning("%d held-back events from RabbitMQ still cannot be ingested", len(still))
+    return len(still)
+
+
+def _erase(crm: Engine, crm_url: str, rasa_stores: Sequence[RasaEventStore]) -> ErasureRound:
+    """Carry out the settled requests."""
+    return carry_out(crm=crm, crm_url=crm_url, rasa_stores=rasa_stores)
+
+
+@dataclass
+class Chores:
+    """What the consumer does between batches, when due: erasures asked for in the chat, and another
+    try at the held-back events. Both are due at start (a previous run may have left some)."""
+
+    crm: Engine
+    crm_url: str
+    queue: str
+    rasa_stores: Sequence[RasaEventStore]
+    erase_at: float | None
+    retry_at: float
+
+    def erasure_asked(self, at: float) -> None:
+        due = at + SETTLE.total_seconds()
+        self.erase_at = due if self.erase_at is None else min(self.erase_at, due)
+
+    async def run_due(self, channel: AbstractChannel, state: IngestState) -> None:
+        loop = asyncio.get_running_loop()
+        if self.erase_at is not None and loop.time() >= self.erase_at:
+            try:
+                erasure = await loop.run_in_executor(None, _erase, self.crm, self.crm_url, self.rasa_stores)
+            except SQLAlchemyError as error:
+                log.error("erasure failed, will retry: %s", describe_error(error, self.crm_url))
+                erasure = ErasureRound(erased=0, waiting=True)
+            self.erase_at = loop.time() + 1.0 if erasure.waiting else None
+            if erasure.erased:
+                self.retry_at = loop.time()  # the erased patrons' held events are dropped now
+        if loop.time() >= self.retry_at:
+            try:
+                await retry_held(channel=channel, crm=self.crm, queue=self.queue, state=state)
+                self.retry_at = loop.time() + RETRY_HELD_SECONDS
+            except SQLAlchemyError as error:
+                log.error("cannot retry held-back events: %s", describe_error(error, self.crm_url))
+                self.retry_at = loop.time() + 5.0
 
 
 async def consume(
@@ -81,7 +170,7 @@ async def consume(
     """Consume until `stop` is set. A batch is acknowledged only after its CRM transaction commits,
     so a crash redelivers it, and the event digests make the redelivery write nothing twice. Only a
     database failure sends a batch back to the queue; an event that cannot be written is logged and
-    acknowledged (see `_ingest`)."""
+    held back in `<queue>.held` (see `_ingest`) and retried (see HELD_SUFFIX)."""
     connection = await aio_pika.connect_robust(amqp_url)
     log.info("ingesting Rasa events from %s queue %s", redact_url(amqp_url), queue)
     async with connection:
@@ -98,23 +187,20 @@ async def consume(
         state = IngestState()
         loop = asyncio.get_running_loop()
         backoff = flush_seconds
-        erase_at: float | None = loop.time()  # requests a previous run noted but did not carry out
+        chores = Chores(crm, crm_url, queue, rasa_stores, erase_at=loop.time(), retry_at=loop.time())
         while not stop.is_set():
-            if erase_at is not None and loop.time() >= erase_at:
-                try:
-                    still_waiting = await loop.run_in_executor(None, _erase, crm, crm_url, rasa_stores)
-                except SQLAlchemyError as error:
-                    log.error("erasure failed, will retry: %s", describe_error(error, crm_url))
-                    still_waiting = True
-                erase_at = loop.time() + 1.0 if still_waiting else None
+            await chores.run_due(channel, state)
             if not pending:
                 await asyncio.sleep(flush_seconds)
                 continue
             batch = pending[:batch_size]
             del pending[: len(batch)]
-            events = [event for event in (parse_message(m.body) for m in batch) if event is not None]
+            parsed = [(m, parse_message(m.body)) for m in batch]
+            readable = [(m, event) for m, event in parsed if event is not None]
+            events = [event for _, event in readable]
             try:
-                await loop.run_in_executor(None, _ingest, crm, events, state)
+                failed = await loop.run_in_executor(None, _ingest, crm, events, state)
+                await _hold(channel, queue, [readable[i][0].body for i in failed])
             except SQLAlchemyError as error:
                 log.error("ingest failed, messages go back to the queue: %s", describe_error(error, crm_url))
                 await batch[-1].nack(multiple=True, requeue=True)
@@ -124,8 +210,7 @@ async def consume(
             backoff = flush_seconds
             await batch[-1].ack(multiple=True)
             if requested_in(events):
-                due = loop.time() + SETTLE.total_seconds()
-                erase_at = due if erase_at is None else min(erase_at, due)
+                chores.erasure_asked(loop.time())
         await amqp_queue.cancel(consumer_tag)
 
 

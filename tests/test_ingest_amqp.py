@@ -43,13 +43,15 @@ async def _publish(queue: str, bodies: list[bytes]) -> None:
             await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
 
 
-async def _queue_depth(queue: str) -> int:
+async def _queue_depth(queue: str, *, keep: bool = False) -> int:
+    """How many messages wait in `queue` (which is then deleted, unless `keep`)."""
     connection = await aio_pika.connect_robust(AMQP_URL)
     async with connection:
         channel = await connection.channel()
         declared = await channel.declare_queue(queue, durable=True)
         count = declared.declaration_result.message_count
-        await declared.delete(if_unused=False, if_empty=False)
+        if not keep:
+            await declared.delete(if_unused=False, if_empty=False)
         return int(count or 0)
 
 
@@ -130,8 +132,21 @@ def test_an_erasure_asked_for_over_rabbitmq_also_reaches_a_late_tracker_write(
     assert tracker.events_for({sender}) == []
 
 
+def _run_consumer_until(crm: Engine, crm_url: str, queue: str, done: Any) -> None:
+    """The ingester on `queue` until `done()` holds (30 s at most), and a little longer."""
+    stop, consumer = _start_consumer(crm, crm_url, queue)
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and not done():
+            time.sleep(0.1)
+        time.sleep(0.5)  # give a wrongly repeated write or a redelivery the chance to show
+    finally:
+        stop.set()
+        consumer.join(timeout=30)
+
+
 @pytest.mark.skipif(not AMQP_URL, reason="PATRONBOT_TEST_AMQP_URL is not set (CI sets it)")
-def test_a_bad_event_from_rabbitmq_is_logged_and_acknowledged_and_the_rest_land(
+def test_a_bad_event_from_rabbitmq_is_held_back_and_the_rest_land_then_it_lands_once_fixed(
     crm: Engine, crm_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import bot.ingest
@@ -154,17 +169,34 @@ def test_a_bad_event_from_rabbitmq_is_logged_and_acknowledged_and_the_rest_land(
         user_event("rest:nina", "你好", language="zh"),
     ]
     asyncio.run(_publish(queue, [json.dumps(e.data).encode() for e in events]))
-    stop, consumer = _start_consumer(crm, crm_url, queue)
-    deadline = time.monotonic() + 30
-    try:
-        while time.monotonic() < deadline and len(interactions(crm)) < 2:
-            time.sleep(0.1)
-        time.sleep(0.5)  # give a redelivery the chance to show
-    finally:
-        stop.set()
-        consumer.join(timeout=30)
+    _run_consumer_until(crm, crm_url, queue, lambda: len(interactions(crm)) >= 2)
     assert [(r.text, r.language) for r in interactions(crm)] == [(typed, "en"), ("你好", "zh")]
-    assert asyncio.run(_queue_depth(queue)) == 0  # acknowledged, not requeued
     assert "a user event from RabbitMQ could not be ingested (ValueError)" in caplog.text
     assert secret not in caplog.text
     assert "rest:pat" not in caplog.text
+    assert asyncio.run(_queue_depth(queue)) == 0  # acknowledged, not requeued
+    assert asyncio.run(_queue_depth(f"{queue}.held", keep=True)) == 1  # kept, not lost
+
+    # The bug is fixed: the next start ingests the held event, once, and empties the held queue.
+    monkeypatch.setattr(bot.ingest, "_insert_new", original)
+    _run_consumer_until(crm, crm_url, queue, lambda: len(interactions(crm)) >= 3)
+    assert sorted(r.text for r in interactions(crm)) == sorted([typed, "你好", secret])
+    assert asyncio.run(_queue_depth(f"{queue}.held")) == 0
+
+
+@pytest.mark.skipif(not AMQP_URL, reason="PATRONBOT_TEST_AMQP_URL is not set (CI sets it)")
+def test_a_held_event_of_an_erased_patron_is_dropped_not_written(crm: Engine, crm_url: str) -> None:
+    from bot.database import session_scope
+    from bot.models import utcnow
+    from bot.privacy import _mark_erased
+
+    queue = f"patronbot_test_{uuid.uuid4().hex[:8]}"
+    held = user_event("rest:gone", "my old message")
+    # Held back by an earlier run; the patron has been erased since.
+    asyncio.run(_publish(f"{queue}.held", [json.dumps(held.data).encode()]))
+    with session_scope(crm) as session:
+        _mark_erased(session=session, senders=["rest:gone"], at=utcnow())
+    asyncio.run(_publish(queue, [json.dumps(user_event("rest:here", "hello").data).encode()]))
+    _run_consumer_until(crm, crm_url, queue, lambda: len(interactions(crm)) >= 1)
+    assert [r.text for r in interactions(crm)] == ["hello"]
+    assert asyncio.run(_queue_depth(f"{queue}.held")) == 0
