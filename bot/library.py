@@ -77,6 +77,30 @@ class LibraryFacts:
     def today(self) -> dt.date:
         return dt.datetime.now(self.timezone).date()
 
+    def special_periods(self, *, start: dt.date, days: int) -> list[SpecialHours]:
+        """The periods of special hours that touch the `days` days from `start`, whole (an exam
+        period that began last week is listed from its first day), in date order. Consecutive days
+        with the same hours and note are one period."""
+        periods: list[SpecialHours] = []
+        for day in sorted(self.exceptions):
+            opening = self.exceptions[day]
+            previous = periods[-1] if periods else None
+            if previous and previous.last + dt.timedelta(days=1) == day and previous.opening == opening:
+                periods[-1] = SpecialHours(previous.first, day, opening)
+            else:
+                periods.append(SpecialHours(day, day, opening))
+        end = start + dt.timedelta(days=days)
+        return [period for period in periods if period.last >= start and period.first < end]
+
+
+@dataclass(frozen=True)
+class SpecialHours:
+    """Hours that differ from the week's, from `first` to `last` (one day or a period)."""
+
+    first: dt.date
+    last: dt.date
+    opening: Opening
+
 
 _cache: dict[Path, tuple[int, LibraryFacts]] = {}
 
@@ -134,21 +158,27 @@ def parse_facts(raw: Any, *, source: str = "facts") -> LibraryFacts:
         }
     exceptions: dict[dt.date, Opening] = {}
     staffed_exceptions: dict[dt.date, Opening] = {}
-    for index, entry in enumerate(raw.get("hours_exceptions") or []):
+    entries = raw.get("hours_exceptions") or []
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise FactsError(f"{source}: 'hours_exceptions' must be a list of mappings with date, hours and note")
+    spans = [(index, entry, *_period(entry, where=f"{source}: hours_exceptions[{index}]"))
+             for index, entry in enumerate(entries)]  # fmt: skip
+    # The longest periods first, so that a day inside one (a holiday in the exam period) has its own hours.
+    for index, entry, first, last in sorted(spans, key=lambda span: -(span[3] - span[2]).days):
         where = f"{source}: hours_exceptions[{index}]"
-        if not isinstance(entry, dict):
-            raise FactsError(f"{where} must be a mapping with date, hours and note")
-        try:
-            day = dt.date.fromisoformat(str(entry.get("date")))
-        except ValueError:
-            raise FactsError(f"{where}.date must be a date like 2026-10-01") from None
         note = bilingual(f"hours_exceptions[{index}].note", entry.get("note") or {"zh": "", "en": ""})
-        exceptions[day] = _opening(entry.get("hours"), where=f"{where}.hours", note=note)
+        opening = _opening(entry.get("hours"), where=f"{where}.hours", note=note)
         # Librarians are off when the library is closed, unless the entry says when they are on.
-        if "staffed" in entry:
-            staffed_exceptions[day] = _opening(entry["staffed"], where=f"{where}.staffed")
-        elif exceptions[day].closed:
-            staffed_exceptions[day] = exceptions[day]
+        staffed_opening = (
+            _opening(entry["staffed"], where=f"{where}.staffed")
+            if "staffed" in entry
+            else (opening if opening.closed else None)
+        )
+        for offset in range((last - first).days + 1):
+            day = first + dt.timedelta(days=offset)
+            exceptions[day] = opening
+            if staffed_opening is not None:
+                staffed_exceptions[day] = staffed_opening
     response = raw.get("staff_response_minutes", DEFAULT_STAFF_RESPONSE_MINUTES)
     if not isinstance(response, int) or isinstance(response, bool) or not 1 <= response <= 7 * 24 * 60:
         raise FactsError(
@@ -173,6 +203,27 @@ def parse_facts(raw: Any, *, source: str = "facts") -> LibraryFacts:
         staff_response=dt.timedelta(minutes=response),
         feedback_nps=feedback_nps,
     )
+
+
+# A period of special hours (an exam period, a vacation) spans at most this many days.
+MAX_PERIOD_DAYS = 366
+
+
+def _period(entry: dict[str, Any], *, where: str) -> tuple[dt.date, dt.date]:
+    """The first and last day of an exception: `date`, through `until` for a period."""
+    try:
+        first = dt.date.fromisoformat(str(entry.get("date")))
+    except ValueError:
+        raise FactsError(f"{where}.date must be a date like 2026-10-01") from None
+    if entry.get("until") is None:
+        return first, first
+    try:
+        last = dt.date.fromisoformat(str(entry["until"]))
+    except ValueError:
+        raise FactsError(f"{where}.until must be a date like 2027-01-17") from None
+    if not 0 <= (last - first).days < MAX_PERIOD_DAYS:
+        raise FactsError(f"{where}.until must be on or after date, and within {MAX_PERIOD_DAYS} days of it")
+    return first, last
 
 
 def _opening(value: Any, *, where: str, note: dict[str, str] | None = None) -> Opening:
@@ -211,6 +262,67 @@ def day_hours_reply(*, facts: LibraryFacts, day: dt.date, language: Language) ->
     return f"{name} is open {opening.span()} on {when}" + (f" ({note})." if note else ".")
 
 
+def _dates_text(first: dt.date, last: dt.date, *, language: Language, today: dt.date) -> str:
+    """A day or a span of days: "1 January", "4–17 January 2027", "2027年1月4日至17日"."""
+    year = first.year != today.year or last.year != today.year
+    if language == "zh":
+        start = (f"{first.year}年" if year else "") + f"{first.month}月{first.day}日"
+        if first == last:
+            return start
+        end = (
+            f"{last.day}日"
+            if (last.year, last.month) == (first.year, first.month)
+            else ((f"{last.year}年" if last.year != first.year else "") + f"{last.month}月{last.day}日")
+        )
+        return f"{start}至{end}"
+    suffix = f" {last.year}" if year else ""
+    if first == last:
+        return f"{first.day} {first:%B}{suffix}"
+    if (last.year, last.month) == (first.year, first.month):
+        return f"{first.day}–{last.day} {last:%B}{suffix}"
+    start = f"{first.day} {first:%B}" + (f" {first.year}" if first.year != last.year else "")
+    return f"{start} – {last.day} {last:%B}{suffix}"
+
+
+def special_hours_text(periods: list[SpecialHours], *, language: Language, today: dt.date) -> str:
+    """The periods as one list: "1 January: closed (New Year's Day); 4–17 January: 07:30–23:30 (…)"."""
+    parts = []
+    for period in periods:
+        when = _dates_text(period.first, period.last, language=language, today=today)
+        opening = period.opening
+        hours = opening.span() or ("闭馆" if language == "zh" else "closed")
+        note = opening.note.get(language, "")
+        if language == "zh":
+            parts.append(f"{when} {hours}" + (f"（{note}）" if note else ""))
+        else:
+            parts.append(f"{when}: {hours}" + (f" ({note})" if note else ""))
+    return "；".join(parts) if language == "zh" else "; ".join(parts)
+
+
+# Special hours announced this far ahead are listed when a patron asks about holidays or exams; the
+# week's hours mention those of the next UPCOMING_DAYS.
+SPECIAL_HORIZON_DAYS = 180
+UPCOMING_DAYS = 14
+
+
+def special_hours_reply(*, facts: LibraryFacts, language: Language, today: dt.date) -> str:
+    """The answer to "are you open during the exams / the holidays?": every period of special hours
+    announced for the coming months, or that none is and the week's hours apply."""
+    periods = facts.special_periods(start=today, days=SPECIAL_HORIZON_DAYS)
+    if periods:
+        listed = special_hours_text(periods, language=language, today=today)
+        if language == "zh":
+            return f"{facts.name['zh']}近期的特殊开放安排：{listed}。其余日子按常规时间开放。"
+        return f"{facts.name['en']} special hours coming up: {listed}. On other days the regular hours apply."
+    weekly = weekly_hours_reply(facts=facts, language=language, today=today)
+    if language == "zh":
+        return f"近期没有公布特殊开放安排（假期、考试周的安排会提前公布在 {facts.website}）。{weekly}"
+    return (
+        "No special hours are announced for the coming months (holiday and exam-period hours are posted"
+        f" on {facts.website} in advance). {weekly}"
+    )
+
+
 def weekly_hours_reply(*, facts: LibraryFacts, language: Language, today: dt.date) -> str:
     """The regular weekly hours, consecutive days with the same hours grouped, then today's."""
     groups: list[tuple[int, int, str]] = []
@@ -227,9 +339,24 @@ def weekly_hours_reply(*, facts: LibraryFacts, language: Language, today: dt.dat
         for first, last, span in groups
     ]
     today_line = day_hours_reply(facts=facts, day=today, language=language)
+    # Special hours starting in the next two weeks (today's are said by today's line).
+    soon = facts.special_periods(start=today + dt.timedelta(days=1), days=UPCOMING_DAYS)
+    coming = special_hours_text(soon, language=language, today=today) if soon else ""
     if language == "zh":
-        return f"{facts.name['zh']}的开放时间：" + "；".join(parts) + "。今天：" + today_line
-    return f"{facts.name['en']} opening hours: " + "; ".join(parts) + ". Today: " + today_line
+        return (
+            f"{facts.name['zh']}的开放时间："
+            + "；".join(parts)
+            + "。今天："
+            + today_line
+            + (f"近期特殊安排：{coming}。" if coming else "")
+        )
+    return (
+        f"{facts.name['en']} opening hours: "
+        + "; ".join(parts)
+        + ". Today: "
+        + today_line
+        + (f" Coming up: {coming}." if coming else "")
+    )
 
 
 _DAY_WORDS: tuple[tuple[re.Pattern[str], int], ...] = tuple(
@@ -253,8 +380,59 @@ _RELATIVE = (
 )
 
 
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTH = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
+_ISO_DATE = re.compile(r"\b(20\d{2})-(\d{1,2})-(\d{1,2})\b")
+_CHINESE_DATE = re.compile(r"(?:(20\d{2})\s*年\s*)?(\d{1,2})\s*月\s*(\d{1,2})\s*[日号]")
+_DAY_MONTH = re.compile(
+    rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}(?:\s+(20\d{{2}}))?", re.IGNORECASE
+)
+_MONTH_DAY = re.compile(rf"\b{_MONTH}\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s+(20\d{{2}}))?", re.IGNORECASE)
+# A date named without its year is the next one: this year's, unless it was more than a month ago.
+_PAST_GRACE = dt.timedelta(days=31)
+# Questions about special hours rather than the usual week.
+_SPECIAL = re.compile(
+    r"\b(exams?|finals?|exam period|revision|holidays?|vacation|break|festival|christmas|new year|"
+    r"special hours|reading week)\b|考试|考试周|期末|期中|假期|节假日|放假|寒假|暑假|国庆|春节|元旦|"
+    r"中秋|端午|清明|劳动节|五一|十一(?![点时月号日])|特殊",
+    re.IGNORECASE,
+)
+
+
+def _date(year: int | None, month: int, day: int, *, today: dt.date) -> dt.date | None:
+    try:
+        found = dt.date(year or today.year, month, day)
+    except ValueError:
+        return None
+    if year is None and found < today - _PAST_GRACE:
+        found = found.replace(year=today.year + 1) if not (month == 2 and day == 29) else found
+    return found
+
+
+def find_date(text: str, *, today: dt.date) -> dt.date | None:
+    """A calendar date in the question ("2026-10-01", "10月1日", "1 October", "Oct 1"), or None."""
+    if match := _ISO_DATE.search(text):
+        return _date(int(match[1]), int(match[2]), int(match[3]), today=today)
+    if match := _CHINESE_DATE.search(text):
+        return _date(int(match[1]) if match[1] else None, int(match[2]), int(match[3]), today=today)
+    if match := _DAY_MONTH.search(text):
+        month = _MONTHS.index(match[2].lower()[:3]) + 1
+        return _date(int(match[3]) if match[3] else None, month, int(match[1]), today=today)
+    if match := _MONTH_DAY.search(text):
+        month = _MONTHS.index(match[1].lower()[:3]) + 1
+        return _date(int(match[3]) if match[3] else None, month, int(match[2]), today=today)
+    return None
+
+
+def asks_special_hours(text: str) -> bool:
+    """Whether an hours question is about holidays, exams or other special hours."""
+    return bool(_SPECIAL.search(text))
+
+
 def find_day(text: str, *, today: dt.date) -> dt.date | None:
-    """The date a patron's question is about ("on Saturday", "明天"), or None if it names none."""
+    """The date a patron's question is about ("on Saturday", "明天", "10月1日"), or None if it names none."""
+    if (date := find_date(text, today=today)) is not None:
+        return date
     for pattern, offset in _RELATIVE:
         if pattern.search(text):
             return today + dt.timedelta(days=offset)
@@ -265,9 +443,12 @@ def find_day(text: str, *, today: dt.date) -> dt.date | None:
 
 
 def hours_reply(*, facts: LibraryFacts, text: str, language: Language, today: dt.date | None = None) -> str:
-    """The answer to an opening-hours question: the day it asks about, or the whole week."""
+    """The answer to an opening-hours question: the day it asks about; the special hours coming up,
+    for a question about holidays or exams; or the whole week."""
     today = today or facts.today()
     day = find_day(text, today=today)
+    if day is None and asks_special_hours(text):
+        return special_hours_reply(facts=facts, language=language, today=today)
     if day is None:
         return weekly_hours_reply(facts=facts, language=language, today=today)
     return day_hours_reply(facts=facts, day=day, language=language)

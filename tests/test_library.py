@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -85,6 +86,97 @@ def test_exception_day_overrides_the_weekday() -> None:
     reply = hours_reply(facts=facts, text="周六开吗", language="zh", today=WEDNESDAY)
     assert "闭馆" in reply
     assert "盘点闭馆" in reply
+
+
+EXAMS = {"date": "2026-12-28", "until": "2027-01-10", "hours": "07:30-23:30",
+         "note": {"zh": "期末考试周延长开放", "en": "longer hours for exams"}}  # fmt: skip
+NEW_YEAR = {"date": "2027-01-01", "hours": "closed", "note": {"zh": "元旦闭馆", "en": "New Year's Day"}}
+
+
+def facts_with(*exceptions: dict) -> Any:
+    data = raw_facts()
+    data["hours_exceptions"] = list(exceptions)
+    return parse_facts(data)
+
+
+def test_a_period_of_special_hours_covers_every_day_from_date_until() -> None:
+    facts = facts_with(EXAMS)
+    assert facts.opening_on(dt.date(2026, 12, 28)).span() == "07:30–23:30"
+    assert facts.opening_on(dt.date(2027, 1, 10)).span() == "07:30–23:30"
+    assert facts.opening_on(dt.date(2027, 1, 11)).span() == "08:00–22:00"  # a Monday again
+    assert facts.opening_on(dt.date(2026, 12, 27)).span() == "09:00–21:00"  # a Sunday before it
+
+
+@pytest.mark.parametrize(
+    ("until", "message"),
+    [("2026-12-01", "on or after date"), ("2028-06-01", "within 366 days"), ("soon", "a date like")],
+)
+def test_a_bad_period_names_its_key(until: str, message: str) -> None:
+    with pytest.raises(FactsError, match=rf"hours_exceptions\[0\]\.until .*{message}"):
+        facts_with(EXAMS | {"until": until})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("are you open on 2027-01-01?", dt.date(2027, 1, 1)),
+        ("1月1日开馆吗", dt.date(2027, 1, 1)),  # no year, already past this year: next year's
+        ("2026年12月31号开门吗", dt.date(2026, 12, 31)),
+        ("open on 1 January?", dt.date(2027, 1, 1)),
+        ("hours on the 3rd of January", dt.date(2027, 1, 3)),
+        ("is the library open Dec 24", dt.date(2026, 12, 24)),
+        ("open on November 20?", dt.date(2026, 11, 20)),  # last week: still this year's
+        ("2月30日开吗", None),
+        ("may I come in on saturday", dt.date(2026, 11, 28)),
+    ],
+)
+def test_find_day_reads_calendar_dates(text: str, expected: dt.date | None) -> None:
+    assert find_day(text, today=WEDNESDAY) == expected
+
+
+def test_a_question_about_exams_or_holidays_lists_the_special_hours_coming_up() -> None:
+    christmas = {"date": "2026-12-24", "hours": "closed", "note": {"zh": "圣诞节", "en": "Christmas Eve"}}
+    facts = facts_with(EXAMS, christmas)
+    english = hours_reply(facts=facts, text="when are you open during exams?", language="en", today=WEDNESDAY)
+    assert english.endswith(
+        "special hours coming up: 24 December: closed (Christmas Eve); 28 December 2026 – 10 January"
+        " 2027: 07:30–23:30 (longer hours for exams). On other days the regular hours apply."
+    )
+    chinese = hours_reply(facts=facts, text="寒假和考试周怎么开放", language="zh", today=WEDNESDAY)
+    assert "2026年12月28日至2027年1月10日 07:30–23:30（期末考试周延长开放）" in chinese
+    # In the middle of the period it is still listed whole.
+    during = hours_reply(facts=facts, text="exam hours", language="en", today=dt.date(2027, 1, 5))
+    assert "28 December 2026 – 10 January 2027" in during
+    assert "Christmas" not in during  # over by then
+
+
+def test_a_holiday_inside_a_period_keeps_its_own_hours_whatever_the_order() -> None:
+    for facts in (facts_with(NEW_YEAR, EXAMS), facts_with(EXAMS, NEW_YEAR)):
+        assert facts.opening_on(dt.date(2027, 1, 1)).closed
+        assert facts.opening_on(dt.date(2027, 1, 2)).span() == "07:30–23:30"
+        reply = hours_reply(facts=facts, text="exam period hours", language="en", today=WEDNESDAY)
+        assert "28–31 December: 07:30–23:30" in reply
+        assert "1 January 2027: closed (New Year's Day); 2–10 January 2027: 07:30–23:30" in reply
+
+
+def test_no_special_hours_announced_says_so_and_gives_the_week() -> None:
+    facts = facts_with()
+    reply = hours_reply(facts=facts, text="holiday opening hours", language="en", today=WEDNESDAY)
+    assert reply.startswith("No special hours are announced")
+    assert "Monday–Friday 08:00–22:00" in reply
+    chinese = hours_reply(facts=facts, text="晚上十一点还开吗", language="zh", today=WEDNESDAY)
+    assert chinese.startswith(f"{facts.name['zh']}的开放时间")  # 十一点 is eleven o'clock, not 十一
+
+
+def test_the_week_mentions_special_hours_in_the_next_two_weeks_only() -> None:
+    later_holiday = {"date": "2027-01-20", "hours": "closed", "note": {"zh": "闭馆", "en": "closed"}}
+    facts = facts_with(EXAMS, later_holiday)
+    soon = hours_reply(facts=facts, text="opening hours", language="en", today=dt.date(2026, 12, 20))
+    coming = "Coming up: 28 December 2026 – 10 January 2027: 07:30–23:30 (longer hours for exams)."
+    assert soon.endswith(coming)
+    assert "20 January" not in soon  # more than two weeks ahead
+    later = hours_reply(facts=facts, text="opening hours", language="en", today=WEDNESDAY)
+    assert "Coming up" not in later
 
 
 def test_edits_to_the_facts_file_apply_without_restart(tmp_path: Path) -> None:
