@@ -118,20 +118,21 @@ def test_a_low_rating_with_a_comment_lands_in_the_crm_and_escalates(running_bot:
     assert [e.reason for e in escalations] == ["low_rating"]
 
 
-def complaint_variation(name: str) -> str:
-    """A response's English variation for a complaint (conditioned on the language alone)."""
+def report_variation(name: str, *, language: str, kind: str) -> str:
+    """A response's variation for a complaint or a suggestion in a language (read from domain.yml)."""
     domain = yaml.safe_load((PROJECT_ROOT / "domain.yml").read_text(encoding="utf-8"))
+    wanted = {("language", language), ("report_kind", kind)}
     [text] = [
         str(v["text"])
         for v in domain["responses"][name]
-        if v.get("condition") == [{"type": "slot", "name": "language", "value": "en"}]
+        if {(c["name"], c["value"]) for c in v.get("condition") or []} == wanted
     ]
     return text
 
 
 def test_a_complaint_naming_a_service_is_recorded_after_a_question(running_bot: RunningBot) -> None:
     patron = sender()
-    ask_details = complaint_variation("utter_ask_report_details")
+    ask_details = report_variation("utter_ask_report_details", language="en", kind="complaint")
     assert running_bot.say(patron, "I want to make a complaint") == [ask_details]
     # A question in the middle is answered, and the form asks again.
     answered = running_bot.say(patron, "how do I renew?")
@@ -139,13 +140,35 @@ def test_a_complaint_naming_a_service_is_recorded_after_a_question(running_bot: 
     assert answered[-1] == ask_details
     # What went wrong names the renewal service (the classifier says renewal): it is the complaint.
     recorded = running_bot.say(patron, "the online renewal never works for me")
-    assert recorded[0].startswith(complaint_variation("utter_report_recorded").split("{number}")[0]), recorded
+    recorded_text = report_variation("utter_report_recorded", language="en", kind="complaint")
+    assert recorded[0].startswith(recorded_text.split("{number}")[0]), recorded
     identity = select(ChannelIdentity.patron_id).where(ChannelIdentity.external_id == patron)
     [patron_id] = eventually(lambda: query(running_bot, identity))
     [report] = query(running_bot, select(Suggestion).where(Suggestion.patron_id == patron_id))
     assert (report.kind, report.text) == ("complaint", "the online renewal never works for me")
     escalations = query(running_bot, select(Escalation).where(Escalation.rasa_sender_id == f"rest:{patron}"))
     assert [e.reason for e in escalations] == ["complaint"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "language", "kind"),
+    [
+        ("I'd like to suggest longer opening hours on weekends", "en", "service"),
+        ("我想荐购一本书：《深度学习》", "zh", "purchase"),
+    ],
+)
+def test_a_suggestion_is_thanked_as_one_and_calls_no_librarian(
+    running_bot: RunningBot, typed: str, language: str, kind: str
+) -> None:
+    patron = sender()
+    replies = running_bot.say(patron, typed)
+    thanks = report_variation("utter_report_recorded", language=language, kind="suggestion")
+    identity = select(ChannelIdentity.patron_id).where(ChannelIdentity.external_id == patron)
+    [patron_id] = eventually(lambda: query(running_bot, identity))
+    [report] = query(running_bot, select(Suggestion).where(Suggestion.patron_id == patron_id))
+    assert (report.kind, report.text) == (kind, typed)
+    assert replies == [thanks.format(number=report.id)]
+    assert query(running_bot, select(Escalation).where(Escalation.rasa_sender_id == f"rest:{patron}")) == []
 
 
 def test_a_feedback_form_left_half_way_starts_afresh_and_can_be_left_again(running_bot: RunningBot) -> None:
