@@ -47,8 +47,24 @@ def _set_follow_up(tracker: Tracker, *, granted: bool) -> bool:
     return True
 
 
+# Consent is given only when it is unmistakable: a tapped "Yes", or a typed request the NLU is this
+# sure of ("subscribe", "订阅" score above 0.9). Below it the bot asks, with one-tap Yes / No buttons:
+# out of fold on nlu/, 0.7 granted no wrong prediction ("I'm done receiving updates", "结束订阅" were
+# taken for subscribe at 0.4-0.6) and asked 52 of 93 right ones to tap once more.
+EXPLICIT_CONSENT = 0.7
+
+
+def explicit_request(tracker: Tracker) -> bool:
+    """Whether the patron's latest message asks for messages unmistakably (a tap, or a sure NLU)."""
+    latest = tracker.latest_message or {}
+    if str(latest.get("text") or "").startswith("/"):
+        return True
+    return float((latest.get("intent") or {}).get("confidence") or 0.0) >= EXPLICIT_CONSENT
+
+
 class ActionSubscribe(Action):  # type: ignore[misc]
-    """The patron asks for library messages: record the follow-up consent, show the privacy notice."""
+    """The patron asks for library messages: record the follow-up consent and show the privacy
+    notice; if the request is not unmistakable, ask first (withdrawing needs no such care)."""
 
     def name(self) -> str:
         return "action_subscribe"
@@ -56,6 +72,9 @@ class ActionSubscribe(Action):  # type: ignore[misc]
     def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
+        if not explicit_request(tracker):
+            dispatcher.utter_message(response="utter_ask_follow_up_consent", privacy_url=privacy_url())
+            return []
         if _set_follow_up(tracker, granted=True):
             dispatcher.utter_message(response="utter_subscribed", privacy_url=privacy_url())
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
@@ -38,6 +39,8 @@ Matrix = NDArray[np.float64]
 OUT_OF_SCOPE = "out_of_scope"
 # The parse result's key for the out-of-scope score (patronbot eval ranks by it).
 SCOPE_SCORE_KEY = "out_of_scope_score"
+# A letter or digit in any script: a message without one has nothing to classify.
+_WORD = re.compile(r"[^\W_]")
 # e5 reads at most 512 tokens and the engine slows down quadratically past that; intents are short.
 MAX_TOKENS = 512
 
@@ -485,8 +488,10 @@ class E5IntentClassifier(GraphComponent, IntentClassifier):  # type: ignore[misc
                 # Retrieval in the action server reuses it when it reads the same text (most turns).
                 message.set(query_vectors.PARSE_KEY, query_vectors.pack(encoded, vector), add_to_output=True)
         for row, (message, text) in enumerate(zip(messages, texts, strict=True)):
-            if not text.strip():
-                # Nothing to read: no intent, as DIET does, so FallbackClassifier answers nlu_fallback.
+            if not _WORD.search(text):
+                # No word to read (empty, emoji, punctuation, zero-width characters): no intent, as
+                # DIET does for an empty text, so FallbackClassifier answers nlu_fallback. A form still
+                # takes it as an answer ("⭐⭐⭐" as a rating): its slots map from the text.
                 message.set(
                     INTENT, {INTENT_NAME_KEY: None, PREDICTED_CONFIDENCE_KEY: 0.0}, add_to_output=True
                 )

@@ -242,7 +242,7 @@ def test_untrained_classifier_leaves_messages_alone(tmp_path: Path) -> None:
 
 
 def test_awkward_inputs_get_a_valid_intent(storage: ModelStorage, resource: Resource) -> None:
-    texts = ["🙂🙂🙂", "a" * 10_000, "续借" * 5_000, "?!"]
+    texts = ["a" * 10_000, "续借" * 5_000, "?!续借", "😡 renew"]
     messages = _parse(_load(storage, resource), *texts)
     for message in messages:
         intent = message.get(INTENT)
@@ -252,8 +252,8 @@ def test_awkward_inputs_get_a_valid_intent(storage: ModelStorage, resource: Reso
         assert len(message.get(INTENT_RANKING_KEY)) == len(EXAMPLES)
 
 
-@pytest.mark.parametrize("text", ["", "   \n"])
-def test_empty_text_gets_no_intent_so_fallback_answers(
+@pytest.mark.parametrize("text", ["", "   \n", "🙂🙂🙂", "?!", "\u200b\u200b", "⭐⭐⭐", "___"])
+def test_a_text_without_words_gets_no_intent_so_fallback_answers(
     storage: ModelStorage, resource: Resource, text: str
 ) -> None:
     (message,) = _parse(_load(storage, resource), text)
@@ -385,3 +385,30 @@ def test_scope_rule_is_off_unless_asked_for(tmp_path: Path) -> None:
     (message,) = _parse(_load(storage, resource), "续借")
     assert message.get(INTENT)["name"] == "renewal"
     assert message.get(SCOPE_SCORE_KEY) is None
+
+
+def _guarded(intent: str, confidence: float) -> Message:
+    from nlu.components import ConsequenceGuard
+
+    message = Message(data={TEXT: "x"})
+    message.set(INTENT, {"name": intent, "confidence": confidence})
+    message.set(INTENT_RANKING_KEY, [{"name": intent, "confidence": confidence}])
+    guard = ConsequenceGuard.create(
+        ConsequenceGuard.get_default_config(), None, Resource("guard"), _context()
+    )
+    (processed,) = guard.process([message])
+    return processed
+
+
+@pytest.mark.parametrize("intent", ["unsubscribe", "subscribe", "complaint", "suggestion", "human_handoff",
+                                    "privacy_delete"])  # fmt: skip
+def test_a_doubtful_intent_that_changes_something_becomes_a_fallback(intent: str) -> None:
+    doubtful = _guarded(intent, 0.28)
+    assert doubtful.get(INTENT) == {"name": "nlu_fallback", "confidence": 0.3}
+    assert [r["name"] for r in doubtful.get(INTENT_RANKING_KEY)] == ["nlu_fallback", intent]
+    assert _guarded(intent, 0.31).get(INTENT)["name"] == intent
+
+
+@pytest.mark.parametrize("intent", ["renewal", "ask_hours", "greet", "cancel", "give_feedback"])
+def test_a_doubtful_answer_is_still_given(intent: str) -> None:
+    assert _guarded(intent, 0.2).get(INTENT) == {"name": intent, "confidence": 0.2}

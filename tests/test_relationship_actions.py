@@ -24,9 +24,11 @@ def crm_for_actions(crm: Engine, crm_url: str, monkeypatch: pytest.MonkeyPatch) 
     crm_engine.cache_clear()
 
 
-def run(action: object, text: str) -> list[dict[str, object]]:
+def run(action: object, text: str, *, confidence: float = 0.99) -> list[dict[str, object]]:
     dispatcher = CollectingDispatcher()
-    assert action.run(dispatcher, tracker(text), {}) == []  # type: ignore[attr-defined]
+    typed = tracker(text)
+    typed.latest_message["intent"]["confidence"] = confidence
+    assert action.run(dispatcher, typed, {}) == []  # type: ignore[attr-defined]
     return dispatcher.messages
 
 
@@ -43,6 +45,17 @@ def test_subscribe_then_stop_records_both_decisions(crm_for_actions: Engine) -> 
     unsubscribed = run(ActionUnsubscribe(), "stop")
     assert unsubscribed[0]["response"] == "utter_unsubscribed"
     assert consent_history(crm_for_actions) == [("follow_up", True), ("follow_up", False)]
+
+
+def test_a_doubtful_request_for_messages_is_asked_before_consent_is_recorded(crm_for_actions: Engine) -> None:
+    # "结束订阅" (end my subscription) was taken for subscribe at 0.44: nothing may be granted on that.
+    asked = run(ActionSubscribe(), "结束订阅", confidence=0.44)
+    assert asked[0]["response"] == "utter_ask_follow_up_consent"
+    assert asked[0]["privacy_url"] == FACTS.privacy_notice
+    assert consent_history(crm_for_actions) == []
+    # The "Yes" button's payload is the patron's unmistakable answer.
+    assert run(ActionSubscribe(), "/subscribe", confidence=1.0)[0]["response"] == "utter_subscribed"
+    assert consent_history(crm_for_actions) == [("follow_up", True)]
 
 
 def test_stop_without_a_subscription_is_still_recorded_once(crm_for_actions: Engine) -> None:

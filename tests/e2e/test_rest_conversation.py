@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from bot.database import make_engine
 from bot.language import detect_language
 from bot.library import find_day, load_facts
-from bot.models import ChannelIdentity, Interaction
+from bot.models import ChannelIdentity, Consent, Escalation, Interaction, Suggestion
 from bot.settings import PROJECT_ROOT
 from tests.e2e.conftest import PATRONBOT, RunningBot
 
@@ -164,9 +164,18 @@ def test_ten_thousand_characters_get_a_reply_and_are_stored_whole(running_bot: R
 
 
 @pytest.mark.parametrize(
-    "text", ["🙂🙂🙂", "<script>alert(1)</script>", "'; DROP TABLE patron; --", "\u200b\u200b"]
+    "text",
+    [
+        "🙂🙂🙂",
+        "<script>alert(1)</script>",
+        "'; DROP TABLE patron; --",
+        "\u200b\u200b",
+        "SELECT * FROM users",
+    ],
 )
-def test_odd_messages_get_a_polite_reply_and_a_crm_row(running_bot: RunningBot, text: str) -> None:
+def test_odd_messages_get_a_polite_reply_a_crm_row_and_change_nothing(
+    running_bot: RunningBot, text: str
+) -> None:
     patron = sender()
     replies = running_bot.say(patron, text)
     assert len(replies) >= 1
@@ -174,6 +183,15 @@ def test_odd_messages_get_a_polite_reply_and_a_crm_row(running_bot: RunningBot, 
     rows = crm_rows(running_bot, patron, 1 + len(replies))
     assert rows[0].text == text
     assert rows[0].direction == "in"
+    # Nothing is acted on: no consent given or withdrawn, no complaint or suggestion, no librarian called.
+    patron_id = rows[0].patron_id
+    engine = make_engine(running_bot.crm_url)
+    try:
+        with Session(engine, future=True) as session:
+            for model in (Consent, Suggestion, Escalation):
+                assert session.execute(select(model).where(model.patron_id == patron_id)).first() is None
+    finally:
+        engine.dispose()
 
 
 def test_patronbot_chat_talks_to_the_running_bot(running_bot: RunningBot) -> None:
@@ -269,6 +287,30 @@ def test_knowledge_base_edits_apply_without_restart(running_bot: RunningBot, tmp
         assert replies == [wifi["zh"]["answer"]]
     finally:
         kb.write_text(original, encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "typed", ["I'm done receiving library updates", "结束订阅", "enough with the alerts"]
+)
+def test_a_patron_leaving_the_messages_is_never_subscribed(running_bot: RunningBot, typed: str) -> None:
+    """Whatever the NLU makes of it, a message that leaves the library's messages grants no consent:
+    it unsubscribes, asks, or says it did not understand."""
+    from bot.models import Consent
+
+    patron = sender()
+    replies = running_bot.say(patron, typed)
+    assert FACTS.privacy_notice not in replies[0] or "?" in replies[0] or "？" in replies[0]
+    engine = make_engine(running_bot.crm_url)
+    try:
+        with Session(engine, future=True) as session:
+            granted = session.execute(
+                select(Consent.granted)
+                .join(ChannelIdentity, ChannelIdentity.patron_id == Consent.patron_id)
+                .where(ChannelIdentity.channel == "rest", ChannelIdentity.external_id == patron)
+            ).scalars()
+            assert True not in list(granted)
+    finally:
+        engine.dispose()
 
 
 def test_one_word_unsubscribes_and_the_crm_keeps_the_history(running_bot: RunningBot) -> None:
