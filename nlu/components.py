@@ -86,11 +86,12 @@ class LanguageDetector(GraphComponent, EntityExtractorMixin):  # type: ignore[mi
 class ConsequenceGuard(GraphComponent, IntentClassifier):  # type: ignore[misc]
     """An intent that changes something for the patron or for staff (gives or withdraws consent,
     records a complaint or a suggestion, hands the conversation to a librarian, starts deleting
-    data) needs more confidence than one that only answers: below ``threshold`` it becomes
-    nlu_fallback, so the bot says it did not understand instead of acting on a guess. Without it
-    "<script>alert(1)</script>" unsubscribed the patron (0.28) and an SQL fragment was recorded as a
-    complaint (0.22). The words patrons use for these ("stop", "退订", "投诉", "转人工") score above 0.9.
-    Placed after FallbackClassifier; the threshold was chosen on out-of-fold predictions (README)."""
+    data, starts the feedback form) needs more confidence than one that only answers: below
+    ``threshold`` it becomes nlu_fallback, so the bot says it did not understand instead of acting on
+    a guess. Without it "<script>alert(1)</script>" unsubscribed the patron (0.28), an SQL fragment
+    was recorded as a complaint (0.22) and "and for how long?" started the feedback form (0.16). The
+    words patrons use for these ("stop", "退订", "投诉", "转人工") score above 0.9. Placed after
+    FallbackClassifier; the threshold was chosen on out-of-fold predictions (README)."""
 
     @staticmethod
     def get_default_config() -> dict[str, Any]:
@@ -102,6 +103,7 @@ class ConsequenceGuard(GraphComponent, IntentClassifier):  # type: ignore[misc]
                 "suggestion",
                 "human_handoff",
                 "privacy_delete",
+                "give_feedback",
             ],
             "threshold": 0.3,
         }

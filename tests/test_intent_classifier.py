@@ -401,7 +401,7 @@ def _guarded(intent: str, confidence: float) -> Message:
 
 
 @pytest.mark.parametrize("intent", ["unsubscribe", "subscribe", "complaint", "suggestion", "human_handoff",
-                                    "privacy_delete"])  # fmt: skip
+                                    "privacy_delete", "give_feedback"])  # fmt: skip
 def test_a_doubtful_intent_that_changes_something_becomes_a_fallback(intent: str) -> None:
     doubtful = _guarded(intent, 0.28)
     assert doubtful.get(INTENT) == {"name": "nlu_fallback", "confidence": 0.3}
@@ -409,6 +409,6 @@ def test_a_doubtful_intent_that_changes_something_becomes_a_fallback(intent: str
     assert _guarded(intent, 0.31).get(INTENT)["name"] == intent
 
 
-@pytest.mark.parametrize("intent", ["renewal", "ask_hours", "greet", "cancel", "give_feedback"])
+@pytest.mark.parametrize("intent", ["renewal", "ask_hours", "greet", "cancel", "thanks"])
 def test_a_doubtful_answer_is_still_given(intent: str) -> None:
     assert _guarded(intent, 0.2).get(INTENT) == {"name": intent, "confidence": 0.2}

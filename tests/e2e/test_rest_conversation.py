@@ -289,46 +289,40 @@ def test_knowledge_base_edits_apply_without_restart(running_bot: RunningBot, tmp
         kb.write_text(original, encoding="utf-8")
 
 
+def consent_decisions(bot: RunningBot, patron: str) -> list[bool]:
+    """The REST patron's consent decisions (granted or not), oldest first."""
+    from bot.models import Consent
+
+    engine = make_engine(bot.crm_url)
+    try:
+        with Session(engine, future=True) as session:
+            return list(
+                session.execute(
+                    select(Consent.granted)
+                    .join(ChannelIdentity, ChannelIdentity.patron_id == Consent.patron_id)
+                    .where(ChannelIdentity.channel == "rest", ChannelIdentity.external_id == patron)
+                    .order_by(Consent.id)
+                ).scalars()
+            )
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize(
     "typed", ["I'm done receiving library updates", "结束订阅", "enough with the alerts"]
 )
 def test_a_patron_leaving_the_messages_is_never_subscribed(running_bot: RunningBot, typed: str) -> None:
     """Whatever the NLU makes of it, a message that leaves the library's messages grants no consent:
     it unsubscribes, asks, or says it did not understand."""
-    from bot.models import Consent
-
     patron = sender()
     replies = running_bot.say(patron, typed)
     assert FACTS.privacy_notice not in replies[0] or "?" in replies[0] or "？" in replies[0]
-    engine = make_engine(running_bot.crm_url)
-    try:
-        with Session(engine, future=True) as session:
-            granted = session.execute(
-                select(Consent.granted)
-                .join(ChannelIdentity, ChannelIdentity.patron_id == Consent.patron_id)
-                .where(ChannelIdentity.channel == "rest", ChannelIdentity.external_id == patron)
-            ).scalars()
-            assert True not in list(granted)
-    finally:
-        engine.dispose()
+    assert True not in consent_decisions(running_bot, patron)
 
 
 def test_one_word_unsubscribes_and_the_crm_keeps_the_history(running_bot: RunningBot) -> None:
-    from bot.models import Consent
-
     patron = sender()
     subscribed = running_bot.say(patron, "I'd like to receive messages from the library")
     assert FACTS.privacy_notice in subscribed[0]
     assert running_bot.say(patron, "退订") == [response_text("utter_unsubscribed", "zh")]
-    engine = make_engine(running_bot.crm_url)
-    try:
-        with Session(engine, future=True) as session:
-            history = session.execute(
-                select(Consent.granted)
-                .join(ChannelIdentity, ChannelIdentity.patron_id == Consent.patron_id)
-                .where(ChannelIdentity.channel == "rest", ChannelIdentity.external_id == patron)
-                .order_by(Consent.id)
-            ).scalars()
-            assert list(history) == [True, False]
-    finally:
-        engine.dispose()
+    assert consent_decisions(running_bot, patron) == [True, False]
