@@ -69,6 +69,11 @@ class ActionAnswerFaq(Action):  # type: ignore[misc]
     def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
+        from actions.profile import ActionSaveProfile, answers_interests_question  # it imports this module
+
+        if answers_interests_question(tracker):
+            events: list[dict[str, Any]] = ActionSaveProfile().run(dispatcher, tracker, domain)
+            return events
         latest = tracker.latest_message or {}
         text = latest.get("text") or ""
         language = patron_language(tracker)

@@ -15,10 +15,22 @@ from actions.buttons import interest_buttons, patron_type_buttons, tapped
 from actions.crm import patron_id_for, privacy_url, tracker_key, with_crm
 from actions.knowledge import faq_entry
 from actions.language import patron_language
+from bot.language import is_question
 from bot.models import PATRON_TYPES, Consent
 from bot.profile import INTERESTS, mentioned_interests, mentioned_patron_type, save_profile
 
 SKIP = "skip"
+
+
+def answers_interests_question(tracker: Tracker) -> bool:
+    """Whether the patron's latest message answers, typed rather than tapped, the interests question
+    the bot has just asked ("databases and new books", "讲座"): the classifier takes it for a service
+    question, and channels without buttons have only text. "How do I reach the databases?" asks."""
+    text = str((tracker.latest_message or {}).get("text") or "")
+    if text.startswith("/") or is_question(text, keywords_ask=False) or not mentioned_interests(text):
+        return False
+    said = next((event for event in reversed(tracker.events) if event.get("event") == "bot"), None)
+    return said is not None and (said.get("metadata") or {}).get("utter_action") == "utter_ask_interests"
 
 
 class ActionSaveProfile(Action):  # type: ignore[misc]

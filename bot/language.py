@@ -62,15 +62,16 @@ _CHINESE_QUESTION_WORDS = re.compile(
 _CHINESE_QUESTION_END = re.compile(r"(?:吗|嘛|呢|么|没有)[。.!！~～]*$")
 
 
-def is_question(text: str) -> bool:
+def is_question(text: str, *, keywords_ask: bool = True) -> bool:
     """Whether a message asks rather than tells: "how do I renew", "续借怎么办理" ask; "renewal online
     never works", "续借系统老是出错" tell. A form that asked the patron what happened takes what they
     tell as the answer, and answers what they ask before asking again. A keyword query ("wifi
-    password", "续借", "wifi密码": two words or four characters at most) asks too."""
+    password", "续借", "wifi密码": two words or four characters at most) asks too, unless
+    ``keywords_ask`` is False (where a short answer is expected)."""
     cleaned = " ".join(text.strip().lower().split())
     if not cleaned:
         return False
-    if len(_HAN.findall(cleaned)) <= 4 and len(_LATIN_WORD.findall(cleaned)) <= 2:
+    if keywords_ask and len(_HAN.findall(cleaned)) <= 4 and len(_LATIN_WORD.findall(cleaned)) <= 2:
         return True
     if _QUESTION_MARK.search(cleaned):
         return True

@@ -339,7 +339,7 @@ def weekly_hours_reply(*, facts: LibraryFacts, language: Language, today: dt.dat
         for first, last, span in groups
     ]
     today_line = day_hours_reply(facts=facts, day=today, language=language)
-    # Special hours starting in the next two weeks (today's are said by today's line).
+    # Special hours in the next two weeks, from tomorrow (today's are in today's line), periods whole.
     soon = facts.special_periods(start=today + dt.timedelta(days=1), days=UPCOMING_DAYS)
     coming = special_hours_text(soon, language=language, today=today) if soon else ""
     if language == "zh":

@@ -544,6 +544,37 @@ def test_the_profile_is_kept_with_consent_and_the_answer_given_for_the_type(crm_
     assert [(c.purpose, c.granted) for c in rows(crm_for_actions, Consent)] == [("profiling", True)]
 
 
+ASKED_INTERESTS = [
+    {"event": "bot", "text": "What interests you?", "metadata": {"utter_action": "utter_ask_interests"}}
+]
+
+
+def test_interests_typed_instead_of_tapped_are_kept_not_answered(crm_for_actions: Engine) -> None:
+    """The classifier takes "databases and new books" for an e-resources question; after the interests
+    question it is the answer (channels without buttons have only text)."""
+    from actions.knowledge import ActionAnswerFaq
+
+    typed = "databases and new books"
+    _, messages = run(ActionAnswerFaq(), make_tracker(typed, intent="e_resources", events=ASKED_INTERESTS))
+    assert messages[-1]["response"] == "utter_ask_follow_up_consent"
+    [patron] = rows(crm_for_actions, Patron)
+    assert patron.interests == ["e_resources", "new_books"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "events"),
+    [("how do I reach the databases?", ASKED_INTERESTS), ("databases and new books", [])],
+)
+def test_a_question_or_no_interests_question_is_answered_as_a_question(
+    crm_for_actions: Engine, typed: str, events: list[dict[str, Any]]
+) -> None:
+    from actions.knowledge import ActionAnswerFaq
+
+    _, messages = run(ActionAnswerFaq(), make_tracker(typed, intent="e_resources", events=events))
+    assert all(message.get("response") != "utter_ask_follow_up_consent" for message in messages)
+    assert rows(crm_for_actions, Patron) == []
+
+
 def test_the_profile_question_can_be_skipped(crm_for_actions: Engine) -> None:
     events, messages = run(
         ActionSaveProfile(),

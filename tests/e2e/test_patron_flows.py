@@ -171,6 +171,22 @@ def test_a_suggestion_is_thanked_as_one_and_calls_no_librarian(
     assert query(running_bot, select(Escalation).where(Escalation.rasa_sender_id == f"rest:{patron}")) == []
 
 
+def test_the_profile_is_told_by_a_tap_then_by_typing(running_bot: RunningBot) -> None:
+    """A channel without buttons sends text: interests typed after the interests question are kept."""
+    patron = sender()
+    status, asked = running_bot.post({"sender": patron, "message": "how many books can I borrow"})
+    assert status == 200
+    postgraduate = next(b for b in asked[-1]["buttons"] if "postgraduate" in b["payload"])
+    running_bot.say(patron, postgraduate["payload"])
+    replies = running_bot.say(patron, "databases and new books")
+    consent_question = response_text("utter_ask_follow_up_consent", "en")
+    assert replies[-1] == consent_question.format(privacy_url=FACTS.privacy_notice)
+    identity = select(ChannelIdentity.patron_id).where(ChannelIdentity.external_id == patron)
+    [patron_id] = eventually(lambda: query(running_bot, identity))
+    [saved] = query(running_bot, select(Patron).where(Patron.id == patron_id))
+    assert (saved.patron_type, saved.interests) == ("postgraduate", ["e_resources", "new_books"])
+
+
 def test_a_feedback_form_left_half_way_starts_afresh_and_can_be_left_again(running_bot: RunningBot) -> None:
     patron = sender()
     asked = running_bot.say(patron, "I want to give feedback")
