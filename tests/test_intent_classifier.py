@@ -67,7 +67,7 @@ EXAMPLES = {
         "哈喽",
     ],
     "tech_services": [
-        "wifi password",
+        "wifi login",
         "how do I print",
         "is there a scanner",
         "can I connect to the wifi",
@@ -121,7 +121,7 @@ def _parse(classifier: E5IntentClassifier, *texts: str) -> list[Message]:
         ("please renew my book", "renewal"),
         ("这本书能续借吗", "renewal"),
         ("hello there", "greet"),
-        ("wifi password", "tech_services"),
+        ("wifi login", "tech_services"),
     ],
 )
 def test_loaded_classifier_predicts_the_intent(
@@ -190,7 +190,7 @@ def test_nearest_example_vote_takes_each_class_best_similarity() -> None:
 
 
 def test_stored_model_keeps_the_nearest_example_vote(storage: ModelStorage, resource: Resource) -> None:
-    texts = ["can I renew my books", "图书馆几点开门", "wifi password"]
+    texts = ["can I renew my books", "图书馆几点开门", "wifi login"]
     with storage.read_from(resource) as directory:
         model = load_model(Path(directory))
         assert (Path(directory) / "neighbour_vectors.npy").is_file()

@@ -122,7 +122,7 @@ def test_jsonl_entries_in_the_shared_evaluation_format(tmp_path: Path) -> None:
             "answer": "在线续借。",
             "alternatives": ["续借"],
         },
-        {"id": "print-1", "lang": "en", "question": "Where can I print?", "answer": "Ground floor."},
+        {"id": "print-1", "lang": "en", "question": "Where are the printers?", "answer": "Ground floor."},
     ]
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
     entries = load_entries(path)
@@ -269,7 +269,12 @@ def test_faq_eval_command_reads_the_shared_formats(tmp_path: Path) -> None:
                     "question": "How can I renew a borrowed book?",
                     "answer": "Online.",
                 },
-                {"id": "print-1", "lang": "en", "question": "Where can I print?", "answer": "Ground floor."},
+                {
+                    "id": "print-1",
+                    "lang": "en",
+                    "question": "Where are the printers?",
+                    "answer": "Ground floor.",
+                },
             ]
         ),
         encoding="utf-8",
@@ -467,7 +472,7 @@ def test_chinese_words_come_from_jieba_with_the_library_terms() -> None:
     # 馆际互借 and 续借 are in nlu/dictionary; jieba's general dictionary alone splits the first.
     assert words("馆际互借要多久") == ["馆际互借", "要", "多久"]
     assert words("我想续借，可以吗？") == ["我", "想", "续借", "可以", "吗"]
-    assert words("wifi password? 密码") == ["wifi", "password", "密码"]
+    assert words("wifi login? 密码") == ["wifi", "login", "密码"]
     assert words("😀 ！！") == []
 
 
@@ -588,7 +593,7 @@ def test_queries_take_the_traced_model_and_get_the_models_own_vectors(
     import bot.encoders as encoders_module
     from bot.encoders import SentenceEncoder
 
-    texts = ["wifi password", "Can I renew a book someone has reserved?", "续借", "hours " * 300]
+    texts = ["wifi login", "Can I renew a book someone has reserved?", "续借", "hours " * 300]
     traced = SentenceEncoder()
     assert traced.traced
     queries, passages = traced.encode_queries(texts), traced.encode_passages(texts)

@@ -24,7 +24,7 @@ from bot.language import detect_language, is_question
         ("5 stars", None),
         ("WiFi", None),
         ("PDF?", None),
-        ("wifi password", "en"),
+        ("wifi login", "en"),
         ("ok thanks", "en"),
     ],
 )
@@ -34,7 +34,7 @@ def test_detect_language(text: str, expected: str | None) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["how do I renew?", "how do I renew", "Is the library open on Sunday", "wifi password", "续借",
+    ["how do I renew?", "how do I renew", "Is the library open on Sunday", "wifi login", "续借",
      "怎么续借", "续借怎么办理", "图书馆几点开门", "可以续借吗", "请问打印在哪里", "能不能多开几个座位"],
 )  # fmt: skip
 def test_a_question_asks(text: str) -> None:

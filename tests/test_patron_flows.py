@@ -298,7 +298,7 @@ def test_a_complaint_that_names_a_service_is_the_complaint(typed: str, intent: s
 @pytest.mark.parametrize(
     ("typed", "intent"),
     [("how do I renew?", "renewal"), ("续借", "renewal"), ("图书馆几点开门", "ask_hours"),
-     ("stop sending me messages", "unsubscribe"), ("I want to talk to a librarian", "human_handoff"),
+     ("stop sending me messages", "unsubscribe"), ("put me through to a librarian", "human_handoff"),
      ('/renewal', "renewal")],
 )  # fmt: skip
 def test_a_question_or_a_command_in_the_complaint_form_is_not_the_complaint(typed: str, intent: str) -> None:
