@@ -61,7 +61,7 @@ test: install  ## install if needed, lint, and run the whole test suite
 	$(BIN)/pytest
 
 .PHONY: bench
-bench: install  ## run the benchmarks; figures go to benchmarks/results.json and the README
+bench: install  ## run the benchmarks; figures go to benchmarks/results.json and docs/benchmarks.md
 	$(BIN)/python -m benchmarks
 
 .PHONY: clean

@@ -16,9 +16,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from actions.language import patron_language
-from bot.database import describe_error, make_engine, session_scope
-from bot.library import FactsError, LibraryFacts, load_facts
-from bot.patrons import PatronKey, get_or_create_patron, patron_key
+from bot.crm.database import describe_error, make_engine, session_scope
+from bot.crm.patrons import PatronKey, get_or_create_patron, patron_key
+from bot.knowledge.facts import FactsError, LibraryFacts, load_facts
 from bot.settings import get_settings
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 from actions.buttons import csat_buttons, helpful_tap, tapped
 from actions.crm import library_facts, patron_id_for, with_crm
 from actions.handoff import open_escalation_for, when_staff_answer
-from actions.knowledge import faq_topic, knowledge_service
+from actions.knowledge_base import faq_topic, knowledge_service
 from actions.language import patron_language
-from bot.feedback import (
+from bot.engagement.feedback import (
     LOW_CSAT,
     has_details,
     is_cancel,
@@ -29,7 +29,7 @@ from bot.feedback import (
     record_report,
     report_kind,
 )
-from bot.knowledge import KnowledgeError
+from bot.knowledge.entries import KnowledgeError
 from bot.language import is_question
 
 log = logging.getLogger(__name__)

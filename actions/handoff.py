@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 
 from actions.crm import library_facts, patron_id_for, tracker_key, with_crm
 from actions.language import patron_language
-from bot.escalations import LIVE_REASONS, open_escalation, open_for_sender
+from bot.crm.models import Escalation
+from bot.engagement.escalations import LIVE_REASONS, open_escalation, open_for_sender
+from bot.knowledge.staffed_hours import handoff_reply, staffed_now
 from bot.language import Language
-from bot.library import handoff_reply, staffed_now
-from bot.models import Escalation
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 from typing import Any
 
 from rasa_sdk import Action, Tracker
@@ -12,42 +10,19 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.buttons import candidate_buttons, helpful_buttons, patron_type_buttons
+from actions.knowledge_base import knowledge_service
 from actions.language import patron_language
-from bot import query_vectors
-from bot.knowledge import MULTILINGUAL, Entry, KnowledgeError, KnowledgeService, normalise_query
+from actions.profile import ActionSaveProfile, answers_interests_question
+from bot.engagement.profile import mentioned_patron_type
+from bot.knowledge import query_vectors
+from bot.knowledge.entries import Entry, KnowledgeError
+from bot.knowledge.facts import FactsError, load_facts
+from bot.knowledge.index import MULTILINGUAL
+from bot.knowledge.text import normalise_query
 from bot.language import Language
-from bot.library import FactsError, load_facts
-from bot.profile import mentioned_patron_type
 from bot.settings import get_settings
 
 log = logging.getLogger(__name__)
-
-
-# A question per language that `warm_up` asks, so the first patron's does not wait for the models.
-WARM_UP_QUESTIONS = {"en": "when does the library open", "zh": "图书馆几点开门"}
-
-
-@functools.cache
-def knowledge_service() -> KnowledgeService:
-    return KnowledgeService.from_settings(get_settings())
-
-
-def faq_entry(entry_id: str | None, language: str) -> Entry | None:
-    """The knowledge-base entry with this id, in this language (else any), if it still exists."""
-    if not entry_id:
-        return None
-    try:
-        entries = knowledge_service().entries()
-    except KnowledgeError:
-        return None
-    matches = [entry for entry in entries if entry.id == entry_id]
-    return next((entry for entry in matches if entry.lang == language), matches[0] if matches else None)
-
-
-def faq_topic(entry_id: str | None) -> str | None:
-    """The topic of the last answer, which feedback on it is about."""
-    entry = faq_entry(entry_id, "en")
-    return entry.topic if entry is not None else None
 
 
 def _contact() -> dict[str, str]:
@@ -69,8 +44,6 @@ class ActionAnswerFaq(Action):  # type: ignore[misc]
     def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        from actions.profile import ActionSaveProfile, answers_interests_question  # it imports this module
-
         if answers_interests_question(tracker):
             events: list[dict[str, Any]] = ActionSaveProfile().run(dispatcher, tracker, domain)
             return events
@@ -115,21 +88,3 @@ class ActionAnswerFaq(Action):  # type: ignore[misc]
             text=entry.answer_for(patron_type), buttons=helpful_buttons(language, entry.id)
         )
         return events
-
-
-def warm_up() -> None:
-    """Index the knowledge base and load the models before the first patron asks (seconds when the
-    vectors are on disk from an earlier run; the first run encodes every text)."""
-    try:
-        retriever = knowledge_service().retriever()
-    except KnowledgeError as error:
-        log.error("cannot index the knowledge base: %s", error)
-        return
-    for lang, probe in WARM_UP_QUESTIONS.items():  # loads each model that encodes queries
-        if lang in retriever.indexes:
-            retriever.decide(probe, lang=lang)
-
-
-# `patronbot run` sets this for the action server, which then answers /health only once warm.
-if os.environ.get("PATRONBOT_WARM_UP") == "1":
-    warm_up()

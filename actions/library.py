@@ -9,7 +9,8 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.language import patron_language
-from bot.library import FactsError, LibraryFacts, contact_reply, hours_reply, load_facts
+from bot.knowledge.facts import FactsError, LibraryFacts, contact_reply, load_facts
+from bot.knowledge.hours import hours_reply
 from bot.settings import get_settings
 
 log = logging.getLogger(__name__)

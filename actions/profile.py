@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 
 from actions.buttons import interest_buttons, patron_type_buttons, tapped
 from actions.crm import patron_id_for, privacy_url, tracker_key, with_crm
-from actions.knowledge import faq_entry
+from actions.knowledge_base import faq_entry
 from actions.language import patron_language
+from bot.crm.models import PATRON_TYPES, Consent
+from bot.engagement.profile import INTERESTS, mentioned_interests, mentioned_patron_type, save_profile
 from bot.language import is_question
-from bot.models import PATRON_TYPES, Consent
-from bot.profile import INTERESTS, mentioned_interests, mentioned_patron_type, save_profile
 
 SKIP = "skip"
 

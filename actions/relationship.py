@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 
 from actions.crm import crm_engine, patron_id_for, privacy_url, tracker_key
 from actions.language import patron_language
-from bot.audit import log_access
-from bot.consent import current_consents, record_consent
-from bot.database import describe_error, session_scope
-from bot.models import ChannelIdentity, Interaction, Patron
+from bot.crm.audit import log_access
+from bot.crm.consent import current_consents, record_consent
+from bot.crm.database import describe_error, session_scope
+from bot.crm.models import ChannelIdentity, Interaction, Patron
 from bot.settings import get_settings
 
 log = logging.getLogger(__name__)

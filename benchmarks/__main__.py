@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bot.training import ONE_THREAD_PER_LIBRARY
+from bot.runtime.training import ONE_THREAD_PER_LIBRARY
 
 # Retrieval is measured with the threads the action server runs it with (set before numpy loads):
 # with two OpenMP threads, multilingual-e5 encodes faster on an idle machine but spikes to 100 ms.
@@ -24,8 +24,8 @@ from benchmarks import history, ingest, privacy, retrieval, turn  # noqa: E402
 from benchmarks.common import Result, Timer, code_version, machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-# A full run rewrites the figures between the results markers in both READMEs.
-READMES = (HERE / "README.md", HERE.parent / "README.md")
+# A full run rewrites the figures between the results markers of these pages.
+RESULT_PAGES = (HERE / "README.md", HERE.parent / "docs" / "benchmarks.md")
 RESULTS_START = "<!-- results:start -->"
 RESULTS_END = "<!-- results:end -->"
 
@@ -89,7 +89,7 @@ def table(entries: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def markdown(document: dict[str, Any]) -> str:
-    """The results as a Markdown table for the README."""
+    """The results as a Markdown table for the results pages."""
     described = document["machine"]
     code = document.get("code") or {}
     commit = (code.get("commit") or "unknown")[:7] + (
@@ -112,17 +112,17 @@ def markdown(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(document: dict[str, Any]) -> None:
-    """Put the figures of a full run between the results markers of each README."""
+def update_pages(document: dict[str, Any]) -> None:
+    """Put the figures of a full run between the results markers of each results page."""
     block = f"{RESULTS_START}\n{markdown(document)}\n{RESULTS_END}"
-    for readme in READMES:
-        if not readme.exists():
+    for page in RESULT_PAGES:
+        if not page.exists():
             continue
-        content = readme.read_text(encoding="utf-8")
+        content = page.read_text(encoding="utf-8")
         start, end = content.find(RESULTS_START), content.find(RESULTS_END)
         if start < 0 or end < start:
             continue
-        readme.write_text(content[:start] + block + content[end + len(RESULTS_END) :], encoding="utf-8")
+        page.write_text(content[:start] + block + content[end + len(RESULTS_END) :], encoding="utf-8")
 
 
 def run(names: Sequence[str], *, quick: bool) -> tuple[list[dict[str, Any]], bool]:
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if not args.quick:
-        update_readme(document)
+        update_pages(document)
     print()
     print("\n".join(table(entries)))
     print(f"\nwritten to {path.relative_to(HERE.parent)}")

@@ -13,22 +13,20 @@ from sqlalchemy.engine import Engine
 
 from benchmarks.common import (
     T0,
-    TURNS,
     Result,
     Timer,
     percentile,
-    pick_language,
     postgres_schema,
     postgres_server,
     postgres_unavailable,
     skipped,
-    utc,
     vacuum_analyze,
 )
-from bot.conversations import patron_history
-from bot.database import make_engine, session_factory
-from bot.migrate import upgrade
-from bot.models import Interaction
+from benchmarks.conversations import TURNS, pick_language, utc
+from bot.crm.conversations import patron_history
+from bot.crm.database import make_engine, session_factory
+from bot.crm.migrate import upgrade
+from bot.crm.models import Interaction
 
 TARGET_MS = 5.0
 LIMIT = 50

@@ -15,7 +15,6 @@ from benchmarks.common import (
     Result,
     Timer,
     broker_table,
-    conversation_events,
     crm_database,
     percentile,
     postgres_server,
@@ -24,9 +23,11 @@ from benchmarks.common import (
     rasa_database,
     skipped,
 )
-from bot.database import make_engine
-from bot.ingest import IngestState, SqlEventSource, ingest_once
-from bot.models import Interaction
+from benchmarks.conversations import conversation_events
+from bot.crm.database import make_engine
+from bot.crm.models import Interaction
+from bot.ingest.events import IngestState
+from bot.ingest.sql_broker import SqlEventSource, ingest_once
 
 NAME = "ingest_throughput"
 UNIT = "interactions/s"

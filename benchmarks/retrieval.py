@@ -14,17 +14,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from benchmarks.common import Result, Timer, percentile
-from bot.encoders import CachedEncoder, Encoder
-from bot.knowledge import (
-    MULTILINGUAL,
-    Entry,
-    Retriever,
-    fuse,
-    load_entries,
-    load_tuning,
-    make_encoders,
-    normalise_query,
-)
+from bot.knowledge.encoders import CachedEncoder, Encoder
+from bot.knowledge.entries import Entry, load_entries
+from bot.knowledge.index import MULTILINGUAL, fuse
+from bot.knowledge.retrieval import Retriever, load_tuning, make_encoders
+from bot.knowledge.text import normalise_query
 from bot.settings import PROJECT_ROOT
 
 TARGET_MS = 20.0

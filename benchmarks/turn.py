@@ -26,9 +26,9 @@ from benchmarks.common import (
     postgres_unavailable,
     skipped,
 )
-from bot.database import make_engine
-from bot.launch import config_with_epochs, launch, stop, train_model
-from bot.models import Conversation, Interaction
+from bot.crm.database import make_engine
+from bot.crm.models import Conversation, Interaction
+from bot.runtime.launch import config_with_epochs, launch, stop, train_model
 from bot.settings import PROJECT_ROOT
 
 # The model is cached by its training fingerprint, as the tests' model is.

@@ -91,7 +91,7 @@ class ConsequenceGuard(GraphComponent, IntentClassifier):  # type: ignore[misc]
     a guess. Without it "<script>alert(1)</script>" unsubscribed the patron (0.28), an SQL fragment
     was recorded as a complaint (0.22) and "and for how long?" started the feedback form (0.16). The
     words patrons use for these ("stop", "退订", "投诉", "转人工") score above 0.9. Placed after
-    FallbackClassifier; the threshold was chosen on out-of-fold predictions (README)."""
+    FallbackClassifier; the threshold was chosen on out-of-fold predictions (docs/conversations.md)."""
 
     @staticmethod
     def get_default_config() -> dict[str, Any]:

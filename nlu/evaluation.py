@@ -15,7 +15,7 @@ import yaml
 from bot.settings import PROJECT_ROOT
 
 if TYPE_CHECKING:
-    from bot.knowledge import Retriever
+    from bot.knowledge.retrieval import Retriever
 
 TOPICS_FILE = PROJECT_ROOT / "nlu" / "topics.yml"
 OUT_OF_SCOPE = "out_of_scope"
@@ -96,7 +96,7 @@ def parse_all(model: Path, texts: Sequence[str]) -> list[Parsed]:
     from rasa.core.agent import Agent
     from rasa.utils.log_utils import configure_structlog
 
-    from nlu.intent_classifier import SCOPE_SCORE_KEY
+    from nlu.intent_model import SCOPE_SCORE_KEY
 
     # Rasa logs every parsed message, text included, at DEBUG; patrons' words stay out of logs.
     configure_structlog(log_level=logging.WARNING)

@@ -25,7 +25,7 @@ from rasa.shared.nlu.constants import INTENT_NAME_KEY
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
-from bot.database import sqlite_file_pool, tune_every_sqlite_connection
+from bot.crm.database import sqlite_file_pool, tune_every_sqlite_connection
 
 # The PostgreSQL advisory lock key that orders publishers' transactions (any fixed 64-bit number:
 # "patronbo" in ASCII). Advisory locks are per database, so it serialises every broker table in it.

@@ -26,16 +26,11 @@ from tune_intents import (  # noqa: E402
     with_fallback,
 )
 
-from bot.faq_eval import load_queries  # noqa: E402
+from bot.knowledge.evaluation import load_queries  # noqa: E402
 from nlu.evaluation import load_topic_file  # noqa: E402
-from nlu.intent_classifier import (  # noqa: E402
-    E5IntentClassifier,
-    IntentModel,
-    Matrix,
-    ScopeRule,
-    Vector,
-    embed,
-)
+from nlu.features import Matrix, Vector, embed  # noqa: E402
+from nlu.intent_classifier import E5IntentClassifier  # noqa: E402
+from nlu.intent_model import IntentModel, ScopeRule  # noqa: E402
 
 MARGIN_WEIGHTS = (1.0, 2.0, 3.0, 4.0)
 SHIFTS = (5.0, 20.0, 80.0)

@@ -15,15 +15,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nlu.intent_classifier import (  # noqa: E402
-    CharVectorizer,
-    E5IntentClassifier,
-    LinearModel,
-    Matrix,
-    Neighbours,
-    blend,
-    embed,
-)
+from nlu.features import CharVectorizer, Matrix, embed  # noqa: E402
+from nlu.intent_classifier import E5IntentClassifier  # noqa: E402
+from nlu.intent_model import LinearModel, Neighbours, blend  # noqa: E402
 
 FALLBACK = "nlu_fallback"
 OUT_OF_SCOPE = "out_of_scope"

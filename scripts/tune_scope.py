@@ -11,8 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.faq_eval import load_queries  # noqa: E402
-from bot.knowledge import KnowledgeService  # noqa: E402
+from bot.knowledge.evaluation import load_queries  # noqa: E402
+from bot.knowledge.service import KnowledgeService  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 from nlu.evaluation import (  # noqa: E402
     FALLBACK,

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
-from bot.database import make_engine
-from bot.migrate import upgrade
+from bot.crm.database import make_engine
+from bot.crm.migrate import upgrade
 
 POSTGRES_URL = os.environ.get("PATRONBOT_TEST_POSTGRES_URL", "")
 REDIS_URL = os.environ.get("PATRONBOT_TEST_REDIS_URL", "")

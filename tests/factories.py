@@ -9,8 +9,8 @@ from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
 from sqlalchemy import Table, insert, select
 from sqlalchemy.engine import Engine
 
-from bot.ingest import BrokerEvent
-from bot.models import Interaction
+from bot.crm.models import Interaction
+from bot.ingest.events import BrokerEvent
 
 
 def user_event(
@@ -51,7 +51,7 @@ def interactions(engine: Engine) -> list[Interaction]:
 
 def broker_table(engine: Engine) -> Table:
     """Rasa's SQL event broker table, created as Rasa creates it."""
-    from bot.rasa_events import EVENTS
+    from bot.crm.rasa_events import EVENTS
 
     EVENTS.metadata.create_all(engine)
     return EVENTS

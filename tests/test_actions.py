@@ -10,7 +10,7 @@ from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.library import ActionLibraryContact, ActionOpeningHours
-from bot.library import load_facts
+from bot.knowledge.facts import load_facts
 from bot.settings import PROJECT_ROOT
 
 FACTS = load_facts(PROJECT_ROOT / "knowledge" / "library.yml")
@@ -78,7 +78,8 @@ def test_faq_action_answers_offers_or_admits_not_knowing(
 ) -> None:
     import yaml
 
-    from actions.knowledge import ActionAnswerFaq, knowledge_service
+    from actions.knowledge import ActionAnswerFaq
+    from actions.knowledge_base import knowledge_service
 
     kb = tmp_path / "faq.yml"
     kb.write_text(
@@ -153,10 +154,11 @@ def test_faq_action_scores_with_the_nlu_vector_of_the_same_text(
     made of the same text. Handing over the vector of another question shows which one was scored."""
     import yaml
 
-    from actions.knowledge import ActionAnswerFaq, knowledge_service
-    from bot import query_vectors
-    from bot.encoders import MultilingualEncoder
-    from bot.knowledge import normalise_query
+    from actions.knowledge import ActionAnswerFaq
+    from actions.knowledge_base import knowledge_service
+    from bot.knowledge import query_vectors
+    from bot.knowledge.encoders import MultilingualEncoder
+    from bot.knowledge.text import normalise_query
 
     kb = tmp_path / "faq.yml"
     entries = [

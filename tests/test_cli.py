@@ -16,9 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from bot.database import session_scope
-from bot.escalations import CLOSING_MESSAGE, open_escalation
-from bot.models import AuditLog, ChannelIdentity, Escalation, Interaction, OutboxMessage, Patron
+from bot.crm.database import session_scope
+from bot.crm.models import AuditLog, ChannelIdentity, Escalation, Interaction, OutboxMessage, Patron
+from bot.engagement.escalations import CLOSING_MESSAGE, open_escalation
 
 PATRONBOT = str(Path(sys.executable).with_name("patronbot"))
 
@@ -76,7 +76,7 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'crm.db'}"
     result = patronbot("db", "upgrade", env={"PATRONBOT_DATABASE_URL": url})
     assert result.returncode == 0, result.stderr
-    from bot.migrate import head_revision
+    from bot.crm.migrate import head_revision
 
     assert f"CRM database is at revision {head_revision()}" in result.stdout
 
@@ -102,7 +102,7 @@ def test_every_command_has_help(command: list[str]) -> None:
 
 
 def test_staff_list_show_reply_and_resolve_an_escalation(crm: Engine, crm_url: str) -> None:
-    from bot.library import load_facts
+    from bot.knowledge.facts import load_facts
     from bot.settings import PROJECT_ROOT
 
     with session_scope(crm) as session:

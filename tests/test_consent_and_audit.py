@@ -7,11 +7,11 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from bot.audit import AuditReasonError, read_patron_record
-from bot.consent import current_consents, has_consent, record_consent
-from bot.database import session_scope
-from bot.models import AuditLog, Campaign, Consent, Delivery, Patron, Segment, SegmentMembership
-from bot.patrons import PatronKey, PatronNotFoundError, get_or_create_patron
+from bot.crm.audit import AuditReasonError, read_patron_record
+from bot.crm.consent import current_consents, has_consent, record_consent
+from bot.crm.database import session_scope
+from bot.crm.models import AuditLog, Campaign, Consent, Delivery, Patron, Segment, SegmentMembership
+from bot.crm.patrons import PatronKey, PatronNotFoundError, get_or_create_patron
 
 
 def new_patron(crm: Engine, external_id: str = "alice") -> int:

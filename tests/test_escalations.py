@@ -13,8 +13,18 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from actions.handoff import with_staff
-from bot.database import session_scope
-from bot.escalations import (
+from bot.crm.database import session_scope
+from bot.crm.models import (
+    AuditLog,
+    ChannelIdentity,
+    Conversation,
+    Escalation,
+    Interaction,
+    OutboxMessage,
+    Patron,
+    StaffUser,
+)
+from bot.engagement.escalations import (
     CLOSING_MESSAGE,
     EscalationError,
     EscalationNotFoundError,
@@ -25,18 +35,8 @@ from bot.escalations import (
     resolve_escalation,
     staff_reply,
 )
-from bot.library import LibraryFacts, parse_facts
-from bot.models import (
-    AuditLog,
-    ChannelIdentity,
-    Conversation,
-    Escalation,
-    Interaction,
-    OutboxMessage,
-    Patron,
-    StaffUser,
-)
-from bot.outbound import register_sender, send, take_pending, unregister_sender
+from bot.knowledge.facts import LibraryFacts, parse_facts
+from bot.outbound.outbox import register_sender, send, take_pending, unregister_sender
 from bot.settings import PROJECT_ROOT
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -234,7 +234,7 @@ def test_take_pending_hands_each_message_out_once_oldest_first(crm: Engine) -> N
 
 
 def test_send_to_an_unknown_recipient_is_refused(crm: Engine) -> None:
-    from bot.patrons import PatronNotFoundError
+    from bot.crm.patrons import PatronNotFoundError
 
     with pytest.raises(PatronNotFoundError), session_scope(crm) as session:
         send(session=session, channel="rest", recipient="rest:nobody", text="hi", produced_by="staff:li")

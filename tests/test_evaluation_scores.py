@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bot.knowledge import Decision, Entry, Hit
+from bot.knowledge.entries import Entry
+from bot.knowledge.index import Hit
+from bot.knowledge.retrieval import Decision
 from nlu.evaluation import (
     Labelled,
     Parsed,

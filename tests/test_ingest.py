@@ -14,9 +14,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from bot.database import make_engine, session_scope
-from bot.ingest import BrokerEvent, IngestState, SqlEventSource, held_back, ingest_events, ingest_once
-from bot.models import ChannelIdentity, IngestCursor, Patron
+from bot.crm.database import make_engine, session_scope
+from bot.crm.models import ChannelIdentity, IngestCursor, Patron
+from bot.ingest.events import BrokerEvent, IngestState, ingest_events
+from bot.ingest.sql_broker import SqlEventSource, held_back, ingest_once
 from tests.factories import action_event, bot_event, broker_table, interactions, publish, user_event
 
 
@@ -144,8 +145,8 @@ def test_duplicate_channel_id_is_one_patron(crm: Engine) -> None:
     import pytest
     from sqlalchemy.exc import IntegrityError
 
-    from bot.models import ChannelIdentity
-    from bot.patrons import PatronKey, get_or_create_patron
+    from bot.crm.models import ChannelIdentity
+    from bot.crm.patrons import PatronKey, get_or_create_patron
 
     key = PatronKey("telegram", "4242")
     with session_scope(crm) as session:
@@ -165,7 +166,7 @@ def session_started(sender: str, timestamp: float) -> BrokerEvent:
 
 
 def test_rasa_sessions_become_conversations(crm: Engine) -> None:
-    from bot.models import Conversation
+    from bot.crm.models import Conversation
 
     t = 1_795_000_000.0
     first = [session_started("rest:fay", t), user_event("rest:fay", "hi", timestamp=t + 1)]
@@ -182,7 +183,7 @@ def test_rasa_sessions_become_conversations(crm: Engine) -> None:
 
 
 def test_a_conversation_with_staff_carries_on_across_sessions(crm: Engine) -> None:
-    from bot.models import Conversation
+    from bot.crm.models import Conversation
 
     t = 1_795_000_000.0
     with session_scope(crm) as session:
@@ -202,7 +203,7 @@ def test_a_conversation_with_staff_carries_on_across_sessions(crm: Engine) -> No
 def test_the_ingester_copies_what_is_pending_when_it_stops(crm: Engine, crm_url: str, tmp_path: Path) -> None:
     import threading
 
-    from bot.ingest import run_ingester
+    from bot.ingest.sql_broker import run_ingester
 
     broker_url = f"sqlite:///{tmp_path / 'events.db'}"
     broker = make_engine(broker_url)
@@ -221,7 +222,7 @@ def test_the_ingester_keeps_running_and_picks_up_new_events(
     import threading
     import time
 
-    from bot.ingest import run_ingester
+    from bot.ingest.sql_broker import run_ingester
 
     broker_url = f"sqlite:///{tmp_path / 'events.db'}"
     broker = make_engine(broker_url)
@@ -265,7 +266,7 @@ def test_a_language_typed_as_an_intent_is_checked_and_the_next_patron_still_land
 
 
 def test_over_long_fields_are_cut_to_their_columns(crm: Engine) -> None:
-    from bot.models import Conversation, Interaction
+    from bot.crm.models import Conversation, Interaction
 
     def length(model: Any, column: str) -> int:
         return int(model.__table__.c[column].type.length)
@@ -337,16 +338,16 @@ def test_malformed_events_get_defaults_not_errors(crm: Engine, tmp_path: Path) -
 
 def _poison(monkeypatch: Any, failure: Exception) -> None:
     """Make the insert of any row whose text is "my card is 1234" fail with `failure`."""
-    import bot.ingest
+    import bot.ingest.events
 
-    original = bot.ingest._insert_new
+    original = bot.ingest.events._insert_new
 
     def poisoned(*, session: Session, rows: list[dict[str, Any]]) -> int:
         if any(row["text"] == "my card is 1234" for row in rows):
             raise failure
         return original(session=session, rows=rows)
 
-    monkeypatch.setattr(bot.ingest, "_insert_new", poisoned)
+    monkeypatch.setattr(bot.ingest.events, "_insert_new", poisoned)
 
 
 @pytest.mark.parametrize(
@@ -362,10 +363,10 @@ def test_a_poisoned_event_is_held_back_and_the_rest_flow(
     caplog: pytest.LogCaptureFixture,
     failure: Exception,
 ) -> None:
-    import bot.ingest
-    from bot.ingest import purge_ingested, run_ingester
+    import bot.ingest.events
+    from bot.ingest.sql_broker import purge_ingested, run_ingester
 
-    original = bot.ingest._insert_new
+    original = bot.ingest.events._insert_new
     _poison(monkeypatch, failure)
     broker_url = f"sqlite:///{tmp_path / 'events.db'}"
     broker = make_engine(broker_url)
@@ -373,7 +374,7 @@ def test_a_poisoned_event_is_held_back_and_the_rest_flow(
     events = [user_event("rest:p1", "hi"), user_event("rest:p2", secret), user_event("rest:p3", "later")]
     publish(broker, broker_table(broker), events)
     source = SqlEventSource(broker_url)
-    caplog.set_level(logging.ERROR, logger="bot.ingest")
+    caplog.set_level(logging.ERROR, logger="bot.ingest.events")
     assert ingest_once(crm=crm, source=source, state=IngestState()) == 3
     assert ingest_once(crm=crm, source=source, state=IngestState()) == 0  # the cursor moved past it
     assert [r.text for r in interactions(crm)] == ["hi", "later"]
@@ -389,7 +390,7 @@ def test_a_poisoned_event_is_held_back_and_the_rest_flow(
     assert remaining[2] == secret
     assert "hi" not in remaining.values()
     # With the fault gone, the next start of the ingester writes it and lets retention remove it.
-    monkeypatch.setattr(bot.ingest, "_insert_new", original)
+    monkeypatch.setattr(bot.ingest.events, "_insert_new", original)
     stop = threading.Event()
     stop.set()
     run_ingester(crm=crm, crm_url=crm_url, source=source, stop=stop)
@@ -418,7 +419,7 @@ def test_a_database_failure_holds_nothing_back_and_the_batch_is_retried(
 
 
 def broker_rows(engine: Engine) -> list[tuple[int, str, str]]:
-    from bot.rasa_events import EVENTS
+    from bot.crm.rasa_events import EVENTS
 
     with engine.connect() as connection:
         return [tuple(row) for row in connection.execute(select(EVENTS).order_by(EVENTS.c.id))]  # type: ignore[misc]

@@ -18,9 +18,9 @@ from rasa.shared.core.events import SlotSet
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
-from bot.ingest import BrokerEvent
-from bot.ingest_amqp import consume, parse_message
-from bot.rasa_events import EVENTS, RasaEventStore
+from bot.crm.rasa_events import EVENTS, RasaEventStore
+from bot.ingest.amqp import consume, parse_message
+from bot.ingest.events import BrokerEvent
 from tests.factories import bot_event, interactions, user_event
 
 AMQP_URL = os.environ.get("PATRONBOT_TEST_AMQP_URL", "")
@@ -149,18 +149,18 @@ def _run_consumer_until(crm: Engine, crm_url: str, queue: str, done: Any) -> Non
 def test_a_bad_event_from_rabbitmq_is_held_back_and_the_rest_land_then_it_lands_once_fixed(
     crm: Engine, crm_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import bot.ingest
+    import bot.ingest.events
 
     secret = "my card is 1234"
-    original = bot.ingest._insert_new
+    original = bot.ingest.events._insert_new
 
     def poisoned(*, session: Any, rows: list[dict[str, Any]]) -> int:
         if any(row["text"] == secret for row in rows):
             raise ValueError("a bug")
         return original(session=session, rows=rows)
 
-    monkeypatch.setattr(bot.ingest, "_insert_new", poisoned)
-    caplog.set_level(logging.ERROR, logger="bot.ingest_amqp")
+    monkeypatch.setattr(bot.ingest.events, "_insert_new", poisoned)
+    caplog.set_level(logging.ERROR, logger="bot.ingest.amqp")
     queue = f"patronbot_test_{uuid.uuid4().hex[:8]}"
     typed = '/greet{"language":"english-please"}'
     events = [
@@ -178,7 +178,7 @@ def test_a_bad_event_from_rabbitmq_is_held_back_and_the_rest_land_then_it_lands_
     assert asyncio.run(_queue_depth(f"{queue}.held", keep=True)) == 1  # kept, not lost
 
     # The bug is fixed: the next start ingests the held event, once, and empties the held queue.
-    monkeypatch.setattr(bot.ingest, "_insert_new", original)
+    monkeypatch.setattr(bot.ingest.events, "_insert_new", original)
     _run_consumer_until(crm, crm_url, queue, lambda: len(interactions(crm)) >= 3)
     assert sorted(r.text for r in interactions(crm)) == sorted([typed, "你好", secret])
     assert asyncio.run(_queue_depth(f"{queue}.held")) == 0
@@ -186,9 +186,9 @@ def test_a_bad_event_from_rabbitmq_is_held_back_and_the_rest_land_then_it_lands_
 
 @pytest.mark.skipif(not AMQP_URL, reason="PATRONBOT_TEST_AMQP_URL is not set (CI sets it)")
 def test_a_held_event_of_an_erased_patron_is_dropped_not_written(crm: Engine, crm_url: str) -> None:
-    from bot.database import session_scope
-    from bot.models import utcnow
-    from bot.privacy import _mark_erased
+    from bot.crm.database import session_scope
+    from bot.crm.models import utcnow
+    from bot.privacy.erasure import _mark_erased
 
     queue = f"patronbot_test_{uuid.uuid4().hex[:8]}"
     held = user_event("rest:gone", "my old message")

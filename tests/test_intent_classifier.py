@@ -16,18 +16,9 @@ from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from nlu.intent_classifier import (
-    MAX_TOKENS,
-    SCOPE_SCORE_KEY,
-    Decisions,
-    E5IntentClassifier,
-    Neighbours,
-    ScopeRule,
-    e5_encoder,
-    embed,
-    load_model,
-    truncate,
-)
+from nlu.features import MAX_TOKENS, e5_encoder, embed, truncate
+from nlu.intent_classifier import E5IntentClassifier
+from nlu.intent_model import SCOPE_SCORE_KEY, Decisions, Neighbours, ScopeRule, load_model
 
 EXAMPLES = {
     "ask_hours": [
@@ -287,9 +278,9 @@ def test_message_carries_its_e5_vector_for_the_knowledge_base(
     storage: ModelStorage, resource: Resource
 ) -> None:
     """The action server reuses the NLU's vector when retrieval reads the same text, and only then."""
-    from bot import query_vectors
-    from bot.encoders import MultilingualEncoder
-    from bot.knowledge import normalise_query
+    from bot.knowledge import query_vectors
+    from bot.knowledge.encoders import MultilingualEncoder
+    from bot.knowledge.text import normalise_query
 
     texts = ["How do I get on the  WiFi?", "图书馆的无线网怎么连接", "ＷｉＦｉ　密码？", "续借" * 200, "   "]
     messages = _parse(_load(storage, resource), *texts)

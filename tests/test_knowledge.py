@@ -14,20 +14,12 @@ import pytest
 import yaml
 from numpy.typing import NDArray
 
-from bot.encoders import Encoder
-from bot.faq_eval import Query, evaluate, tune
-from bot.knowledge import (
-    ENTRY_MEAN_SHARE,
-    NEAR_TIE,
-    Entry,
-    KnowledgeError,
-    LanguageTuning,
-    Retriever,
-    load_entries,
-    make_encoders,
-    normalise_query,
-    words,
-)
+from bot.knowledge.encoders import Encoder
+from bot.knowledge.entries import Entry, KnowledgeError, load_entries
+from bot.knowledge.evaluation import Query, evaluate, tune
+from bot.knowledge.index import ENTRY_MEAN_SHARE
+from bot.knowledge.retrieval import NEAR_TIE, LanguageTuning, Retriever, make_encoders
+from bot.knowledge.text import normalise_query, words
 
 KB = {
     "entries": [
@@ -321,7 +313,7 @@ def test_entry_texts_include_question_with_answer() -> None:
 
 
 def test_rebuilding_after_an_edit_encodes_only_changed_texts() -> None:
-    from bot.encoders import CachedEncoder
+    from bot.knowledge.encoders import CachedEncoder
 
     class CountingEncoder:
         def __init__(self) -> None:
@@ -360,7 +352,7 @@ class TextEncoder:
 
 
 def test_vectors_kept_on_disk_are_read_instead_of_encoded_again(tmp_path: Path) -> None:
-    from bot.encoders import CachedEncoder
+    from bot.knowledge.encoders import CachedEncoder
 
     path = tmp_path / "vectors" / "sentence.npz"
     first, again = TextEncoder(), TextEncoder()
@@ -382,7 +374,7 @@ def test_vectors_kept_on_disk_are_read_instead_of_encoded_again(tmp_path: Path) 
 def test_a_damaged_vector_file_is_encoded_afresh(
     tmp_path: Path, damage: bytes | str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from bot.encoders import CachedEncoder
+    from bot.knowledge.encoders import CachedEncoder
 
     path = tmp_path / "sentence.npz"
     if damage is None:  # a readable file whose texts and vectors do not match
@@ -398,7 +390,7 @@ def test_a_damaged_vector_file_is_encoded_afresh(
     else:
         path.write_bytes(damage)
     encoder = TextEncoder()
-    with caplog.at_level(logging.WARNING, logger="bot.encoders"):
+    with caplog.at_level(logging.WARNING, logger="bot.knowledge.encoders"):
         vectors = CachedEncoder(encoder, path=path).encode_passages(["a", "b"])
     assert encoder.passages == ["a", "b"]
     assert "encoding the knowledge base afresh" in caplog.text
@@ -409,8 +401,9 @@ def test_a_damaged_vector_file_is_encoded_afresh(
 
 
 def test_each_model_keeps_its_vectors_in_its_own_file(tmp_path: Path) -> None:
-    from bot.encoders import MultilingualEncoder, SentenceEncoder
-    from bot.knowledge import MULTILINGUAL, SENTENCE, KnowledgeService
+    from bot.knowledge.encoders import MultilingualEncoder, SentenceEncoder
+    from bot.knowledge.index import MULTILINGUAL, SENTENCE
+    from bot.knowledge.service import KnowledgeService
 
     service = KnowledgeService(
         kb_path=tmp_path / "kb.yml", tuning_path=tmp_path / "t.yml", vector_dir=tmp_path
@@ -508,7 +501,7 @@ def test_large_index_lookup_finds_the_same_best_entries_as_full_scans(
     """Past SHORTLIST_FROM_TEXTS texts, a lookup shortlists entries by the leading model's reduced
     vectors and the lexical signals, and scores only those with every model; the best entries and
     their scores must be those of full scans with every signal."""
-    import bot.knowledge as knowledge
+    import bot.knowledge.index as knowledge
 
     monkeypatch.setattr(knowledge, "SHORTLIST_FROM_TEXTS", 1000)
     rng = np.random.default_rng(3)
@@ -552,13 +545,13 @@ def test_large_index_lookup_finds_the_same_best_entries_as_full_scans(
     assert count > knowledge.SHORTLIST
 
     scored: list[int] = []
-    texts = knowledge._DenseIndex.texts
+    texts = knowledge.DenseIndex.texts
 
-    def counting(self: knowledge._DenseIndex, entries: np.ndarray | None = None) -> knowledge._Texts:
+    def counting(self: knowledge.DenseIndex, entries: np.ndarray | None = None) -> knowledge.Texts:
         scored.append(count if entries is None else len(entries))
         return texts(self, entries)
 
-    monkeypatch.setattr(knowledge._DenseIndex, "texts", counting)
+    monkeypatch.setattr(knowledge.DenseIndex, "texts", counting)
     for query in queries:
         scored.clear()
         found = retriever.search(query, lang="en", k=5)
@@ -575,7 +568,7 @@ def test_large_index_lookup_finds_the_same_best_entries_as_full_scans(
 
 def test_answer_threshold_counts_only_what_the_bot_would_answer_outright() -> None:
     """Near ties are offered as a choice at any score, so their mistakes do not raise the answer bar."""
-    from bot.faq_eval import _answer_threshold, _Top
+    from bot.knowledge.evaluation import _answer_threshold, _Top
 
     clear = [_Top(score=0.6 + i / 100, right=True, in_scope=True, near_tie=False) for i in range(9)]
     wrong_near_ties = [_Top(score=0.65, right=False, in_scope=True, near_tie=True) for _ in range(5)]
@@ -590,8 +583,8 @@ def test_queries_take_the_traced_model_and_get_the_models_own_vectors(
 ) -> None:
     """A query goes through the traced transformer, and its vector is the model's own (the one the
     knowledge base's texts get); a model whose trace disagrees keeps the model's own way."""
-    import bot.encoders as encoders_module
-    from bot.encoders import SentenceEncoder
+    import bot.knowledge.encoders as encoders_module
+    from bot.knowledge.encoders import SentenceEncoder
 
     texts = ["wifi login", "Can I renew a book someone has reserved?", "续借", "hours " * 300]
     traced = SentenceEncoder()

@@ -11,17 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from bot.library import (
-    WEEKDAYS,
-    FactsError,
-    find_day,
-    handoff_reply,
-    hours_reply,
-    load_facts,
-    next_staffed,
-    parse_facts,
-    staffed_now,
-)
+from bot.knowledge.facts import WEEKDAYS, FactsError, load_facts, parse_facts
+from bot.knowledge.hours import find_day, hours_reply
+from bot.knowledge.staffed_hours import handoff_reply, next_staffed, staffed_now
 from bot.settings import PROJECT_ROOT
 
 FACTS_FILE = PROJECT_ROOT / "knowledge" / "library.yml"

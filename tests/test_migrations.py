@@ -12,9 +12,9 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from bot.database import make_engine
-from bot.migrate import alembic_config, current_revision, head_revision, include_object, upgrade
-from bot.models import Base
+from bot.crm.database import make_engine
+from bot.crm.migrate import alembic_config, current_revision, head_revision, include_object, upgrade
+from bot.crm.models import Base
 
 
 def revisions() -> list[str]:

@@ -28,9 +28,9 @@ from actions.feedback import (
 from actions.handoff import ActionCheckHandoff, ActionFallback, ActionHandoff, ActionStaffRelay
 from actions.privacy import ActionEraseMyData, ValidateDeleteForm
 from actions.profile import ActionSaveProfile
-from bot.erasure_requests import ErasureRound, carry_out, note_requests, pending_patrons
-from bot.escalations import resolve_escalation, staff_reply
-from bot.models import ChannelIdentity, Consent, Escalation, Feedback, Interaction, Patron, Suggestion
+from bot.crm.models import ChannelIdentity, Consent, Escalation, Feedback, Interaction, Patron, Suggestion
+from bot.engagement.escalations import resolve_escalation, staff_reply
+from bot.privacy.requests import ErasureRound, carry_out, note_requests, pending_patrons
 
 # A Wednesday 10:00 and 22:00 in Shanghai (the facts file's time zone): staffed, and not.
 STAFFED = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
@@ -106,8 +106,8 @@ def test_did_this_help_is_recorded_with_the_answer_topic(crm_for_actions: Engine
 def test_a_second_tap_on_the_same_answer_changes_it_instead_of_counting_twice(
     crm_for_actions: Engine,
 ) -> None:
-    from bot.database import session_scope
-    from bot.feedback import HELPFUL_WINDOW, record_helpful
+    from bot.crm.database import session_scope
+    from bot.engagement.feedback import HELPFUL_WINDOW, record_helpful
 
     for tapped_value in ("yes:renew-online", "yes:renew-online", "no:renew-online"):
         run(ActionRecordHelpful(), make_tracker("/give_feedback", entities={"helpful": tapped_value}))

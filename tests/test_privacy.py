@@ -12,10 +12,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from bot.consent import record_consent
-from bot.database import make_engine, session_scope
-from bot.ingest import IngestState, ingest_events
-from bot.models import (
+from bot.crm.consent import record_consent
+from bot.crm.database import make_engine, session_scope
+from bot.crm.models import (
     AuditLog,
     Base,
     Campaign,
@@ -32,9 +31,13 @@ from bot.models import (
     StaffUser,
     Suggestion,
 )
-from bot.patrons import PatronKey, PatronNotFoundError, find_patron_ids
-from bot.privacy import erase_patron, export_patron, patron_tables, purge_expired
-from bot.rasa_events import RasaEventStore
+from bot.crm.patrons import PatronKey, PatronNotFoundError, find_patron_ids
+from bot.crm.rasa_events import RasaEventStore
+from bot.ingest.events import IngestState, ingest_events
+from bot.privacy.erasure import erase_patron
+from bot.privacy.export import export_patron
+from bot.privacy.records import patron_tables
+from bot.privacy.retention import purge_expired
 from tests.factories import bot_event, broker_table, publish, user_event
 
 T0 = 1_795_000_000.0

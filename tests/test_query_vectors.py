@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bot import query_vectors
+from bot.knowledge import query_vectors
 
 
 def _unit(seed: int) -> np.ndarray:

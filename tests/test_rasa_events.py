@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import insert, select
 
-from bot.ingest import SqlEventSource
-from bot.rasa_events import EVENTS, TOMBSTONE, RasaEventStore
+from bot.crm.rasa_events import EVENTS, TOMBSTONE, RasaEventStore
+from bot.ingest.sql_broker import SqlEventSource
 
 
 def publish(store: RasaEventStore, sender: str, text: str) -> int:

@@ -20,9 +20,9 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.utils.endpoints import EndpointConfig
 from sqlalchemy import event, text
 
-from bot.database import make_engine, session_scope
-from bot.endpoints import rasa_endpoints
-from bot.rasa_events import rasa_event_stores
+from bot.crm.database import make_engine, session_scope
+from bot.crm.rasa_events import rasa_event_stores
+from bot.runtime.endpoints import rasa_endpoints
 from bot.settings import Settings
 from rasa_server.speedups import STOCK_VALIDATE_ACTION_RESULT
 from rasa_server.speedups import install as install_rasa_speedups

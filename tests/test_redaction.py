@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from bot.logs import RedactingFilter
 from bot.redaction import fingerprint, redact_text, redact_url
+from bot.runtime.logs import RedactingFilter
 
 
 def test_redact_url_hides_only_the_password() -> None:

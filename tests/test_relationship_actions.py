@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from actions.relationship import ActionPrivacySummary, ActionSubscribe, ActionUnsubscribe, crm_engine
-from bot.models import AuditLog, Consent
+from bot.crm.models import AuditLog, Consent
 from tests.test_actions import FACTS, tracker
 
 

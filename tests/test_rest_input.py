@@ -17,9 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from bot.database import session_scope
-from bot.models import OutboxMessage, Patron
-from bot.outbound import send
+from bot.crm.database import session_scope
+from bot.crm.models import OutboxMessage, Patron
+from bot.outbound.outbox import send
 from bot.settings import get_settings
 from connectors.rest import BadRequestError, RestInput, crm_engine, parse_request
 

@@ -74,7 +74,7 @@ def test_readme_documents_every_setting() -> None:
 def test_training_fingerprint_follows_training_data_not_other_code(tmp_path: Path) -> None:
     import shutil
 
-    from bot.training import training_fingerprint
+    from bot.runtime.training import training_fingerprint
 
     root = tmp_path / "project"
     root.mkdir()

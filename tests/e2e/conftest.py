@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from bot.launch import PATRONBOT, LaunchedBot, LaunchError, config_with_epochs, launch, stop, train_model
+from bot.runtime.launch import (
+    PATRONBOT,
+    LaunchedBot,
+    LaunchError,
+    config_with_epochs,
+    launch,
+    stop,
+    train_model,
+)
 from bot.settings import PROJECT_ROOT
 
 __all__ = ["PATRONBOT", "RunningBot", "start_bot", "stop_bot"]

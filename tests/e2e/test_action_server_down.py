@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from bot.library import load_facts
+from bot.knowledge.facts import load_facts
 from bot.settings import PROJECT_ROOT
 from connectors.rest import APOLOGY
 from tests.e2e.conftest import RunningBot
@@ -32,7 +32,7 @@ def action_server_answers(bot: RunningBot) -> bool:
 def test_killing_the_action_server_loses_no_patron_message(running_bot: RunningBot) -> None:
     patron = sender()
     assert running_bot.say(patron, "你好")
-    before_restart = len(running_bot.log.read_text(errors="replace"))
+    before_restart = len(running_bot.process_log.read_text(errors="replace"))
     os.kill(running_bot.child_pid("actions"), signal.SIGKILL)
     assert not action_server_answers(running_bot)
 
@@ -53,6 +53,6 @@ def test_killing_the_action_server_loses_no_patron_message(running_bot: RunningB
     assert action_server_answers(running_bot), running_bot.log.read_text(errors="replace")[-3000:]
     assert FACTS.weekly["saturday"].span() in running_bot.say(patron, "周六几点开门")[0]
     # It read the knowledge base's vectors from disk instead of encoding them again.
-    since_restart = running_bot.log.read_text(errors="replace")[before_restart:]
+    since_restart = running_bot.process_log.read_text(errors="replace")[before_restart:]
     assert "started action server" in since_restart
     assert "knowledge-base texts" not in since_restart, since_restart[-3000:]

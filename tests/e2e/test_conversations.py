@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bot.runtime.training import rasa_environment, rasa_executable
 from bot.settings import PROJECT_ROOT
-from bot.training import rasa_environment, rasa_executable
 
 pytestmark = pytest.mark.rasa
 

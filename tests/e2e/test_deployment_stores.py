@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bot.database import make_engine
+from bot.crm.database import make_engine
 from tests.e2e.conftest import PATRONBOT, RunningBot, start_bot, stop_bot
 
 pytestmark = pytest.mark.rasa

@@ -14,10 +14,10 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.database import make_engine
-from bot.escalations import CLOSING_MESSAGE
-from bot.models import ChannelIdentity, Escalation, Feedback, Patron, Suggestion
-from bot.rasa_events import RasaEventStore
+from bot.crm.database import make_engine
+from bot.crm.models import ChannelIdentity, Escalation, Feedback, Patron, Suggestion
+from bot.crm.rasa_events import RasaEventStore
+from bot.engagement.escalations import CLOSING_MESSAGE
 from bot.settings import PROJECT_ROOT, Settings
 from tests.e2e.conftest import PATRONBOT, RunningBot
 from tests.e2e.test_rest_conversation import FACTS, response_text

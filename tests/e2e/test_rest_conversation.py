@@ -12,10 +12,11 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.database import make_engine
+from bot.crm.database import make_engine
+from bot.crm.models import ChannelIdentity, Consent, Escalation, Interaction, Suggestion
+from bot.knowledge.facts import load_facts
+from bot.knowledge.hours import find_day
 from bot.language import detect_language
-from bot.library import find_day, load_facts
-from bot.models import ChannelIdentity, Consent, Escalation, Interaction, Suggestion
 from bot.settings import PROJECT_ROOT
 from tests.e2e.conftest import PATRONBOT, RunningBot
 
@@ -257,10 +258,10 @@ def test_the_nlu_hands_its_e5_vector_to_the_knowledge_base_action(running_bot: R
     the vector is that of the text the patron sent, as retrieval normalises it."""
     import numpy as np
 
-    from bot import query_vectors
-    from bot.encoders import MultilingualEncoder
-    from bot.knowledge import normalise_query
-    from bot.rasa_events import RasaEventStore
+    from bot.crm.rasa_events import RasaEventStore
+    from bot.knowledge import query_vectors
+    from bot.knowledge.encoders import MultilingualEncoder
+    from bot.knowledge.text import normalise_query
     from bot.settings import Settings
 
     patron, text = sender(), KNOWLEDGE[("wifi", "en")]["question"]
@@ -291,7 +292,7 @@ def test_knowledge_base_edits_apply_without_restart(running_bot: RunningBot, tmp
 
 def consent_decisions(bot: RunningBot, patron: str) -> list[bool]:
     """The REST patron's consent decisions (granted or not), oldest first."""
-    from bot.models import Consent
+    from bot.crm.models import Consent
 
     engine = make_engine(bot.crm_url)
     try:
@@ -326,3 +327,16 @@ def test_one_word_unsubscribes_and_the_crm_keeps_the_history(running_bot: Runnin
     assert FACTS.privacy_notice in subscribed[0]
     assert running_bot.say(patron, "退订") == [response_text("utter_unsubscribed", "zh")]
     assert consent_decisions(running_bot, patron) == [True, False]
+
+
+def test_the_terminal_shows_patronbots_steps_and_the_log_keeps_everything(running_bot: RunningBot) -> None:
+    """`patronbot run` prints its own steps; Rasa's, TensorFlow's and setuptools' notices go to the log."""
+    terminal = running_bot.log.read_text(errors="replace")
+    assert "patronbot is ready" in terminal
+    assert "started Rasa server" in terminal
+    assert "Warning" not in terminal
+    assert "is not used in any story or rule" not in terminal
+    everything = running_bot.process_log.read_text(errors="replace")
+    assert "[Rasa server]" in everything
+    assert "[action server]" in everything
+    assert "Rasa server is up and running" in everything

@@ -1,0 +1,1 @@
+"""The `patronbot` command: `main.py` builds the tree; each module adds one group of subcommands."""

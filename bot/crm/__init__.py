@@ -1,0 +1,1 @@
+"""The CRM store: database, tables, migrations, patrons, conversations, consent and the audit log."""

@@ -1,0 +1,86 @@
+"""Conversations: which one a message belongs to, and when a new one starts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bot.crm.models import Conversation, Interaction
+
+# A conversation with staff, or waiting for them, carries on across Rasa's session boundaries.
+_STAYS_OPEN = ("pending_review", "with_staff")
+
+
+class ConversationBook:
+    """The latest conversation of each Rasa conversation id in a batch, loaded in one query.
+
+    New conversations are added to the session without a flush; flush once before reading their ids.
+    """
+
+    def __init__(self, *, session: Session, rasa_sender_ids: Collection[str]) -> None:
+        self.session = session
+        self.latest: dict[str, Conversation] = {}
+        senders = list(rasa_sender_ids)
+        for start in range(0, len(senders), 500):
+            chunk = senders[start : start + 500]
+            newest = (
+                select(func.max(Conversation.id))
+                .where(Conversation.rasa_sender_id.in_(chunk))
+                .group_by(Conversation.rasa_sender_id)
+                .scalar_subquery()
+            )
+            for conversation in session.execute(
+                select(Conversation).where(Conversation.id.in_(newest))
+            ).scalars():
+                self.latest[conversation.rasa_sender_id] = conversation
+
+    def start(self, *, patron_id: int, channel: str, rasa_sender_id: str, at: dt.datetime) -> Conversation:
+        """Begin a new conversation (Rasa started a new session), closing an idle previous one."""
+        previous = self.latest.get(rasa_sender_id)
+        if previous is not None and previous.patron_id == patron_id:
+            if previous.status in _STAYS_OPEN or previous.started_at == at:
+                return previous  # with staff, or the same session_started event delivered again
+            if previous.status == "open":
+                previous.status = "resolved"
+                previous.resolved_at = max(at, previous.last_message_at or at)
+        conversation = Conversation(
+            patron_id=patron_id,
+            channel=channel,
+            rasa_sender_id=rasa_sender_id,
+            status="open",
+            started_at=at,
+            last_message_at=at,
+        )
+        self.session.add(conversation)
+        self.latest[rasa_sender_id] = conversation
+        return conversation
+
+    def for_message(
+        self, *, patron_id: int, channel: str, rasa_sender_id: str, at: dt.datetime
+    ) -> Conversation:
+        """The conversation a message belongs to: the latest one, or a new one if none."""
+        current = self.latest.get(rasa_sender_id)
+        if current is None or current.patron_id != patron_id:
+            return self.start(patron_id=patron_id, channel=channel, rasa_sender_id=rasa_sender_id, at=at)
+        if current.last_message_at is None or at > current.last_message_at:
+            current.last_message_at = at
+        return current
+
+
+def patron_history(*, session: Session, patron_id: int, limit: int = 50) -> list[Interaction]:
+    """A patron's last `limit` interactions, newest first.
+
+    For the bot's own use; a staff member reads a patron through bot.crm.audit.read_patron_record,
+    which writes the audit log.
+    """
+    return list(
+        session.execute(
+            select(Interaction)
+            .where(Interaction.patron_id == patron_id)
+            .order_by(Interaction.occurred_at.desc(), Interaction.id.desc())
+            .limit(limit)
+        ).scalars()
+    )

@@ -1,0 +1,44 @@
+"""The CRM's tables, by domain: patrons and consent, conversations, feedback, outreach, outbox, staff."""
+
+from bot.crm.models.base import Base, BigId, UTCDateTime, utcnow
+from bot.crm.models.conversation import (
+    CONVERSATION_STATUSES,
+    Conversation,
+    ErasedSender,
+    IngestCursor,
+    Interaction,
+    InteractionStat,
+)
+from bot.crm.models.feedback import Escalation, Feedback, Suggestion
+from bot.crm.models.outbound import OutboxMessage
+from bot.crm.models.outreach import Campaign, Delivery, Segment, SegmentMembership
+from bot.crm.models.patron import CONSENT_PURPOSES, PATRON_TYPES, ChannelIdentity, Consent, Patron
+from bot.crm.models.staff import AuditLog, StaffUser
+
+__all__ = [
+    "CONSENT_PURPOSES",
+    "CONVERSATION_STATUSES",
+    "PATRON_TYPES",
+    "AuditLog",
+    "Base",
+    "BigId",
+    "Campaign",
+    "ChannelIdentity",
+    "Consent",
+    "Conversation",
+    "Delivery",
+    "ErasedSender",
+    "Escalation",
+    "Feedback",
+    "IngestCursor",
+    "Interaction",
+    "InteractionStat",
+    "OutboxMessage",
+    "Patron",
+    "Segment",
+    "SegmentMembership",
+    "StaffUser",
+    "Suggestion",
+    "UTCDateTime",
+    "utcnow",
+]

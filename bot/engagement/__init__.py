@@ -1,0 +1,1 @@
+"""The relationship inside a conversation: feedback and suggestions, escalations, the profile."""

@@ -1,0 +1,234 @@
+"""Patron feedback: ratings typed or tapped, "did this help?", complaints and suggestions, into the CRM."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.crm.models import Feedback, Suggestion, utcnow
+
+# CSAT at or below this opens an escalation: a librarian follows the patron up.
+LOW_CSAT = 2
+# The kinds of `suggestion` rows: a complaint, a suggestion about a service, or a purchase request.
+REPORT_KINDS = ("complaint", "service", "purchase")
+_PURCHASE = re.compile(
+    r"buy|purchase|acquire|order (a|the|this|more)|subscribe to (a|the|this)|荐购|采购|购买|订购|买"
+)
+
+_CHINESE_DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8,
+                   "九": 9, "十": 10}  # fmt: skip
+_STARS = re.compile(r"[⭐★]")
+# A number given against its scale ("4/5", "4 out of 5", "8 of 10"), or with a unit ("4分", "4 stars").
+_ON_SCALE = re.compile(r"(?<![\d.\-])(\d{1,2})\s*(?:/|out of|of)\s*(\d{1,2})(?![\d.])")
+_WITH_UNIT = re.compile(r"(?<![\d.\-])(\d{1,2})\s*(?:分|星|颗星|stars?|points?)(?![a-z])")
+_CHINESE_WITH_UNIT = re.compile(r"([零一二两三四五六七八九十])\s*(?:颗星|分|星)")
+# What is not a rating: a range ("1-5", "of 1 to 5"), the scale alone ("out of 5", "满分5分").
+_NOT_A_RATING = re.compile(
+    r"(?:(?:out of|of)\s*)?\d{1,2}\s*(?:-|~|–|to|到|至)\s*\d{1,2}"
+    r"|(?:out of|of|/)\s*\d{1,2}|满分\s*\d{1,2}\s*分?"
+)
+_NUMBER = re.compile(r"(?<![\d.])(-?\d{1,3})(?![\d.])")
+_SKIP = {"skip", "no", "nope", "no thanks", "no comment", "nothing", "none", "n/a", "-", "pass",
+         "跳过", "不用", "不用了", "没有", "无", "没了", "算了", "不了", "略"}  # fmt: skip
+# Words that rate without a number, mapped to the CSAT they mean: English ones as the whole answer,
+# Chinese ones anywhere in it ("我觉得一般", "十分满意"), the longest first ("不满意" before "满意").
+_RATING_WORDS = {
+    "very satisfied": 5, "excellent": 5, "great": 5, "satisfied": 4, "good": 4, "okay": 3, "ok": 3,
+    "average": 3, "dissatisfied": 2, "not satisfied": 2, "rather dissatisfied": 2, "poor": 2, "bad": 2,
+    "terrible": 1, "very dissatisfied": 1, "awful": 1,
+}  # fmt: skip
+_CHINESE_RATING_WORDS = {
+    "非常满意": 5, "十分满意": 5, "很满意": 5, "特别满意": 5, "满分": 5, "一百分": 5, "一级棒": 5, "很好": 5,
+    "满意": 4, "不错": 4, "挺好": 4, "还行": 3, "还可以": 3, "一般": 3, "马马虎虎": 3, "不太满意": 2,
+    "不满意": 2, "不好": 2, "很不满意": 1, "非常不满意": 1, "十分不满意": 1, "很差": 1, "太差": 1,
+}  # fmt: skip
+_LONGEST_FIRST = sorted(_CHINESE_RATING_WORDS, key=len, reverse=True)
+
+
+def _one(found: list[str]) -> int | None:
+    """The number when exactly one was found: two numbers are a question to ask again, not a guess."""
+    return int(found[0]) if len(found) == 1 else None
+
+
+def _chinese_rating(text: str) -> int | None:
+    words = next((words for words in _LONGEST_FIRST if words in text), None)
+    return None if words is None else _CHINESE_RATING_WORDS[words]
+
+
+def _number_in(text: str, *, scale: int) -> int | None:
+    """The rating a short answer gives on a scale up to ``scale``, or None when it gives none or more
+    than one: "4", "4/5", "给5分", "四分", "⭐⭐⭐", "我觉得一般" (on a scale of 5); not "1-5", "-1",
+    or "5/10" on a scale of 5."""
+    cleaned = text.strip().lower()
+    stars = len(_STARS.findall(cleaned))
+    if stars:
+        return stars
+    on_scale = _ON_SCALE.findall(cleaned)
+    if len(on_scale) == 1:
+        value, of = (int(part) for part in on_scale[0])
+        return value if of == scale else None
+    rest = _NOT_A_RATING.sub(" ", cleaned)
+    chinese = _CHINESE_WITH_UNIT.findall(rest)
+    for found in (
+        _one(_WITH_UNIT.findall(rest)),
+        _chinese_rating(rest) if scale == 5 else None,
+        _CHINESE_DIGITS[chinese[0]] if len(chinese) == 1 else None,
+        _one(_NUMBER.findall(rest)),
+    ):
+        if found is not None:
+            return found
+    return _CHINESE_DIGITS.get(cleaned)
+
+
+def parse_csat(text: str) -> int | None:
+    """A CSAT rating 1-5 from what the patron typed or tapped, or None if it is not one."""
+    cleaned = text.strip().lower().rstrip("!.。！")
+    if cleaned in _RATING_WORDS:
+        return _RATING_WORDS[cleaned]
+    if len(cleaned) > 40:
+        return None
+    number = _number_in(cleaned, scale=5)
+    return number if number is not None and 1 <= number <= 5 else None
+
+
+# A comment that only changes the rating: "actually 3", "3 out of 5", "改成2分", "sorry, 4 stars".
+_CORRECTION = re.compile(
+    r"^(?:(?:actually|sorry|no|change(?: it)? to|make (?:it|that)|i meant|correction"
+    r"|其实|改成|改为|更正|不对)[\s,，:：]*)?"
+    r"(?:\d|[一二两三四五])\s*(?:分|星|颗星|stars?|points?|/\s*5|out of 5)?[\s.!。！]*$",
+    re.IGNORECASE,
+)
+
+
+def rating_correction(text: str) -> int | None:
+    """The new rating when a comment is only a rating, perhaps after "actually" or "改成", else None:
+    a comment such as "no printer on level 1" keeps its number."""
+    if len(text) > 30 or not _CORRECTION.match(text.strip()):
+        return None
+    return parse_csat(text)
+
+
+def parse_nps(text: str) -> int | None:
+    """A recommendation score 0-10, or None."""
+    cleaned = text.strip()
+    if len(cleaned) > 40:
+        return None
+    number = _number_in(cleaned, scale=10)
+    return number if number is not None and 0 <= number <= 10 else None
+
+
+def is_skip(text: str) -> bool:
+    """True when the patron declines an optional question ("skip", "跳过", "no")."""
+    return text.strip().lower().rstrip("!.。！") in _SKIP
+
+
+_CANCEL = {"cancel", "never mind", "nevermind", "forget it", "quit", "exit", "stop rating", "not now",
+           "取消", "不评了", "不想评", "不填了", "不说了", "以后再说", "退出"}  # fmt: skip
+
+
+def is_cancel(text: str) -> bool:
+    """True when the patron leaves a form instead of answering ("never mind", "算了", "取消"): every
+    way of declining counts, since a question the patron cannot leave is worse than a lost answer."""
+    cleaned = text.strip().lower().rstrip("!.。！")
+    return cleaned in _CANCEL or cleaned in _SKIP
+
+
+def record_feedback(
+    *,
+    session: Session,
+    patron_id: int | None,
+    csat: int | None = None,
+    nps: int | None = None,
+    comment: str | None = None,
+    helpful: bool | None = None,
+    topic: str | None = None,
+) -> Feedback:
+    """One feedback row; the values are checked here as well as by the database's constraints."""
+    if csat is not None and not 1 <= csat <= 5:
+        raise ValueError(f"CSAT must be 1-5, not {csat}")
+    if nps is not None and not 0 <= nps <= 10:
+        raise ValueError(f"NPS must be 0-10, not {nps}")
+    row = Feedback(
+        patron_id=patron_id,
+        csat=csat,
+        nps=nps,
+        comment=(comment or None),
+        helpful=helpful,
+        topic=topic,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+# Taps on "did this help?" about one topic within this long count as one answer (the last one).
+HELPFUL_WINDOW = dt.timedelta(minutes=10)
+
+
+def record_helpful(
+    *,
+    session: Session,
+    patron_id: int | None,
+    helpful: bool,
+    topic: str | None,
+    now: dt.datetime | None = None,
+) -> Feedback:
+    """A "did this help?" tap. A second tap on the same topic soon after (a double tap, or 👍 changed to
+    👎) changes the answer already recorded instead of counting the patron twice."""
+    now = now or utcnow()
+    earlier: Feedback | None = None
+    if patron_id is not None:
+        earlier = session.execute(
+            select(Feedback)
+            .where(
+                Feedback.patron_id == patron_id,
+                Feedback.helpful.is_not(None),
+                Feedback.csat.is_(None),
+                Feedback.topic.is_(None) if topic is None else Feedback.topic == topic,
+                Feedback.created_at >= now - HELPFUL_WINDOW,
+            )
+            .order_by(Feedback.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+    if earlier is None:
+        return record_feedback(session=session, patron_id=patron_id, helpful=helpful, topic=topic)
+    earlier.helpful = helpful
+    session.flush()
+    return earlier
+
+
+def record_report(
+    *, session: Session, patron_id: int | None, kind: str, text: str, topic: str | None
+) -> Suggestion:
+    """A complaint or a suggestion, as the patron wrote it, waiting for a librarian's answer."""
+    if kind not in REPORT_KINDS:
+        raise ValueError(f"kind must be one of {REPORT_KINDS}, not {kind!r}")
+    row = Suggestion(patron_id=patron_id, kind=kind, text=text, topic=topic, status="new")
+    session.add(row)
+    session.flush()
+    return row
+
+
+_GENERIC = re.compile(
+    r"\b(i|i'd|i'm|i want|would|like|to|make|file|a|an|the|have|got|some|want|please|about|how|do|can|"
+    r"complain|complaint|complaints|suggest|suggestion|suggestions|idea|ideas|feedback|report|one|"
+    r"something)\b|我要|我想|想|要|投诉|建议|意见|反映|一下|一个|个|提|有|吐槽|给你们|请问|怎么|[\s\W]",
+    re.IGNORECASE,
+)
+
+
+def report_kind(*, complaint: bool, text: str) -> str:
+    """The `suggestion.kind` for what the patron said: complaint, purchase request, or service idea."""
+    if complaint:
+        return "complaint"
+    return "purchase" if _PURCHASE.search(text.lower()) else "service"
+
+
+def has_details(text: str) -> bool:
+    """True when a complaint or suggestion says what it is about, not only that there is one."""
+    rest = _GENERIC.sub("", text)
+    cjk = sum(1 for char in rest if "\u4e00" <= char <= "\u9fff")
+    return cjk >= 3 or len(rest) - cjk >= 8

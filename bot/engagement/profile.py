@@ -1,0 +1,87 @@
+"""What a patron chose to tell about themselves (patron type, interests), found in what they wrote."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy.orm import Session
+
+from bot.crm.consent import record_consent
+from bot.crm.models import PATRON_TYPES, Patron
+
+# The version of the profile question's wording, kept with the profiling consent it records.
+PROFILE_WORDING = "profile-v1"
+INTERESTS = ("e_resources", "new_books", "events", "research_help")
+
+# Words that name each patron type, checked in this order ("staff" only after "faculty").
+_TYPE_WORDS: dict[str, list[str]] = {
+    "postgraduate": ["post-?grad", "graduate student", "grad student", "master'?s", "ph\\.?d",
+                     "doctor(al|ate)", "研究生", "硕士", "博士", "研[一二三]"],
+    "undergraduate": ["under-?grad", "bachelor", "freshman", "sophomore", "first-year", "exchange student",
+                      "本科", "大[一二三四]", "交换生", "新生"],
+    "faculty": ["faculty", "professor", "lecturer", "\\bi teach", "teacher", "教师", "老师", "教授", "讲师",
+                "任教", "教职"],
+    "staff": ["\\bstaff\\b", "employee", "i work (here|at)", "职工", "员工"],
+    "public": ["public", "visitor", "alumn", "not a student", "校外", "社会读者", "访客", "校友"],
+}  # fmt: skip
+_INTEREST_WORDS: dict[str, list[str]] = {
+    "e_resources": ["database", "e-?resource", "e-?book", "journal", "数据库", "电子资源", "电子书", "期刊"],
+    "new_books": ["new (books|arrivals|titles)", "新书"],
+    "events": ["event", "workshop", "lecture", "talk", "exhibition", "讲座", "培训", "活动", "展览"],
+    "research_help": ["research", "citation", "subject librarian", "科研", "学科服务", "论文", "引用"],
+}  # fmt: skip
+
+
+def _patterns(words: dict[str, list[str]]) -> dict[str, re.Pattern[str]]:
+    return {name: re.compile("|".join(alternatives), re.IGNORECASE) for name, alternatives in words.items()}
+
+
+_TYPES = _patterns(_TYPE_WORDS)
+_INTERESTS = _patterns(_INTEREST_WORDS)
+
+
+def mentioned_patron_type(text: str) -> str | None:
+    """The patron type a message names ("as a postgraduate", "我是研究生"), or None."""
+    for patron_type, pattern in _TYPES.items():
+        if pattern.search(text):
+            return patron_type
+    return None
+
+
+def mentioned_interests(text: str) -> list[str]:
+    """The interests a message names, in INTERESTS order."""
+    return [interest for interest, pattern in _INTERESTS.items() if pattern.search(text)]
+
+
+def save_profile(
+    *,
+    session: Session,
+    patron_id: int,
+    channel: str,
+    patron_type: str | None = None,
+    interests: list[str] | None = None,
+) -> Patron:
+    """Keep what the patron told, and record that they consented to the library using it (profiling)."""
+    if patron_type is not None and patron_type not in PATRON_TYPES:
+        raise ValueError(f"unknown patron type {patron_type!r}")
+    unknown = [interest for interest in interests or [] if interest not in INTERESTS]
+    if unknown:
+        raise ValueError(f"unknown interests {unknown}")
+    patron = session.get(Patron, patron_id)
+    if patron is None:
+        raise LookupError(f"no patron {patron_id}")
+    record_consent(
+        session=session,
+        patron_id=patron_id,
+        purpose="profiling",
+        granted=True,
+        channel=channel,
+        wording_version=PROFILE_WORDING,
+    )
+    if patron_type is not None:
+        patron.patron_type = patron_type
+    if interests:
+        current = [str(i) for i in patron.interests] if isinstance(patron.interests, list) else []
+        patron.interests = current + [i for i in interests if i not in current]
+    session.flush()
+    return patron

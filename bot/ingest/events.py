@@ -1,0 +1,258 @@
+"""The ingester: Rasa's events, read from its event broker, become CRM interactions, each once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from bot.crm.conversations import ConversationBook
+from bot.crm.models import ChannelIdentity, Conversation, Interaction, Patron
+from bot.crm.patrons import PatronKey, patron_key, touch_patrons
+from bot.language import LANGUAGES, detect_language
+from bot.privacy.erasure import erased_at
+from bot.privacy.requests import note_requests, requested_in
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerEvent:
+    """One event as Rasa published it: the conversation's sender id and the event's dict."""
+
+    sender_id: str
+    data: dict[str, Any]
+
+
+@dataclass
+class IngestState:
+    """What the ingester remembers between batches: the last action run in each conversation."""
+
+    last_action: dict[str, str] = field(default_factory=dict)
+
+
+def event_key(event: BrokerEvent) -> str:
+    """A digest that is the same for a redelivered copy of an event and differs between events."""
+    canonical = json.dumps(event.data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(f"{event.sender_id}\n{canonical}".encode()).hexdigest()
+
+
+def _timestamp(data: dict[str, Any]) -> dt.datetime:
+    """The event's time; now when it has none, or one that is not a number or not a date."""
+    value = data.get("timestamp")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return dt.datetime.fromtimestamp(value, dt.UTC)
+        except (OverflowError, OSError, ValueError):  # out of range, or NaN
+            pass
+    return dt.datetime.now(dt.UTC)
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) or value is None else str(value)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+@functools.cache
+def _length(model: Any, column: str) -> int | None:
+    length = getattr(model.__table__.c[column].type, "length", None)
+    return int(length) if length else None
+
+
+def _fit(model: Any, column: str, value: object) -> str | None:
+    """`value` as a string cut to the length of the model's column (None stays None)."""
+    text = _text(value)
+    length = _length(model, column)
+    return text[:length] if text is not None and length else text
+
+
+def _user_language(data: dict[str, Any]) -> str | None:
+    """The language entity when it names one of the bot's languages, else the text's language.
+
+    A patron can type any entity value (`/greet{"language":"…"}`), and Rasa does not check it.
+    """
+    entities = _mapping(data.get("parse_data")).get("entities")
+    for entity in entities if isinstance(entities, list) else []:
+        if isinstance(entity, dict) and entity.get("entity") == "language":
+            value = entity.get("value")
+            if isinstance(value, str) and value in LANGUAGES:
+                return value
+    return detect_language(_text(data.get("text")) or "")
+
+
+def _patron_key(sender_id: str, input_channel: object) -> PatronKey:
+    key = patron_key(sender_id, input_channel if isinstance(input_channel, str) else None)
+    return PatronKey(
+        channel=_fit(ChannelIdentity, "channel", key.channel) or "",
+        external_id=_fit(ChannelIdentity, "external_id", key.external_id) or "",
+    )
+
+
+def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: IngestState) -> int:
+    """Write the interactions these events describe; return how many new rows were written.
+
+    User and bot events become interactions; a session_started event begins a new conversation;
+    action events tell who produced the next bot message. Runs inside the caller's transaction, so a
+    batch lands whole or not at all. An event that is not a dict is ignored; a field of the wrong type
+    or out of range is left out or given a default, and a string is cut to its column's length.
+    """
+    events = [event for event in events if isinstance(event.data, dict)]
+    erased = erased_at(session=session, senders={event.sender_id for event in events})
+    if erased:
+        # Late events of an erased patron (from before the erasure) are not written as a new patron.
+        events = [
+            event
+            for event in events
+            if event.sender_id not in erased or _timestamp(event.data) > erased[event.sender_id]
+        ]
+    written = _ingest_messages(session=session, events=events, state=state)
+    erasures = requested_in(events)
+    if erasures:
+        session.flush()
+        note_requests(session=session, senders=erasures)
+    return written
+
+
+def _ingest_messages(*, session: Session, events: Sequence[BrokerEvent], state: IngestState) -> int:
+    relevant = [e for e in events if e.data.get("event") in ("user", "bot", "session_started", "action")]
+    keys: dict[str, PatronKey] = {}
+    for event in relevant:
+        if event.sender_id not in keys or event.data.get("event") == "user":
+            input_channel = event.data.get("input_channel") if event.data.get("event") == "user" else None
+            keys[event.sender_id] = _patron_key(event.sender_id, input_channel)
+    messages = [e for e in relevant if e.data.get("event") in ("user", "bot")]
+    if not messages and not any(e.data.get("event") == "session_started" for e in relevant):
+        _remember_actions(relevant, state)
+        return 0
+    last_seen: dict[PatronKey, dt.datetime] = {}
+    languages: dict[PatronKey, str] = {}
+    for event in messages:
+        if event.data.get("event") == "user":
+            key = keys[event.sender_id]
+            last_seen[key] = max(_timestamp(event.data), last_seen.get(key, _timestamp(event.data)))
+            language = _fit(Patron, "language", _user_language(event.data))
+            if language:
+                languages[key] = language
+    patron_ids = touch_patrons(
+        session=session, keys=set(keys.values()), last_seen=last_seen, languages=languages
+    )
+
+    # Rasa's conversation id as the conversation table holds it (cut to its column, like every string).
+    conversation_ids = {sender: _fit(Conversation, "rasa_sender_id", sender) or "" for sender in keys}
+    book = ConversationBook(session=session, rasa_sender_ids=set(conversation_ids.values()))
+    last_language: dict[str, str | None] = {}
+    rows: list[dict[str, Any]] = []
+    for event in relevant:
+        data, sender = event.data, event.sender_id
+        kind = data.get("event")
+        key = keys[sender]
+        at = _timestamp(data)
+        if kind == "action":
+            state.last_action[sender] = str(data.get("name") or "")
+            continue
+        conversation_id = conversation_ids[sender]
+        channel = _fit(Conversation, "channel", key.channel) or ""
+        if kind == "session_started":
+            book.start(patron_id=patron_ids[key], channel=channel, rasa_sender_id=conversation_id, at=at)
+            continue
+        conversation = book.for_message(
+            patron_id=patron_ids[key], channel=channel, rasa_sender_id=conversation_id, at=at
+        )
+        text = _text(data.get("text"))
+        row: dict[str, Any] = {
+            "patron_id": patron_ids[key],
+            "conversation": conversation,
+            "channel": _fit(Interaction, "channel", key.channel),
+            "text": text,
+            "event_key": event_key(event),
+            "occurred_at": at,
+        }
+        if kind == "user":
+            intent = _mapping(_mapping(data.get("parse_data")).get("intent"))
+            language = _user_language(data)
+            last_language[sender] = language
+            row |= {
+                "direction": "in",
+                "intent": _fit(Interaction, "intent", intent.get("name")),
+                "confidence": _number(intent.get("confidence")),
+                "language": _fit(Interaction, "language", language),
+                "produced_by": None,
+            }
+        else:
+            produced_by = _mapping(data.get("metadata")).get("utter_action") or state.last_action.get(sender)
+            row |= {
+                "direction": "out",
+                "intent": None,
+                "confidence": None,
+                "language": _fit(
+                    Interaction, "language", detect_language(text or "") or last_language.get(sender)
+                ),
+                "produced_by": _fit(Interaction, "produced_by", produced_by),
+            }
+        rows.append(row)
+    session.flush()  # gives the new conversations their ids
+    for row in rows:
+        owner: Conversation = row.pop("conversation")
+        row["conversation_id"] = owner.id
+    return _insert_new(session=session, rows=rows) if rows else 0
+
+
+def _remember_actions(events: Sequence[BrokerEvent], state: IngestState) -> None:
+    for event in events:
+        if event.data.get("event") == "action":
+            state.last_action[event.sender_id] = str(event.data.get("name") or "")
+
+
+def _insert_new(*, session: Session, rows: list[dict[str, Any]]) -> int:
+    """Insert the rows whose event_key is not stored yet (safe against a concurrent ingester too)."""
+    unique: dict[str, dict[str, Any]] = {row["event_key"]: row for row in rows}
+    dialect = session.get_bind().dialect.name
+    table: Any = Interaction.__table__
+    if dialect == "postgresql":
+        statement: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=["event_key"])
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table).on_conflict_do_nothing(index_elements=["event_key"])
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise RuntimeError(f"unsupported CRM database dialect: {dialect}")
+    result: Any = session.execute(statement, list(unique.values()))
+    return int(result.rowcount or 0)
+
+
+def database_failed(error: BaseException) -> bool:
+    """Whether `error` is the database's (unreachable, read-only, full, locked, schema or rights missing),
+    so the whole batch is retried later, rather than one event's (a value the database refuses, or a
+    bug meeting an unexpected event), which is set aside so that the events after it still flow."""
+    if isinstance(error, OperationalError | InterfaceError):
+        return True
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        sqlstate = getattr(error.orig, "pgcode", None)  # PostgreSQL's; SQLite's errors have none
+        # Classes 22 (data exception) and 23 (integrity constraint violation) are the row's fault.
+        return isinstance(sqlstate, str) and not sqlstate.startswith(("22", "23"))
+    return False
+
+
+def event_kind(event: BrokerEvent) -> str:
+    """The event's type, for a log line (Rasa's names; anything else is shown as "?")."""
+    kind = event.data.get("event") if isinstance(event.data, dict) else None
+    return kind if isinstance(kind, str) and kind.isidentifier() and len(kind) <= 40 else "?"

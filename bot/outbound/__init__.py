@@ -1,0 +1,1 @@
+"""The one path by which messages no Rasa turn produced (staff replies, campaigns) reach a patron."""

@@ -1,0 +1,145 @@
+"""The one path to a patron for messages no Rasa turn produced: staff replies now, campaigns later.
+
+`send` records the message as an outgoing interaction (so the CRM history shows it) and as an outbox
+row, then hands it to its channel's sender. Channels with a push API register a sender; for the
+others (the REST channel) the row waits in the outbox until the patron's client takes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from bot.crm.models import Conversation, Interaction, OutboxMessage, Patron, utcnow
+from bot.crm.patrons import PatronNotFoundError, find_patron_ids, patron_key
+from bot.redaction import fingerprint
+
+log = logging.getLogger(__name__)
+
+# A channel's push delivery: raises if the channel did not take the message.
+Sender = Callable[[OutboxMessage], None]
+
+_senders: dict[str, Sender] = {}
+
+
+def register_sender(channel: str, sender: Sender) -> None:
+    """Deliver `channel`'s messages by pushing them (Telegram, WeChat) instead of queueing them."""
+    _senders[channel] = sender
+
+
+def unregister_sender(channel: str) -> None:
+    """Queue `channel`'s messages in the outbox again (tests, or a channel switched off)."""
+    _senders.pop(channel, None)
+
+
+def send(
+    *,
+    session: Session,
+    channel: str,
+    recipient: str,
+    text: str,
+    produced_by: str,
+    patron_id: int | None = None,
+) -> int:
+    """Send `text` to the conversation `recipient` (a Rasa sender id, "rest:abc"); return the outbox id.
+
+    Runs in the caller's transaction: the interaction and the outbox row land together or not at all.
+    A push channel delivers at once and the row is marked delivered; if the push fails the row stays
+    pending (logged without the text) for a retry, and the caller's transaction still commits.
+    """
+    if not text.strip():
+        raise ValueError("an outgoing message needs a text")
+    if patron_id is None:
+        patron_id = _patron_of(session=session, channel=channel, recipient=recipient)
+    patron = session.get(Patron, patron_id)
+    if patron is None:
+        raise PatronNotFoundError(f"no patron {patron_id}: nothing sent")
+    now = utcnow()
+    message = OutboxMessage(
+        channel=channel,
+        recipient=recipient,
+        patron_id=patron_id,
+        text=text,
+        produced_by=produced_by,
+        created_at=now,
+    )
+    session.add(message)
+    session.flush()
+    conversation_id = session.execute(
+        select(Conversation.id)
+        .where(Conversation.rasa_sender_id == recipient, Conversation.patron_id == patron_id)
+        .order_by(Conversation.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    session.add(
+        Interaction(
+            patron_id=patron_id,
+            conversation_id=conversation_id,
+            channel=channel,
+            direction="out",
+            text=text,
+            language=patron.language,
+            produced_by=produced_by,
+            event_key=f"outbox:{message.id}",
+            occurred_at=now,
+            recorded_at=now,
+        )
+    )
+    session.flush()
+    push = _senders.get(channel)
+    if push is not None:
+        try:
+            push(message)
+        except Exception:
+            log.exception(
+                "%s: pushing outbox message %s to %s failed", channel, message.id, fingerprint(recipient)
+            )
+        else:
+            message.delivered_at = utcnow()
+    return message.id
+
+
+def _patron_of(*, session: Session, channel: str, recipient: str) -> int:
+    key = patron_key(recipient, channel)
+    found = find_patron_ids(session=session, keys=[key])
+    if key not in found:
+        raise PatronNotFoundError(f"no patron known on {channel} for this recipient: nothing sent")
+    return found[key]
+
+
+def take_pending(
+    *, session: Session, channel: str, recipient: str, now: dt.datetime | None = None
+) -> list[OutboxMessage]:
+    """The conversation's undelivered messages, oldest first, marked delivered in the caller's transaction.
+
+    A message is handed out once, even to two clients polling at the same time.
+    """
+    query = (
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.channel == channel,
+            OutboxMessage.recipient == recipient,
+            OutboxMessage.delivered_at.is_(None),
+        )
+        .order_by(OutboxMessage.id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    delivered_at = now or utcnow()
+    taken: list[OutboxMessage] = []
+    for message in session.execute(query).scalars().all():
+        claimed = session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message.id, OutboxMessage.delivered_at.is_(None))
+            .values(delivered_at=delivered_at)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            set_committed_value(message, "delivered_at", delivered_at)
+            taken.append(message)
+    return taken

@@ -1,0 +1,1 @@
+"""Outreach (next): patron segments, personas, follow-up campaigns and the scheduler that sends them."""

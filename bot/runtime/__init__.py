@@ -1,0 +1,1 @@
+"""Running the bot: supervising its processes, training, the endpoints file, logs, the chat."""

@@ -1,0 +1,1 @@
+"""The staff console (next): librarians' web app for escalations, patrons, feedback, campaigns."""
