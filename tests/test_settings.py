@@ -91,3 +91,8 @@ def test_training_fingerprint_follows_training_data_not_other_code(tmp_path: Pat
     assert changed != before
     (root / "nlu" / "greet.yml").write_text("nlu: [x]\n", encoding="utf-8")
     assert training_fingerprint(root) != changed
+    # The intent classifier's code is the model's too: a change to it trains again.
+    for name in ("intent_classifier.py", "intent_model.py", "features.py"):
+        before = training_fingerprint(root)
+        (root / "nlu" / name).write_text("# the classifier's code\n", encoding="utf-8")
+        assert training_fingerprint(root) != before, name

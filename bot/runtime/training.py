@@ -22,7 +22,7 @@ PROGRESS_SECONDS = 30.0
 TRAINING_INPUTS = ("config.yml", "domain.yml", "data", "nlu")
 _INPUT_SUFFIXES = {".yml", ".yaml", ".txt"}
 # The pipeline's own code is part of the model too; other modules in nlu/ (evaluation) are not.
-_PIPELINE_CODE = ("components.py",)
+_PIPELINE_CODE = ("components.py", "intent_classifier.py", "intent_model.py", "features.py")
 
 
 class TrainingError(Exception):
