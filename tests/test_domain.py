@@ -54,3 +54,35 @@ def test_a_suggestion_is_thanked_as_a_suggestion_every_time(kind: str, language:
         asked = generator.generate_from_slots("utter_ask_report_details", slots, "rest")
         assert asked is not None
         assert ("建议" in asked["text"] or "suggestion" in asked["text"]) == (kind == "suggestion")
+
+
+def _said_by_actions() -> set[str]:
+    """Every string constant in the actions' code (responses they utter by name)."""
+    import ast
+
+    found: set[str] = set()
+    for path in (PROJECT_ROOT / "actions").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.add(node.value)
+    return found
+
+
+def _in_rules_and_stories() -> set[str]:
+    found: set[str] = set()
+    for folder in ("data", "tests/conversations"):
+        for path in (PROJECT_ROOT / folder).rglob("*.yml"):
+            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            for flow in [*(document.get("rules") or []), *(document.get("stories") or [])]:
+                found |= {step["action"] for step in flow.get("steps") or [] if "action" in step}
+    return found
+
+
+def test_every_response_is_said_by_a_rule_a_form_or_an_action() -> None:
+    """Rasa's training warns of responses no story or rule uses; those the actions and forms say are
+    used all the same. A response nothing says is dead and must go."""
+    form_questions = {
+        f"utter_ask_{slot}" for form in DOMAIN["forms"].values() for slot in form["required_slots"]
+    }
+    used = _in_rules_and_stories() | form_questions | _said_by_actions()
+    assert sorted(set(RESPONSES) - used) == []
