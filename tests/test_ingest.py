@@ -182,6 +182,38 @@ def test_rasa_sessions_become_conversations(crm: Engine) -> None:
     assert by_conversation == [conversations[0].id, conversations[1].id]
 
 
+def test_a_redelivered_batch_spanning_two_sessions_changes_no_conversation(crm: Engine) -> None:
+    """RabbitMQ redelivers a batch after the CRM commit but before the ack, or Rasa's fail-safe store
+    publishes a whole tracker again: every event of it is known, and nothing may change."""
+    from bot.crm.models import Conversation
+
+    t = 1_795_000_000.0
+    batch = [
+        session_started("rest:hal", t),
+        user_event("rest:hal", "hi", timestamp=t + 1),
+        session_started("rest:hal", t + 7200),
+        user_event("rest:hal", "again", timestamp=t + 7201),
+    ]
+    with session_scope(crm) as session:
+        ingest_events(session=session, events=batch, state=IngestState())
+
+    def conversations() -> list[tuple[int, str, float]]:
+        with Session(crm, future=True) as session:
+            rows = session.execute(select(Conversation).order_by(Conversation.id)).scalars().all()
+            return [(c.id, c.status, c.started_at.timestamp()) for c in rows]
+
+    before = conversations()
+    assert [(status, start) for _, status, start in before] == [("resolved", t), ("open", t + 7200)]
+    with session_scope(crm) as session:
+        ingest_events(session=session, events=batch, state=IngestState())  # the whole batch again
+    assert conversations() == before
+    with session_scope(crm) as session:
+        later = [user_event("rest:hal", "still me", timestamp=t + 7300)]
+        ingest_events(session=session, events=later, state=IngestState())
+    assert conversations() == before
+    assert [r.conversation_id for r in interactions(crm)] == [before[0][0], before[1][0], before[1][0]]
+
+
 def test_a_conversation_with_staff_carries_on_across_sessions(crm: Engine) -> None:
     from bot.crm.models import Conversation
 

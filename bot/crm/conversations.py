@@ -15,14 +15,25 @@ _STAYS_OPEN = ("pending_review", "with_staff")
 
 
 class ConversationBook:
-    """The latest conversation of each Rasa conversation id in a batch, loaded in one query.
+    """The conversations a batch of events belongs to: each Rasa conversation id's latest, and those
+    the batch's session starts began, each loaded in one query.
 
+    A conversation is known by its session's start: a session_started event delivered again (RabbitMQ
+    redelivering a batch, Rasa's fail-safe store publishing a whole tracker again) finds the
+    conversation it began and changes nothing, even when later sessions have begun since.
     New conversations are added to the session without a flush; flush once before reading their ids.
     """
 
-    def __init__(self, *, session: Session, rasa_sender_ids: Collection[str]) -> None:
+    def __init__(
+        self,
+        *,
+        session: Session,
+        rasa_sender_ids: Collection[str],
+        session_starts: Collection[tuple[str, dt.datetime]] = (),
+    ) -> None:
         self.session = session
         self.latest: dict[str, Conversation] = {}
+        self.started: dict[tuple[str, dt.datetime], Conversation] = {}
         senders = list(rasa_sender_ids)
         for start in range(0, len(senders), 500):
             chunk = senders[start : start + 500]
@@ -36,9 +47,23 @@ class ConversationBook:
                 select(Conversation).where(Conversation.id.in_(newest))
             ).scalars():
                 self.latest[conversation.rasa_sender_id] = conversation
+        starts = sorted(set(session_starts))
+        for start in range(0, len(starts), 500):
+            chunk = starts[start : start + 500]
+            query = select(Conversation).where(
+                Conversation.rasa_sender_id.in_({sender for sender, _ in chunk}),
+                Conversation.started_at.in_({at for _, at in chunk}),
+            )
+            for conversation in session.execute(query).scalars():
+                self.started[(conversation.rasa_sender_id, conversation.started_at)] = conversation
 
     def start(self, *, patron_id: int, channel: str, rasa_sender_id: str, at: dt.datetime) -> Conversation:
         """Begin a new conversation (Rasa started a new session), closing an idle previous one."""
+        begun = self.started.get((rasa_sender_id, at))
+        if begun is not None and begun.patron_id == patron_id:
+            # This session's start delivered again: its conversation, as it is, takes the messages after it.
+            self.latest[rasa_sender_id] = begun
+            return begun
         previous = self.latest.get(rasa_sender_id)
         if previous is not None and previous.patron_id == patron_id:
             if previous.status in _STAYS_OPEN or previous.started_at == at:
@@ -56,6 +81,7 @@ class ConversationBook:
         )
         self.session.add(conversation)
         self.latest[rasa_sender_id] = conversation
+        self.started[(rasa_sender_id, at)] = conversation
         return conversation
 
     def for_message(

@@ -158,7 +158,14 @@ def _ingest_messages(*, session: Session, events: Sequence[BrokerEvent], state: 
 
     # Rasa's conversation id as the conversation table holds it (cut to its column, like every string).
     conversation_ids = {sender: _fit(Conversation, "rasa_sender_id", sender) or "" for sender in keys}
-    book = ConversationBook(session=session, rasa_sender_ids=set(conversation_ids.values()))
+    starts = {
+        (conversation_ids[event.sender_id], _timestamp(event.data))
+        for event in relevant
+        if event.data.get("event") == "session_started"
+    }
+    book = ConversationBook(
+        session=session, rasa_sender_ids=set(conversation_ids.values()), session_starts=starts
+    )
     last_language: dict[str, str | None] = {}
     rows: list[dict[str, Any]] = []
     for event in relevant:
