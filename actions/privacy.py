@@ -32,8 +32,10 @@ class ValidateDeleteForm(FormValidationAction):  # type: ignore[misc]
 
 
 class ActionEraseMyData(Action):  # type: ignore[misc]
-    """Confirmed: mark the conversation for erasure. The ingester erases the patron from the CRM and
-    Rasa's stores once this turn is stored, so the request and this reply are erased too."""
+    """Confirmed: say that the patron's data will be erased. That reply (`utter_delete_scheduled`) is the
+    request: the ingester erases the patron from the CRM and Rasa's stores once this turn is stored, so
+    the request and this reply are erased too. A reply is said once, for the turn that asked; a slot
+    would not do, since Rasa copies every slot event into each new session of the conversation."""
 
     def name(self) -> str:
         return "action_erase_my_data"
@@ -45,4 +47,4 @@ class ActionEraseMyData(Action):  # type: ignore[misc]
             dispatcher.utter_message(response="utter_delete_cancelled")
             return [SlotSet("delete_confirmation", None)]
         dispatcher.utter_message(response="utter_delete_scheduled")
-        return [SlotSet("delete_confirmation", None), SlotSet("erasure_requested", True)]
+        return [SlotSet("delete_confirmation", None)]

@@ -65,11 +65,13 @@ def parse_sender(sender: object) -> str:
     """Check a sender id (the patron as the client knows them): a non-empty string, or a number."""
     if isinstance(sender, int) and not isinstance(sender, bool):
         sender = str(sender)
-    if not isinstance(sender, str) or not sender.strip():
+    # Checked as it will be stored: "\x00" would otherwise become the empty id every such sender shares.
+    cleaned = clean_text(sender).strip() if isinstance(sender, str) else ""
+    if not cleaned:
         raise BadRequestError("'sender' is required: a non-empty string that identifies the patron")
-    if len(sender) > MAX_SENDER_CHARS:
+    if len(cleaned) > MAX_SENDER_CHARS:
         raise BadRequestError(f"'sender' is longer than {MAX_SENDER_CHARS} characters")
-    return clean_text(sender.strip())
+    return cleaned
 
 
 def parse_request(body: bytes, *, max_chars: int) -> PatronMessage:

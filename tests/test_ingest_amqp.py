@@ -14,7 +14,6 @@ from typing import Any
 
 import aio_pika
 import pytest
-from rasa.shared.core.events import SlotSet
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
@@ -95,8 +94,8 @@ def test_an_erasure_asked_for_over_rabbitmq_also_reaches_a_late_tracker_write(
     """Rasa's Pika broker publishes before the tracker store commits; the erasure waits for that write."""
     queue = f"patronbot_test_{uuid.uuid4().hex[:8]}"
     sender = "rest:amqp-erase"
-    asked = SlotSet("erasure_requested", True).as_dict()
-    events = [user_event(sender, "确认删除", language="zh").data, {"sender_id": sender, **asked}]
+    asked = bot_event(sender, "好的。您的信息将被删除。", utter_action="utter_delete_scheduled")
+    events = [user_event(sender, "确认删除", language="zh").data, asked.data]
     tracker = RasaEventStore(name="tracker_store", url=f"sqlite:///{tmp_path / 'tracker.db'}")
     EVENTS.metadata.create_all(tracker.engine)
     asyncio.run(_publish(queue, [json.dumps(e).encode() for e in events]))

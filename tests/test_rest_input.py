@@ -58,6 +58,8 @@ def test_ten_thousand_characters_are_accepted_under_the_default_limit() -> None:
         (body({"sender": "", "message": "hi"}), "'sender' is required"),
         (body({"sender": True, "message": "hi"}), "'sender' is required"),
         (body({"sender": "x" * 201, "message": "hi"}), "'sender' is longer than 200"),
+        (body({"sender": "\u0000", "message": "hi"}), "'sender' is required"),
+        (body({"sender": " \u0000\u0000 ", "message": "hi"}), "'sender' is required"),
         (body({"sender": "a"}), "'message' is required"),
         (body({"sender": "a", "message": 5}), "'message' is required"),
         (body({"sender": "a", "message": "   "}), "'message' is empty"),

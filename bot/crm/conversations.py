@@ -49,10 +49,10 @@ class ConversationBook:
                 self.latest[conversation.rasa_sender_id] = conversation
         starts = sorted(set(session_starts))
         for start in range(0, len(starts), 500):
-            chunk = starts[start : start + 500]
+            pairs = starts[start : start + 500]
             query = select(Conversation).where(
-                Conversation.rasa_sender_id.in_({sender for sender, _ in chunk}),
-                Conversation.started_at.in_({at for _, at in chunk}),
+                Conversation.rasa_sender_id.in_({sender for sender, _ in pairs}),
+                Conversation.started_at.in_({at for _, at in pairs}),
             )
             for conversation in session.execute(query).scalars():
                 self.started[(conversation.rasa_sender_id, conversation.started_at)] = conversation

@@ -124,21 +124,36 @@ def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: Ing
             for event in events
             if event.sender_id not in erased or _timestamp(event.data) > erased[event.sender_id]
         ]
-    written = _ingest_messages(session=session, events=events, state=state)
-    erasures = requested_in(events)
+    relevant = [e for e in events if e.data.get("event") in ("user", "bot", "session_started", "action")]
+    keys = patron_keys(relevant)
+    written = _ingest_messages(session=session, events=relevant, keys=keys, state=state)
+    erasures = requested_in(relevant)
     if erasures:
         session.flush()
-        note_requests(session=session, senders=erasures)
+        note_requests(session=session, keys={keys[sender] for sender in erasures})
     return written
 
 
-def _ingest_messages(*, session: Session, events: Sequence[BrokerEvent], state: IngestState) -> int:
-    relevant = [e for e in events if e.data.get("event") in ("user", "bot", "session_started", "action")]
+def patron_keys(events: Sequence[BrokerEvent]) -> dict[str, PatronKey]:
+    """Each conversation's patron, as the CRM knows them: the channel and the channel's own id, from the
+    conversation id and the channel of its latest user event. The one derivation of a patron from
+    events: their messages and their erasure requests are keyed alike."""
     keys: dict[str, PatronKey] = {}
-    for event in relevant:
+    for event in events:
         if event.sender_id not in keys or event.data.get("event") == "user":
             input_channel = event.data.get("input_channel") if event.data.get("event") == "user" else None
             keys[event.sender_id] = _patron_key(event.sender_id, input_channel)
+    return keys
+
+
+def _ingest_messages(
+    *,
+    session: Session,
+    events: Sequence[BrokerEvent],
+    keys: dict[str, PatronKey],
+    state: IngestState,
+) -> int:
+    relevant = events
     messages = [e for e in relevant if e.data.get("event") in ("user", "bot")]
     if not messages and not any(e.data.get("event") == "session_started" for e in relevant):
         _remember_actions(relevant, state)

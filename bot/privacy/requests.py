@@ -16,32 +16,36 @@ from bot.crm.audit import log_access
 from bot.crm.database import describe_error, session_scope
 from bot.crm.models import AuditLog
 from bot.crm.models.base import utcnow
-from bot.crm.patrons import PatronNotFoundError, find_patron_ids, patron_key
+from bot.crm.patrons import PatronKey, PatronNotFoundError, find_patron_ids
 from bot.crm.rasa_events import RasaEventStore
 from bot.privacy.erasure import erase_patron
 
 log = logging.getLogger(__name__)
 
-# The slot the bot sets when the patron confirmed "delete my data" (actions/privacy.py).
-ERASURE_SLOT = "erasure_requested"
+# The reply the bot gives when the patron confirmed "delete my data" (actions/privacy.py): the request.
+# Rasa publishes a reply once, with the turn that asked; a slot it would copy into every new session.
+REQUEST_RESPONSE = "utter_delete_scheduled"
 # The audit entry that records the request, in the same transaction as the ingested turn, so a
 # request survives a crash of the ingester; erasing the patron detaches it (patron_id becomes NULL).
 PENDING_REASON = "the patron confirmed in the chat that their data be deleted"
 
 
 def requested_in(events: Sequence[object]) -> set[str]:
-    """The conversations whose events include a confirmed erasure request."""
+    """The conversations whose events include a confirmed erasure request (the bot's reply to it)."""
     senders = set()
     for event in events:
         data = getattr(event, "data", {})
-        if data.get("event") == "slot" and data.get("name") == ERASURE_SLOT and data.get("value") is True:
+        if not isinstance(data, dict) or data.get("event") != "bot":
+            continue
+        metadata = data.get("metadata")
+        if isinstance(metadata, dict) and metadata.get("utter_action") == REQUEST_RESPONSE:
             senders.add(str(getattr(event, "sender_id", "")))
     return senders
 
 
-def note_requests(*, session: Session, senders: set[str]) -> int:
-    """Record each request against the patron it came from; returns how many were noted."""
-    keys = {patron_key(sender, None) for sender in senders if sender}
+def note_requests(*, session: Session, keys: set[PatronKey]) -> int:
+    """Record each request against the patron it came from (their channel identity, as the ingester
+    keyed them); returns how many were noted."""
     found = find_patron_ids(session=session, keys=keys)
     for patron_id in set(found.values()):
         log_access(

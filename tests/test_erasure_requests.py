@@ -1,0 +1,99 @@
+"""Erasure asked for in the chat: noted once, for the turn that asked, against the patron who asked."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from rasa.shared.core.events import ActionExecuted, SessionStarted, SlotSet
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from bot.crm.database import session_scope
+from bot.crm.models import ChannelIdentity, Patron
+from bot.ingest.events import BrokerEvent, IngestState, ingest_events
+from bot.privacy.requests import carry_out, pending_patrons
+from tests.factories import bot_event, user_event
+
+
+def raw(sender: str, event: object) -> BrokerEvent:
+    data = event.as_dict()  # type: ignore[attr-defined]
+    return BrokerEvent(sender_id=sender, data={"sender_id": sender, **data})
+
+
+def asked(sender: str, at: float, channel: str = "rest") -> list[BrokerEvent]:
+    """The turn in which the patron confirmed: their words, and the bot's reply that schedules it."""
+    return [
+        user_event(sender, "确认删除", language="zh", timestamp=at, channel=channel),
+        raw(sender, ActionExecuted("action_erase_my_data", timestamp=at + 0.1)),
+        bot_event(
+            sender, "好的。您的信息将被删除。", utter_action="utter_delete_scheduled", timestamp=at + 0.2
+        ),
+        raw(sender, SlotSet("delete_confirmation", None, timestamp=at + 0.3)),
+    ]
+
+
+def ingest(crm: Engine, events: list[BrokerEvent]) -> None:
+    with session_scope(crm) as session:
+        ingest_events(session=session, events=events, state=IngestState())
+
+
+def pending(crm: Engine) -> list[int]:
+    with Session(crm, future=True) as session:
+        return pending_patrons(session=session)
+
+
+def patrons(crm: Engine) -> list[tuple[str, str]]:
+    with Session(crm, future=True) as session:
+        query = select(ChannelIdentity.channel, ChannelIdentity.external_id).join(Patron)
+        return [tuple(row) for row in session.execute(query).all()]  # type: ignore[misc]
+
+
+def test_an_erasure_is_carried_out_once_and_not_again_at_every_new_session(crm: Engine, crm_url: str) -> None:
+    """With a tracker store erasure cannot reach (memory), Rasa copies every slot event of the old
+    session into each new one; a request must not come back with them."""
+    sender = "rest:mia"
+    ingest(crm, asked(sender, time.time() - 60))
+    assert len(pending(crm)) == 1
+    assert carry_out(crm=crm, crm_url=crm_url, rasa_stores=[], settle=dt.timedelta(0)).erased == 1
+    assert patrons(crm) == []
+
+    # The patron writes again later: a new session, with the old session's slot events copied (as an
+    # older bot set them too), then a new message.
+    later = time.time() + 1
+    new_session = [
+        raw(sender, ActionExecuted("action_session_start", timestamp=later)),
+        raw(sender, SessionStarted(timestamp=later + 0.01)),
+        raw(sender, SlotSet("delete_confirmation", None, timestamp=later + 0.02)),
+        raw(sender, SlotSet("erasure_requested", True, timestamp=later + 0.03)),
+        raw(sender, ActionExecuted("action_listen", timestamp=later + 0.04)),
+        user_event(sender, "hello again", language="en", timestamp=later + 1),
+        bot_event(sender, "Hello!", utter_action="utter_greet", timestamp=later + 1.1),
+    ]
+    ingest(crm, new_session)
+    assert patrons(crm) == [("rest", "mia")]  # a new record, as promised
+    assert pending(crm) == []
+    assert carry_out(crm=crm, crm_url=crm_url, rasa_stores=[], settle=dt.timedelta(0)).erased == 0
+    assert patrons(crm) == [("rest", "mia")]
+
+
+def test_a_request_is_noted_against_the_patron_its_messages_were_keyed_to(crm: Engine) -> None:
+    """A conversation id without a channel prefix is keyed by the channel of its messages; the request
+    must find that same patron (it was looked up under channel 'unknown' and never noted)."""
+    ingest(crm, asked("kiosk-7", time.time(), channel="rest"))
+    assert patrons(crm) == [("rest", "kiosk-7")]
+    with Session(crm, future=True) as session:
+        patron_id = session.execute(select(ChannelIdentity.patron_id)).scalar_one()
+    assert pending(crm) == [patron_id]
+
+
+def test_a_redelivered_request_is_still_one_erasure(crm: Engine, crm_url: str) -> None:
+    turn = asked("rest:ned", time.time() - 60)
+    ingest(crm, turn)
+    ingest(crm, turn)
+    assert len(pending(crm)) == 1
+    assert carry_out(crm=crm, crm_url=crm_url, rasa_stores=[], settle=dt.timedelta(0)).erased == 1
+    ingest(crm, turn)  # delivered again after the erasure: dropped, nothing comes back
+    assert patrons(crm) == []
+    assert pending(crm) == []
