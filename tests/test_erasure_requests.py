@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from pathlib import Path
 
 from rasa.shared.core.events import ActionExecuted, SessionStarted, SlotSet
 from sqlalchemy import select
@@ -97,3 +98,50 @@ def test_a_redelivered_request_is_still_one_erasure(crm: Engine, crm_url: str) -
     ingest(crm, turn)  # delivered again after the erasure: dropped, nothing comes back
     assert patrons(crm) == []
     assert pending(crm) == []
+
+
+def test_the_ingesters_memory_is_bounded_in_size_and_age() -> None:
+    from bot.ingest.events import IngestState
+
+    state = IngestState(max_senders=3, max_age=600.0)
+    for number in range(5):
+        state.remember_action(f"rest:p{number}", "action_answer_faq")
+    assert state.senders() == {"rest:p2", "rest:p3", "rest:p4"}
+    state.forget({"rest:p3", "rest:never-seen"})
+    assert state.senders() == {"rest:p2", "rest:p4"}
+    assert state.last_action("rest:p4") == "action_answer_faq"
+    brief = IngestState(max_age=0.0)
+    brief.remember_action("rest:old", "action_greet")
+    assert brief.last_action("rest:old") is None
+    assert brief.senders() == set()
+
+
+def test_the_ingester_forgets_an_erased_patron_at_once(crm: Engine, crm_url: str, tmp_path: Path) -> None:
+    import threading
+
+    from bot.crm.database import make_engine
+    from bot.ingest.events import IngestState
+    from bot.ingest.sql_broker import SqlEventSource, run_ingester
+    from tests.factories import broker_table, publish
+
+    broker_url = f"sqlite:///{tmp_path / 'events.db'}"
+    broker = make_engine(broker_url)
+    publish(broker, broker_table(broker), asked("rest:ola", time.time() - 60))
+    state = IngestState()
+    stop = threading.Event()
+    options = {"crm": crm, "crm_url": crm_url, "source": SqlEventSource(broker_url), "stop": stop}
+    ingester = threading.Thread(target=run_ingester, kwargs=options | {"state": state})
+    ingester.start()
+    try:
+        seen, deadline = False, time.monotonic() + 30
+        while time.monotonic() < deadline:
+            present = bool(patrons(crm))
+            seen |= present
+            if seen and not present:
+                break  # ingested, then erased about two seconds after the turn was stored
+            time.sleep(0.1)
+        assert patrons(crm) == []
+        assert "rest:ola" not in state.senders()
+    finally:
+        stop.set()
+        ingester.join(timeout=30)

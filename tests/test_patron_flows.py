@@ -625,7 +625,7 @@ def test_a_confirmed_deletion_is_carried_out_by_the_ingester(crm_for_actions: En
     assert early == ErasureRound(erased=0, waiting=True)
     assert len(rows(crm_for_actions, Patron)) == 1
     done = carry_out(crm=crm_for_actions, crm_url=crm_url, rasa_stores=[], settle=dt.timedelta(0))
-    assert done == ErasureRound(erased=1, waiting=False)
+    assert done == ErasureRound(erased=1, waiting=False, senders=frozenset({"rest:patron-1"}))
     assert rows(crm_for_actions, Patron) == []
     assert rows(crm_for_actions, ChannelIdentity) == []
     assert [f.patron_id for f in rows(crm_for_actions, Feedback)] == [None]  # anonymous, kept

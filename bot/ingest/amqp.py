@@ -145,6 +145,7 @@ class Chores:
                 log.error("erasure failed, will retry: %s", describe_error(error, self.crm_url))
                 erasure = ErasureRound(erased=0, waiting=True)
             self.erase_at = loop.time() + 1.0 if erasure.waiting else None
+            state.forget(erasure.senders)
             if erasure.erased:
                 self.retry_at = loop.time()  # the erased patrons' held events are dropped now
         if loop.time() >= self.retry_at:

@@ -8,8 +8,10 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -34,11 +36,42 @@ class BrokerEvent:
     data: dict[str, Any]
 
 
-@dataclass
 class IngestState:
-    """What the ingester remembers between batches: the last action run in each conversation."""
+    """What the ingester remembers between batches: the last action run in each conversation, which
+    produced the bot message after it.
 
-    last_action: dict[str, str] = field(default_factory=dict)
+    A turn's events arrive together, so the memory is short and bounded: at most `max_senders`
+    conversations, each for at most `max_age` seconds, and an erased patron's are forgotten at once.
+    """
+
+    def __init__(self, *, max_senders: int = 10_000, max_age: float = 600.0) -> None:
+        self.max_senders = max_senders
+        self.max_age = max_age
+        self._actions: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def remember_action(self, sender: str, action: str) -> None:
+        self._actions[sender] = (action, time.monotonic())
+        self._actions.move_to_end(sender)
+        self._expire()
+
+    def last_action(self, sender: str) -> str | None:
+        self._expire()
+        remembered = self._actions.get(sender)
+        return remembered[0] if remembered else None
+
+    def forget(self, senders: Iterable[str]) -> None:
+        for sender in senders:
+            self._actions.pop(sender, None)
+
+    def senders(self) -> set[str]:
+        return set(self._actions)
+
+    def _expire(self) -> None:
+        oldest = time.monotonic() - self.max_age
+        while self._actions and (
+            len(self._actions) > self.max_senders or next(iter(self._actions.values()))[1] < oldest
+        ):
+            self._actions.popitem(last=False)
 
 
 def event_key(event: BrokerEvent) -> str:
@@ -189,7 +222,7 @@ def _ingest_messages(
         key = keys[sender]
         at = _timestamp(data)
         if kind == "action":
-            state.last_action[sender] = str(data.get("name") or "")
+            state.remember_action(sender, str(data.get("name") or ""))
             continue
         conversation_id = conversation_ids[sender]
         channel = _fit(Conversation, "channel", key.channel) or ""
@@ -220,7 +253,7 @@ def _ingest_messages(
                 "produced_by": None,
             }
         else:
-            produced_by = _mapping(data.get("metadata")).get("utter_action") or state.last_action.get(sender)
+            produced_by = _mapping(data.get("metadata")).get("utter_action") or state.last_action(sender)
             row |= {
                 "direction": "out",
                 "intent": None,
@@ -241,7 +274,7 @@ def _ingest_messages(
 def _remember_actions(events: Sequence[BrokerEvent], state: IngestState) -> None:
     for event in events:
         if event.data.get("event") == "action":
-            state.last_action[event.sender_id] = str(event.data.get("name") or "")
+            state.remember_action(event.sender_id, str(event.data.get("name") or ""))
 
 
 def _insert_new(*, session: Session, rows: list[dict[str, Any]]) -> int:

@@ -193,6 +193,7 @@ def run_ingester(
     stop: threading.Event,
     poll_seconds: float = 0.1,
     rasa_stores: Sequence[RasaEventStore] = (),
+    state: IngestState | None = None,
 ) -> None:
     """Ingest until `stop` is set; database errors are logged (without patron data) and retried, an
     event that cannot be written is held back (see `ingest_once`); held-back events are retried first.
@@ -200,7 +201,7 @@ def run_ingester(
     After each batch, patrons who asked in the chat to be erased are erased (`rasa_stores` are the
     Rasa stores their events are deleted from).
     """
-    state = IngestState()
+    state = state if state is not None else IngestState()
     wait = poll_seconds
     log.info("ingesting Rasa events from %s", source.name)
     pending_erasures = True  # requests a previous run noted but did not carry out
@@ -212,7 +213,9 @@ def run_ingester(
         if pending_erasures:
             try:
                 # A request not yet settled, or one that failed: try again soon.
-                pending_erasures = carry_out(crm=crm, crm_url=crm_url, rasa_stores=rasa_stores).waiting
+                erasure = carry_out(crm=crm, crm_url=crm_url, rasa_stores=rasa_stores)
+                state.forget(erasure.senders)
+                pending_erasures = erasure.waiting
             except SQLAlchemyError as error:
                 log.error("cannot look for erasure requests: %s", describe_error(error, crm_url))
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Date, cast, delete, func, select, update
@@ -69,6 +69,8 @@ class ErasureReport:
     anonymised_rows: dict[str, int]
     rasa_events_deleted: dict[str, int]
     interactions_counted: int
+    # The erased patron's Rasa conversation ids, for processes to forget them (never shown or logged).
+    senders: frozenset[str] = field(default=frozenset(), repr=False)
 
 
 def erase_patron(
@@ -126,6 +128,7 @@ def erase_patron(
         anonymised_rows=anonymised,
         rasa_events_deleted=rasa_deleted,
         interactions_counted=counted,
+        senders=frozenset(senders),
     )
 
 

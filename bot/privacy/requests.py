@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -88,6 +88,8 @@ class ErasureRound:
 
     erased: int
     waiting: bool
+    # The erased patrons' Rasa conversation ids, which the ingester forgets at once (never logged).
+    senders: frozenset[str] = field(default=frozenset(), repr=False)
 
 
 def carry_out(
@@ -101,10 +103,11 @@ def carry_out(
     patron_ids = sorted(patron_id for patron_id, at in requests.items() if at <= cutoff)
     waiting = len(patron_ids) < len(requests)
     erased = 0
+    senders: set[str] = set()
     for patron_id in patron_ids:
         try:
             with session_scope(crm) as session:
-                erase_patron(
+                report = erase_patron(
                     session=session,
                     patron_ref=str(patron_id),
                     actor="patron",
@@ -118,6 +121,7 @@ def carry_out(
             waiting = True
             continue
         erased += 1
+        senders |= report.senders
     if erased:
         log.info("erased %d patron(s) at their request", erased)
-    return ErasureRound(erased=erased, waiting=waiting)
+    return ErasureRound(erased=erased, waiting=waiting, senders=frozenset(senders))
