@@ -34,6 +34,12 @@ tune_every_sqlite_connection()
 install_rasa_speedups()
 
 MAX_SENDER_CHARS = 200
+# Client metadata goes into every user event Rasa stores (tracker store and broker): only what the
+# channel uses is kept, and only so much is accepted.
+MAX_METADATA_BYTES = 2048
+MAX_METADATA_DEPTH = 3
+KEPT_METADATA = ("source",)  # how the patron arrived (a page, a poster's QR code, a campaign)
+MAX_SOURCE_CHARS = 200
 
 # Said when the bot produced no reply (the action server is down, say) or Rasa failed; by then the
 # message is in the tracker store, so it is recorded.
@@ -45,6 +51,14 @@ APOLOGY = {
 
 class BadRequestError(ValueError):
     """The request cannot be handled as it is; the message tells the client what to fix."""
+
+    status = 400
+
+
+class TooLargeError(BadRequestError):
+    """The request body is larger than any acceptable request."""
+
+    status = 413
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,11 @@ def parse_sender(sender: object) -> str:
 
 def parse_request(body: bytes, *, max_chars: int) -> PatronMessage:
     """Check a webhook body: a JSON object with a non-empty ``sender`` and ``message``."""
+    # The longest acceptable request, every character escaped as JSON allows (12 bytes for an emoji's
+    # surrogate pair, 6 for a Chinese character): anything longer is refused before it is parsed.
+    limit = 12 * (max_chars + MAX_SENDER_CHARS) + 6 * MAX_METADATA_BYTES + 4096
+    if len(body or b"") > limit:
+        raise TooLargeError(f"the request body is larger than {limit} bytes")
     try:
         payload = json.loads(body or b"")
     except (ValueError, UnicodeDecodeError):
@@ -91,10 +110,36 @@ def parse_request(body: bytes, *, max_chars: int) -> PatronMessage:
         raise BadRequestError("'message' is empty: there is nothing to answer")
     if len(text) > max_chars:
         raise BadRequestError(f"'message' is longer than {max_chars} characters")
-    metadata = payload.get("metadata") or {}
+    return PatronMessage(sender=sender, text=text, metadata=parse_metadata(payload.get("metadata")))
+
+
+def parse_metadata(metadata: object) -> dict[str, Any]:
+    """Check the client's metadata (a small, shallow JSON object) and keep what the channel uses."""
+    if metadata is None:
+        return {}
     if not isinstance(metadata, dict):
         raise BadRequestError("'metadata', when given, must be a JSON object")
-    return PatronMessage(sender=sender, text=text, metadata=metadata)
+    size = len(json.dumps(metadata, ensure_ascii=False).encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        raise BadRequestError(f"'metadata' is larger than {MAX_METADATA_BYTES} bytes")
+    if _depth(metadata) > MAX_METADATA_DEPTH:
+        raise BadRequestError(f"'metadata' is nested deeper than {MAX_METADATA_DEPTH} levels")
+    source = metadata.get("source")
+    if source is not None and (not isinstance(source, str) or len(source) > MAX_SOURCE_CHARS):
+        raise BadRequestError(f"'metadata.source' must be a string of at most {MAX_SOURCE_CHARS} characters")
+    kept = {key: clean_text(metadata[key]) for key in KEPT_METADATA if isinstance(metadata.get(key), str)}
+    return {key: value for key, value in kept.items() if value}
+
+
+def _depth(value: object) -> int:
+    """How deeply a JSON value nests objects and lists (a scalar: 0)."""
+    deepest, level = 0, [(value, 0)]
+    while level:
+        item, depth = level.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth + 1)
+            level.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 @functools.cache
@@ -150,7 +195,7 @@ class RestInput(InputChannel):  # type: ignore[misc]
             try:
                 message = parse_request(request.body, max_chars=max_chars)
             except BadRequestError as error:
-                return response.json({"error": str(error)}, status=400)
+                return response.json({"error": str(error)}, status=error.status)
             conversation_id = f"{self.name()}:{message.sender}"
             collector = CollectingOutputChannel()
             try:

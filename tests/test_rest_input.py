@@ -21,7 +21,7 @@ from bot.crm.database import session_scope
 from bot.crm.models import OutboxMessage, Patron
 from bot.outbound.outbox import send
 from bot.settings import get_settings
-from connectors.rest import BadRequestError, RestInput, crm_engine, parse_request
+from connectors.rest import BadRequestError, RestInput, TooLargeError, crm_engine, parse_request
 
 
 def body(payload: object) -> bytes:
@@ -30,8 +30,15 @@ def body(payload: object) -> bytes:
 
 def test_good_request_is_kept_exactly() -> None:
     text = "图书馆 wifi 密码? <script>alert(1)</script> ' OR 1=1 --"
-    message = parse_request(body({"sender": "abc", "message": text, "metadata": {"k": 1}}), max_chars=100)
-    assert (message.sender, message.text, message.metadata) == ("abc", text, {"k": 1})
+    message = parse_request(body({"sender": "abc", "message": text}), max_chars=100)
+    assert (message.sender, message.text, message.metadata) == ("abc", text, {})
+
+
+def test_only_the_metadata_the_channel_uses_is_kept() -> None:
+    """Rasa stores a message's metadata in its tracker store and broker with every user event."""
+    metadata = {"source": "poster-qr-3", "k": 1, "profile": {"name": "Alice Smith"}}
+    message = parse_request(body({"sender": "abc", "message": "hi", "metadata": metadata}), max_chars=100)
+    assert message.metadata == {"source": "poster-qr-3"}
 
 
 def test_numeric_sender_is_accepted_as_text() -> None:
@@ -66,6 +73,22 @@ def test_ten_thousand_characters_are_accepted_under_the_default_limit() -> None:
         (body({"sender": "a", "message": "\u0000"}), "'message' is empty"),
         (body({"sender": "a", "message": "x" * 101}), "'message' is longer than 100"),
         (body({"sender": "a", "message": "hi", "metadata": [1]}), "'metadata', when given, must be"),
+        (
+            body({"sender": "a", "message": "hi", "metadata": {"k": "x" * 3000}}),
+            "'metadata' is larger than 2048",
+        ),
+        (
+            body({"sender": "a", "message": "hi", "metadata": {"a": {"b": {"c": {"d": 1}}}}}),
+            "nested deeper than 3",
+        ),
+        (
+            body({"sender": "a", "message": "hi", "metadata": {"source": 7}}),
+            "'metadata.source' must be a string",
+        ),
+        (
+            body({"sender": "a", "message": "hi", "metadata": {"source": "s" * 201}}),
+            "'metadata.source' must be",
+        ),
     ],
 )
 def test_bad_requests_are_refused_with_a_reason(raw: bytes, reason: str) -> None:
@@ -188,3 +211,28 @@ def test_a_broken_crm_does_not_break_the_patrons_turn(
     assert poll.status_code == 503
     assert "could not be read" in caplog.text
     assert "alice" not in caplog.text
+
+
+def test_the_longest_message_is_accepted_however_the_client_escapes_it() -> None:
+    for text in ("书" * 100, "😀" * 100):
+        escaped = json.dumps({"sender": "s" * 200, "message": text, "metadata": {"source": "网" * 200}})
+        assert parse_request(escaped.encode("ascii"), max_chars=100).text == text
+
+
+def test_a_body_larger_than_any_acceptable_request_gets_a_413_before_it_is_parsed() -> None:
+    huge = body({"sender": "alice", "message": "hi", "metadata": {"blob": "x" * 300_000}})
+    with pytest.raises(TooLargeError, match="larger than"):
+        parse_request(huge, max_chars=20_000)
+    [answer] = asyncio.run(
+        _exchange(
+            [
+                (
+                    "POST",
+                    "/webhooks/rest/webhook",
+                    {"content": huge * 10, "headers": {"Content-Type": "application/json"}},
+                )
+            ]
+        )
+    )
+    assert answer.status_code == 413
+    assert "larger than" in answer.json()["error"]
