@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,8 +24,3 @@ def redact_url(url: str) -> str:
 def redact_text(text: str) -> str:
     """Any credentials inside URLs in free text (an exception message, say) replaced by ***."""
     return _URL_IN_TEXT.sub(r"\1\2:***@", text)
-
-
-def fingerprint(value: str) -> str:
-    """A short stable pseudonym for a sender id or a text, safe to log (never the value itself)."""
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:12]

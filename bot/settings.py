@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseSettings, Field, ValidationError, validator
+from pydantic import BaseSettings, Field, SecretStr, ValidationError, validator
 
 from bot.redaction import redact_url
 
@@ -15,6 +15,9 @@ ENV_PREFIX = "PATRONBOT_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 _SQL_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgres")
+
+# The shortest installation secret accepted (the key file holds 64 hex characters: 32 random bytes).
+MIN_SECRET_KEY_CHARS = 32
 
 
 class SettingsError(Exception):
@@ -58,6 +61,10 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(20_000, description="longest patron message accepted")
     retention_days: int = Field(365, description="days after which interaction texts are purged")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    secret_key: SecretStr | None = Field(
+        None,
+        description="the secret that keys patrons' pseudonyms; default: data_dir/secret.key, made once",
+    )
 
     class Config:
         env_prefix = ENV_PREFIX
@@ -75,6 +82,16 @@ class Settings(BaseSettings):
     def _positive(cls, value: int) -> int:  # noqa: N805
         if value < 1:
             raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @validator("secret_key")
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:  # noqa: N805
+        # The message never repeats the value (pydantic's errors do not quote it either).
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_KEY_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_KEY_CHARS} characters"
+                " (make one with: python -c 'import secrets; print(secrets.token_hex(32))')"
+            )
         return value
 
     @validator("database_url")

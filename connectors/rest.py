@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from bot.crm.database import make_engine, session_scope, tune_every_sqlite_connection
 from bot.language import detect_language
 from bot.outbound.outbox import take_pending
-from bot.redaction import fingerprint
+from bot.pseudonyms import fingerprint
 from bot.settings import get_settings
 from rasa_server.speedups import install as install_rasa_speedups
 

@@ -72,6 +72,35 @@ def test_run_refuses_a_broken_facts_file(tmp_path: Path) -> None:
     assert_one_line_error(result, f"{facts}: 'timezone' must be a non-empty text")
 
 
+def _free_ports() -> dict[str, str]:
+    ports = {}
+    for setting in ("PATRONBOT_RASA_PORT", "PATRONBOT_ACTION_PORT"):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports[setting] = str(probe.getsockname()[1])
+    return ports
+
+
+def test_run_makes_the_installation_secret_before_starting_the_processes(tmp_path: Path) -> None:
+    """The Rasa server, the action server and the ingester then all read the same key file."""
+    env = _free_ports() | {"PATRONBOT_MODEL_PATH": str(tmp_path / "no-model.tar.gz")}
+    result = patronbot("run", "--no-train", env=env)
+    assert result.returncode == 2  # no model: stopped before starting any process
+    key = tmp_path / "var" / "secret.key"
+    assert key.is_file()
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert key.read_text(encoding="utf-8").strip() not in result.stdout + result.stderr
+
+
+def test_run_refuses_an_empty_key_file_with_one_line(tmp_path: Path) -> None:
+    key = tmp_path / "var" / "secret.key"
+    key.parent.mkdir(parents=True)
+    key.touch(mode=0o600)
+    result = patronbot("run", "--no-train", env=_free_ports())
+    assert_one_line_error(result, f"{key}: ")
+    assert key.read_bytes() == b""
+
+
 def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'crm.db'}"
     result = patronbot("db", "upgrade", env={"PATRONBOT_DATABASE_URL": url})

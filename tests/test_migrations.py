@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -11,6 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from bot.crm.database import make_engine
 from bot.crm.migrate import alembic_config, current_revision, head_revision, include_object, upgrade
@@ -115,4 +117,52 @@ def test_0003_keeps_escalations_and_admits_a_helpful_only_feedback(empty_url: st
         connection.execute(text("INSERT INTO feedback (csat, created_at) VALUES (9, :now)"), {"now": now})
     with pytest.raises(IntegrityError), engine.begin() as connection:
         connection.execute(text("INSERT INTO feedback (topic, created_at) VALUES ('x', :now)"), {"now": now})
+    engine.dispose()
+
+
+def test_0005_keys_the_digests_of_patrons_erased_before_it(empty_url: str) -> None:
+    """Late events of a patron erased under 0004's plain SHA-256 digests are still dropped after the
+    upgrade, and no digest anyone could recompute from an id is left in the table."""
+    from bot.crm.database import session_scope
+    from bot.ingest.events import IngestState, ingest_events
+    from bot.privacy.erasure import erased_at, sender_digest
+    from tests.factories import user_event
+
+    upgrade(url=empty_url, revision="0004")
+    engine = make_engine(empty_url)
+    erased = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    plain = hashlib.sha256(b"rest:yan").hexdigest()
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO erased_sender (sender_digest, erased_at) VALUES (:digest, :at)"),
+            {"digest": plain, "at": erased},
+        )
+    upgrade(url=empty_url)
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT sender_digest FROM erased_sender")).scalars().all()
+    assert stored == [sender_digest("rest:yan")]
+    assert plain not in stored
+    with Session(engine, future=True) as session:
+        assert erased_at(session=session, senders=["rest:yan", "rest:bob"]) == {"rest:yan": erased}
+    late = user_event("rest:yan", "my card number is 42", timestamp=erased.timestamp() - 60)
+    with session_scope(engine) as session:
+        assert ingest_events(session=session, events=[late], state=IngestState()) == 0
+    engine.dispose()
+
+
+def test_0005_refuses_to_downgrade_keyed_digests(crm_url: str) -> None:
+    from alembic import command
+
+    now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    engine = make_engine(crm_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO erased_sender (sender_digest, erased_at) VALUES (:digest, :at)"),
+            {"digest": "0" * 64, "at": now},
+        )
+    with pytest.raises(RuntimeError, match="cannot be undone"):
+        command.downgrade(alembic_config(url=crm_url), "0004")
+    assert current_revision(url=crm_url) == head_revision()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM erased_sender")).scalar_one() == 1
     engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ from bot.crm.models import (
 from bot.crm.patrons import PatronKey, PatronNotFoundError, find_patron_ids
 from bot.crm.rasa_events import RasaEventStore
 from bot.ingest.events import IngestState, ingest_events
-from bot.privacy.erasure import erase_patron
+from bot.privacy.erasure import erase_patron, sender_digest
 from bot.privacy.export import export_patron
 from bot.privacy.records import patron_tables
 from bot.privacy.retention import purge_expired
@@ -316,6 +317,7 @@ def test_late_events_of_an_erased_patron_do_not_bring_them_back(crm: Engine) -> 
         assert session.execute(select(func.count()).select_from(Interaction)).scalar_one() == 0
         [marker] = session.execute(select(ErasedSender)).scalars()
         assert "yan" not in marker.sender_digest  # a digest, not the id
+        assert marker.sender_digest != hashlib.sha256(b"rest:yan").hexdigest()  # nor one anyone can make
     with session_scope(crm) as session:
         written = ingest_events(
             session=session,
@@ -333,6 +335,22 @@ def test_late_events_of_an_erased_patron_do_not_bring_them_back(crm: Engine) -> 
         )
     with Session(crm, future=True) as session:
         assert session.execute(select(func.count()).select_from(ErasedSender)).scalar_one() == 0
+
+
+def test_erased_sender_digests_are_keyed_by_the_installation_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 10-digit Telegram id or a REST name cannot be found again by hashing every candidate."""
+    from bot.settings import get_settings
+
+    sender = "telegram:123456789"
+    monkeypatch.setenv("PATRONBOT_SECRET_KEY", "a" * 40)
+    get_settings.cache_clear()
+    first = sender_digest(sender)
+    assert first == sender_digest(sender)
+    assert len(first) == 64
+    assert first != hashlib.sha256(sender.encode()).hexdigest()
+    monkeypatch.setenv("PATRONBOT_SECRET_KEY", "b" * 40)
+    get_settings.cache_clear()
+    assert sender_digest(sender) != first
 
 
 @pytest.mark.parametrize("ref", ["999999", "rest:ghost", "not a ref"])

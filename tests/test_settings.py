@@ -63,6 +63,63 @@ def test_password_in_a_bad_url_is_not_repeated(monkeypatch: pytest.MonkeyPatch) 
     assert "librarian:***@db" in str(error.value)
 
 
+SECRET = "s3cret-installation-key-0123456789abcdef"
+
+
+def test_a_short_secret_key_is_refused_in_one_line_without_repeating_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PATRONBOT_SECRET_KEY", "s3cret-but-short")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    message = str(error.value)
+    assert message.startswith("PATRONBOT_SECRET_KEY: must be at least 32 characters")
+    assert "\n" not in message
+    assert "s3cret" not in message
+
+
+def test_the_secret_key_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATRONBOT_SECRET_KEY", SECRET)
+    settings = load_settings()
+    assert settings.secret_key is not None
+    assert settings.secret_key.get_secret_value() == SECRET
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+    monkeypatch.setenv("PATRONBOT_RASA_PORT", "abc")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert SECRET not in str(error.value)
+
+
+def test_the_secret_key_is_not_in_any_command_output(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    patronbot = str(Path(sys.executable).with_name("patronbot"))
+    short = "s3cret-but-short"
+    runs = [
+        (["--version"], SECRET),
+        (["run", "--no-train"], short),  # refused: the key is too short
+        (["patron", "erase", "rest:ghost", "--yes"], SECRET),  # refused: no such patron
+    ]
+    for args, key in runs:
+        result = subprocess.run(
+            [patronbot, *args],
+            env=os.environ
+            | {"PATRONBOT_SECRET_KEY": key, "PATRONBOT_DATABASE_URL": f"sqlite:///{tmp_path / 'crm.db'}"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert (result.returncode == 0) == (args == ["--version"]), (args, result.stderr)
+        if key == short:
+            assert "PATRONBOT_SECRET_KEY: must be at least 32 characters" in result.stderr
+        assert key not in result.stdout + result.stderr, args
+        assert "s3cret" not in result.stdout + result.stderr, args
+
+
 def test_readme_documents_every_setting() -> None:
     from bot.settings import Settings
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.crm.models import Conversation, Interaction, OutboxMessage, Patron, utcnow
 from bot.crm.patrons import PatronNotFoundError, find_patron_ids, patron_key
-from bot.redaction import fingerprint
+from bot.pseudonyms import fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from bot.crm.models import (
 from bot.crm.patrons import resolve_patron
 from bot.crm.rasa_events import RasaEventStore
 from bot.privacy.records import belongs, patron_tables, rasa_sender_ids
+from bot.pseudonyms import installation_key, keyed_digest
 
 # Columns that may hold personal data (free text, channel ids), blanked when a row outlives its
 # patron anonymously.
@@ -37,8 +38,11 @@ PERSONAL_TEXT = {
 
 
 def sender_digest(sender_id: str) -> str:
-    """How `erased_sender` names a Rasa conversation id: its SHA-256, not the id itself."""
-    return hashlib.sha256(sender_id.encode("utf-8")).hexdigest()
+    """How `erased_sender` names a Rasa conversation id: an HMAC, with the installation's secret, of
+    the id's SHA-256 (keying the SHA-256 rather than the id let migration 0005 convert the rows that
+    held the plain SHA-256), so that no one without the secret finds the id by trying likely ids."""
+    plain = hashlib.sha256(sender_id.encode("utf-8")).hexdigest()
+    return keyed_digest(plain, key=installation_key())
 
 
 def _mark_erased(*, session: Session, senders: Iterable[str], at: dt.datetime) -> None:

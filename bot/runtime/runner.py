@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.crm.database import DatabaseError, describe_error
 from bot.crm.migrate import current_revision, upgrade
+from bot.pseudonyms import load_key
 from bot.redaction import redact_url
 from bot.runtime.endpoints import write_endpoints
 from bot.runtime.logs import log_steps_to_terminal
@@ -85,6 +86,9 @@ def _show(line: str) -> None:
 
 
 def _run(*, settings: Settings, train_first: bool, output: ProcessOutput) -> int:
+    # Made (or checked) before the processes start: the Rasa server, the action server and the
+    # ingester then only read the key file, and a broken one stops `patronbot run` with one line.
+    load_key(settings=settings)
     url = settings.crm_database_url
     try:
         upgrade(url=url)

@@ -99,5 +99,6 @@ class ErasedSender(Base):
 
     __tablename__ = "erased_sender"
 
-    sender_digest = Column(String(64), primary_key=True)  # sha256 of the Rasa sender id, hex
+    # HMAC-SHA256, with the installation's secret, of the sender id's SHA-256, hex (`sender_digest`)
+    sender_digest = Column(String(64), primary_key=True)
     erased_at = Column(UTCDateTime, nullable=False, default=utcnow, index=True)
