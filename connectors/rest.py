@@ -24,6 +24,7 @@ from bot.crm.database import make_engine, session_scope, tune_every_sqlite_conne
 from bot.language import detect_language
 from bot.outbound.outbox import take_pending
 from bot.pseudonyms import fingerprint
+from bot.redaction import describe_failure, failure_stack
 from bot.settings import get_settings
 from rasa_server.speedups import install as install_rasa_speedups
 
@@ -208,9 +209,15 @@ class RestInput(InputChannel):  # type: ignore[misc]
                         metadata=message.metadata,
                     )
                 )
-            except Exception:
-                # Logged without the patron's words; the patron gets an apology, not a 500.
-                log.exception("rest: handling a message from %s failed", fingerprint(conversation_id))
+            except Exception as error:
+                # The patron gets an apology, not a 500. The log names the failure and where it was
+                # raised, never its message: a store's error quotes the events it could not write.
+                log.error(
+                    "rest: handling a message from %s failed (%s)\n%s",
+                    fingerprint(conversation_id),
+                    describe_failure(error),
+                    failure_stack(error),
+                )
             if not collector.messages:
                 language = detect_language(message.text) or "zh"
                 collector.messages.append({"recipient_id": conversation_id, "text": APOLOGY[language]})

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from rasa.core.brokers.pika import PikaEventBroker
 from rasa.core.brokers.sql import SQLEventBroker
-from rasa.core.tracker_store import SQLTrackerStore
+from rasa.core.tracker_store import SQLTrackerStore, create_engine_kwargs
 from rasa.shared.core.events import Event
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
@@ -26,21 +28,40 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
 from bot.crm.database import sqlite_file_pool, tune_every_sqlite_connection
+from bot.pseudonyms import fingerprint
+from bot.redaction import describe_failure
+
+log = logging.getLogger(__name__)
 
 # The PostgreSQL advisory lock key that orders publishers' transactions (any fixed 64-bit number:
 # "patronbo" in ASCII). Advisory locks are per database, so it serialises every broker table in it.
 PUBLISH_LOCK = 0x70_61_74_72_6F_6E_62_6F
 
 
-def _pooled(engine: Engine) -> Engine:
-    """The same database through a pool of open connections, when it is a SQLite file."""
+class StoreWriteError(RuntimeError):
+    """A Rasa store could not write a turn. Its message names the store, the conversation's pseudonym
+    and the failure's kind, never the events: Rasa logs this message (its fail-safe tracker store), and
+    a database error's own message quotes the statement's values, the patron's words among them."""
+
+
+def _write_error(store: str, sender_id: str, error: Exception) -> StoreWriteError:
+    return StoreWriteError(
+        f"the {store} could not write a turn of conversation {fingerprint(sender_id)} "
+        f"({describe_failure(error)})"
+    )
+
+
+def _engine(engine: Engine) -> Engine:
+    """The same database with statement parameters kept out of errors (a failed insert's error would
+    otherwise carry the sender id and the event's JSON), and a SQLite file's connections pooled."""
     url = engine.url
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return engine
-    tune_every_sqlite_connection()
     engine.dispose()
-    pooled: Engine = sa.create_engine(url, **sqlite_file_pool())
-    return pooled
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        tune_every_sqlite_connection()
+        pooled: Engine = sa.create_engine(url, hide_parameters=True, **sqlite_file_pool())
+        return pooled
+    made: Engine = sa.create_engine(url, hide_parameters=True, **create_engine_kwargs(url))
+    return made
 
 
 class PatronEventBroker(SQLEventBroker):  # type: ignore[misc]
@@ -58,7 +79,7 @@ class PatronEventBroker(SQLEventBroker):  # type: ignore[misc]
     ) -> None:
         # Not super().__init__: Rasa's broker ignores `query` (a PostgreSQL schema is set there).
         url = SQLTrackerStore.get_db_url(dialect, host, port, db, username, password, query=query)
-        self.engine = _pooled(sa.create_engine(url))
+        self.engine = _engine(sa.create_engine(url))
         self.Base.metadata.create_all(self.engine)
         self.sessionmaker = sa.orm.sessionmaker(bind=self.engine)
 
@@ -76,14 +97,17 @@ class PatronEventBroker(SQLEventBroker):  # type: ignore[misc]
         """
         if not events:
             return
-        with self.session_scope() as session:
-            if self.engine.dialect.name == "postgresql":
-                session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PUBLISH_LOCK})
-            session.add_all(
-                self.SQLBrokerEvent(sender_id=event.get("sender_id"), data=json.dumps(event))
-                for event in events
-            )
-            session.commit()
+        try:
+            with self.session_scope() as session:
+                if self.engine.dialect.name == "postgresql":
+                    session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PUBLISH_LOCK})
+                session.add_all(
+                    self.SQLBrokerEvent(sender_id=event.get("sender_id"), data=json.dumps(event))
+                    for event in events
+                )
+                session.commit()
+        except Exception as error:
+            raise _write_error("event broker", str(events[0].get("sender_id") or ""), error) from None
 
 
 class PatronTrackerStore(SQLTrackerStore):  # type: ignore[misc]
@@ -99,7 +123,7 @@ class PatronTrackerStore(SQLTrackerStore):  # type: ignore[misc]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.engine: Engine = _pooled(self.engine)
+        self.engine: Engine = _engine(self.engine)
         self.sessionmaker: sessionmaker = sa.orm.sessionmaker(bind=self.engine)  # type: ignore[type-arg]
         self._read: dict[str, int] = {}
 
@@ -111,7 +135,16 @@ class PatronTrackerStore(SQLTrackerStore):  # type: ignore[misc]
         return tracker
 
     async def save(self, tracker: DialogueStateTracker) -> None:
-        """Publish the events not yet stored, then store them (the order of Rasa's own `save`)."""
+        """Publish the events not yet stored, then store them (the order of Rasa's own `save`). A failure
+        is raised as a StoreWriteError, which says what failed without the events."""
+        try:
+            await self._save(tracker)
+        except StoreWriteError:
+            raise
+        except Exception as error:
+            raise _write_error("tracker store", tracker.sender_id, error) from None
+
+    async def _save(self, tracker: DialogueStateTracker) -> None:
         read = self._read.pop(tracker.sender_id, None)
         with self.session_scope() as session:
             if read is None:
@@ -137,3 +170,26 @@ class PatronTrackerStore(SQLTrackerStore):  # type: ignore[misc]
             action_name=data.get("name"),
             data=json.dumps(data),
         )
+
+
+class PatronPikaEventBroker(PikaEventBroker):  # type: ignore[misc]
+    """Rasa's RabbitMQ broker, whose failed publish is logged without the event: Rasa's own logs "a
+    reduced version" of it at ERROR, which holds the patron's words and conversation id."""
+
+    async def _publish(self, event: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        if self._exchange is None:
+            return
+        try:
+            await self._exchange.publish(self._message(event, headers), "")
+        except Exception as error:
+            sender = str(event.get("sender_id") or "")
+            log.error(
+                "event broker: publishing an event of conversation %s to RabbitMQ failed (%s)",
+                fingerprint(sender),
+                describe_failure(error),
+            )
+            if self.should_keep_unpublished_messages:
+                self._unpublished_events.append(event)
+            if self.raise_on_failure:
+                await self.close()
+                raise _write_error("event broker", sender, error) from None

@@ -26,7 +26,7 @@ from bot.runtime.endpoints import rasa_endpoints
 from bot.settings import Settings
 from rasa_server.speedups import STOCK_VALIDATE_ACTION_RESULT
 from rasa_server.speedups import install as install_rasa_speedups
-from rasa_server.stores import PUBLISH_LOCK, PatronEventBroker, PatronTrackerStore
+from rasa_server.stores import PUBLISH_LOCK, PatronEventBroker, PatronTrackerStore, StoreWriteError
 
 DOMAIN = Domain.from_dict(
     {
@@ -151,7 +151,7 @@ def test_a_turns_events_reach_the_broker_in_one_transaction(tmp_path: Path) -> N
 
 def test_a_broker_batch_is_all_or_nothing(tmp_path: Path) -> None:
     broker = PatronEventBroker(db=str(tmp_path / "events.db"))
-    with pytest.raises(TypeError):
+    with pytest.raises(StoreWriteError, match=r"could not write a turn .* \(TypeError at "):
         broker.publish_many([{"sender_id": SENDER, "event": "user"}, {"sender_id": SENDER, "x": object()}])
     assert rows(f"sqlite:///{tmp_path / 'events.db'}", "events", "id") == []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +96,15 @@ def test_bad_requests_are_refused_with_a_reason(raw: bytes, reason: str) -> None
         parse_request(raw, max_chars=100)
 
 
-async def _exchange(requests: list[tuple[str, str, dict[str, Any]]]) -> list[httpx.Response]:
-    """Send requests to a Sanic app serving the REST channel, whose bot answers "bot: TEXT"."""
+async def _echo(message: UserMessage) -> None:
+    await message.output_channel.send_text_message(message.sender_id, f"bot: {message.text}")
 
-    async def bot(message: UserMessage) -> None:
-        await message.output_channel.send_text_message(message.sender_id, f"bot: {message.text}")
+
+async def _exchange(
+    requests: list[tuple[str, str, dict[str, Any]]],
+    bot: Callable[[UserMessage], Awaitable[None]] = _echo,
+) -> list[httpx.Response]:
+    """Send requests to a Sanic app serving the REST channel, whose bot answers "bot: TEXT"."""
 
     Sanic.test_mode = True  # as sanic-testing does: Sanic's start-up rewriting is then safe to repeat
     app = Sanic(f"rest_{uuid.uuid4().hex[:8]}")

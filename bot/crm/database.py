@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
@@ -28,6 +28,8 @@ def make_engine(url: str, *, foreign_keys: bool = True, **options: Any) -> Engin
     dropping the old copy would otherwise cascade-delete every row that refers to it.
     """
     parsed = make_url(url)
+    # A statement's values (patrons' words, conversation ids) are kept out of every error and log line.
+    options.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
@@ -105,7 +107,29 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 
 def describe_error(error: SQLAlchemyError, url: str) -> str:
-    """One line for an operator: what failed, on which database, with the password hidden."""
-    reason = redact_text(str(getattr(error, "orig", None) or error)).strip().splitlines()
-    first = reason[0] if reason else type(error).__name__
-    return f"database {redact_url(url)}: {first}"
+    """One line for an operator: what failed, on which database, with the password hidden.
+
+    The database's own message is shown for a failure to reach or use it (unreachable, locked,
+    read-only, a missing table), which quotes no data. For a statement the database refused, only its
+    kind, code and the constraint or column: such a message may quote the row's values ('invalid input
+    syntax for type integer: "…"', or a trigger's text), which can be a patron's words."""
+    original = getattr(error, "orig", None)
+    if original is None or isinstance(error, OperationalError | InterfaceError):
+        reason = redact_text(str(original or error)).strip().splitlines()
+        return f"database {redact_url(url)}: {reason[0] if reason else type(error).__name__}"
+    code = getattr(original, "pgcode", None) or getattr(original, "sqlite_errorname", None)
+    diagnostics = getattr(original, "diag", None)
+    names = [
+        f"{label} {value}"
+        for label, value in (
+            ("table", getattr(diagnostics, "table_name", None)),
+            ("column", getattr(diagnostics, "column_name", None)),
+            ("constraint", getattr(diagnostics, "constraint_name", None)),
+        )
+        if value
+    ]
+    detail = ", ".join([*([code] if code else []), *names])
+    return (
+        f"database {redact_url(url)}: {type(original).__name__}{f' ({detail})' if detail else ''}; "
+        "the database's message is not shown, as it may quote a patron's data"
+    )

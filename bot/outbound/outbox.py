@@ -18,6 +18,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from bot.crm.models import Conversation, Interaction, OutboxMessage, Patron, utcnow
 from bot.crm.patrons import PatronNotFoundError, find_patron_ids, patron_key
 from bot.pseudonyms import fingerprint
+from bot.redaction import describe_failure, failure_stack
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,14 @@ def send(
     if push is not None:
         try:
             push(message)
-        except Exception:
-            log.exception(
-                "%s: pushing outbox message %s to %s failed", channel, message.id, fingerprint(recipient)
+        except Exception as error:
+            log.error(
+                "%s: pushing outbox message %s to %s failed (%s)\n%s",
+                channel,
+                message.id,
+                fingerprint(recipient),
+                describe_failure(error),
+                failure_stack(error),
             )
         else:
             message.delivered_at = utcnow()

@@ -14,6 +14,8 @@ from bot.settings import Settings
 # Rasa's SQL stores, made cheaper per turn (rasa_server/stores.py); Rasa imports them by these names.
 TRACKER_STORE_CLASS = "rasa_server.stores.PatronTrackerStore"
 EVENT_BROKER_CLASS = "rasa_server.stores.PatronEventBroker"
+# Rasa's RabbitMQ broker, logging a failed publish without the event.
+PIKA_BROKER_CLASS = "rasa_server.stores.PatronPikaEventBroker"
 
 
 def _sql_store(url: str, store_type: str) -> dict[str, Any]:
@@ -35,7 +37,7 @@ def _sql_store(url: str, store_type: str) -> dict[str, Any]:
 def _amqp_broker(url: str, queue: str) -> dict[str, Any]:
     parsed = make_url(url.replace("amqp://", "amqp+pika://", 1))
     return {
-        "type": "pika",
+        "type": PIKA_BROKER_CLASS,
         "url": parsed.host or "localhost",
         "port": parsed.port or 5672,
         "username": parsed.username or "guest",
