@@ -6,6 +6,7 @@ import datetime as dt
 import time
 from pathlib import Path
 
+import pytest
 from rasa.shared.core.events import ActionExecuted, SessionStarted, SlotSet
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -145,3 +146,46 @@ def test_the_ingester_forgets_an_erased_patron_at_once(crm: Engine, crm_url: str
     finally:
         stop.set()
         ingester.join(timeout=30)
+
+
+def test_an_erasure_committing_while_an_ingest_is_in_flight_does_not_bring_the_patron_back(
+    crm: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure from the command line commits between the ingester's check of erased senders and its
+    writes: the ingest must not write the patron's earlier messages as a new patron (PostgreSQL's READ
+    COMMITTED let it; SQLite's one writer never did)."""
+    import threading
+
+    import bot.ingest.events as ingest_module
+    from bot.crm.models import Interaction
+    from bot.privacy.erasure import erase_patron
+
+    sender = "rest:pia"
+    ingest(crm, [user_event(sender, "hello", timestamp=time.time() - 30)])
+    checked, erased = threading.Event(), threading.Event()
+    original = ingest_module.erased_at
+
+    def pausing(**options: object) -> dict[str, dt.datetime]:
+        found = original(**options)  # type: ignore[arg-type]
+        checked.set()
+        erased.wait(timeout=3)  # an erasure that nothing holds back commits here
+        return found
+
+    monkeypatch.setattr(ingest_module, "erased_at", pausing)
+    late = [user_event(sender, "my card number is 12345", timestamp=time.time() - 20)]
+    ingester = threading.Thread(target=ingest, args=(crm, late))
+    ingester.start()
+    assert checked.wait(timeout=10)
+
+    def erase() -> None:
+        with session_scope(crm) as session:
+            erase_patron(session=session, patron_ref=sender, actor="cli:test", reason="asked", rasa_stores=[])
+        erased.set()
+
+    eraser = threading.Thread(target=erase)
+    eraser.start()
+    ingester.join(timeout=60)
+    eraser.join(timeout=60)
+    assert patrons(crm) == []
+    with Session(crm, future=True) as session:
+        assert session.execute(select(Interaction.text)).scalars().all() == []

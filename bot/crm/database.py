@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -104,6 +104,24 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# The PostgreSQL advisory lock key that keeps an erasure and the ingester's transactions apart (any fixed
+# 64-bit number other than rasa_server.stores.PUBLISH_LOCK: "erasures" in ASCII).
+ERASURE_LOCK = 0x65_72_61_73_75_72_65_73
+
+
+def erasure_lock(*, session: Session, exclusive: bool) -> None:
+    """Hold, until the session's transaction ends, the lock that orders erasures (`exclusive`) and
+    ingestion (shared, so several ingesters run side by side).
+
+    On PostgreSQL (READ COMMITTED) an erasure committing between an ingest's check of erased senders
+    and its writes would let the ingest write the erased patron's earlier messages as a new patron; with
+    the lock, an erasure waits for ingests in flight and ingests wait for it. SQLite needs none: a
+    transaction there takes the database's one write lock when it begins (BEGIN IMMEDIATE)."""
+    if session.get_bind().dialect.name == "postgresql":
+        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        session.execute(text(f"SELECT {function}(:key)"), {"key": ERASURE_LOCK})
 
 
 def describe_error(error: SQLAlchemyError, url: str) -> str:

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from bot.crm.conversations import ConversationBook
+from bot.crm.database import erasure_lock
 from bot.crm.models import ChannelIdentity, Conversation, Interaction, Patron
 from bot.crm.patrons import PatronKey, patron_key, touch_patrons
 from bot.language import LANGUAGES, detect_language
@@ -149,6 +150,7 @@ def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: Ing
     or out of range is left out or given a default, and a string is cut to its column's length.
     """
     events = [event for event in events if isinstance(event.data, dict)]
+    erasure_lock(session=session, exclusive=False)  # no erasure commits between this check and the writes
     erased = erased_at(session=session, senders={event.sender_id for event in events})
     if erased:
         # Late events of an erased patron (from before the erasure) are not written as a new patron.

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bot.crm.audit import log_access
+from bot.crm.database import erasure_lock
 from bot.crm.models import (
     ErasedSender,
     Interaction,
@@ -92,6 +93,7 @@ def erase_patron(
     and finishes; the CRM part is one transaction (the caller's), so it lands whole or not at all.
     A message that arrives after the erasure starts a new record with no link to the old one.
     """
+    erasure_lock(session=session, exclusive=True)  # ingests in flight commit first; new ones wait
     patron = resolve_patron(session=session, ref=patron_ref)
     patron_id = patron.id
     senders = rasa_sender_ids(session=session, patron=patron)
