@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 from rasa.shared.core.events import ActionExecuted, SessionStarted, SlotSet
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from bot.crm.database import session_scope
 from bot.crm.models import ChannelIdentity, Patron
+from bot.crm.rasa_events import RasaEventStore
 from bot.ingest.events import BrokerEvent, IngestState, ingest_events
 from bot.privacy.requests import carry_out, pending_patrons
 from tests.factories import bot_event, user_event
@@ -189,3 +190,76 @@ def test_an_erasure_committing_while_an_ingest_is_in_flight_does_not_bring_the_p
     assert patrons(crm) == []
     with Session(crm, future=True) as session:
         assert session.execute(select(Interaction.text)).scalars().all() == []
+
+
+def _tracker(tmp_path: Path) -> RasaEventStore:
+    """A tracker-store table laid out as Rasa's SQL tracker store."""
+    store = RasaEventStore(name="tracker_store", url=f"sqlite:///{tmp_path / 'tracker.db'}")
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TABLE events (id INTEGER PRIMARY KEY, sender_id VARCHAR(255), type_name VARCHAR(255),"
+                " timestamp FLOAT, intent_name VARCHAR(255), action_name VARCHAR(255), data TEXT)"
+            )
+        )
+    return store
+
+
+def _store_turn(store: RasaEventStore, sender: str, at: float) -> None:
+    with store.engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO events (sender_id, timestamp, data) VALUES (:sender, :at, '{}')"),
+            {"sender": sender, "at": at},
+        )
+
+
+def test_an_erasure_waits_until_the_tracker_store_holds_the_turn_that_asked(
+    crm: Engine, crm_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rasa writes a turn to its broker before its tracker store, and a locked SQLite tracker store
+    waits up to 30 s: erasing before the turn lands would leave the request itself behind."""
+    import bot.privacy.requests as requests
+
+    monkeypatch.setattr(requests, "SETTLE", dt.timedelta(0))
+    tracker = _tracker(tmp_path)
+    sender, at = "rest:quinn", time.time() - 5
+    ingest(crm, asked(sender, at))
+    _store_turn(tracker, sender, at - 100)  # an earlier session: not the turn that asked
+    assert carry_out(crm=crm, crm_url=crm_url, rasa_stores=[tracker]).erased == 0
+    assert len(pending(crm)) == 1
+    _store_turn(tracker, sender, at + 0.2)  # the turn lands: the bot's reply is in the tracker store
+    assert carry_out(crm=crm, crm_url=crm_url, rasa_stores=[tracker]).erased == 1
+    assert patrons(crm) == []
+    with tracker.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM events")).scalar_one() == 0
+
+
+def test_an_erasure_is_not_held_back_for_ever_by_a_tracker_store_that_never_gets_the_turn(
+    crm: Engine, crm_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bot.privacy.requests as requests
+
+    monkeypatch.setattr(requests, "SETTLE", dt.timedelta(0))
+    monkeypatch.setattr(requests, "MAX_SETTLE", dt.timedelta(0))
+    ingest(crm, asked("rest:rae", time.time() - 5))
+    assert carry_out(crm=crm, crm_url=crm_url, rasa_stores=[_tracker(tmp_path)]).erased == 1
+
+
+def test_a_turn_in_flight_during_an_erasure_is_swept_from_the_tracker_store(tmp_path: Path) -> None:
+    from bot.privacy.requests import ErasureRound, ResidueSweeps
+
+    tracker = _tracker(tmp_path)
+    erased_at = time.time()
+    _store_turn(tracker, "rest:sam", erased_at - 1)  # landed after the erasure, from before it
+    _store_turn(tracker, "rest:sam", erased_at + 5)  # the patron writing again: a new record
+    _store_turn(tracker, "rest:other", erased_at - 1)
+    sweeps = ResidueSweeps(delay=dt.timedelta(0))
+    sweeps.add(ErasureRound(erased=1, waiting=False, senders=frozenset({"rest:sam"}), at=erased_at))
+    assert sweeps.run_due([tracker]) == 1
+    with tracker.engine.connect() as connection:
+        left = connection.execute(text("SELECT sender_id, timestamp FROM events ORDER BY id")).all()
+    assert [(sender, stamp > erased_at) for sender, stamp in left] == [
+        ("rest:sam", True),
+        ("rest:other", False),
+    ]
+    assert sweeps.run_due([tracker]) == 0  # swept once

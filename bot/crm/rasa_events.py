@@ -104,12 +104,39 @@ class RasaEventStore:
         )
         return int(result.rowcount or 0) + int(blanked.rowcount or 0)
 
+    def _has_timestamps(self) -> bool:
+        """Whether this is the tracker store's table (the broker's has no timestamp column)."""
+        columns = {column["name"] for column in inspect(self.engine).get_columns("events")}
+        return "timestamp" in columns
+
+    def holds_since(self, senders: Collection[str], at: float) -> bool | None:
+        """Whether the table holds an event of these conversations from `at` on; None where it cannot
+        tell (the broker keeps no times)."""
+        if not senders or not self._table_exists() or not self._has_timestamps():
+            return None
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                select(_tracker_events.c.id)
+                .where(_tracker_events.c.sender_id.in_(list(senders)), _tracker_events.c.timestamp >= at)
+                .limit(1)
+            ).first()
+        return found is not None
+
+    def delete_before(self, senders: Collection[str], at: float) -> int:
+        """Delete these conversations' events from before `at` (a Unix time; the tracker store only)."""
+        if not senders or not self._table_exists() or not self._has_timestamps():
+            return 0
+        with self.engine.begin() as connection:
+            result: Any = connection.execute(
+                delete(_tracker_events).where(
+                    _tracker_events.c.sender_id.in_(list(senders)), _tracker_events.c.timestamp <= at
+                )
+            )
+        return int(result.rowcount or 0)
+
     def purge_before(self, cutoff: float) -> int:
         """Delete events older than `cutoff` (a Unix time); only the tracker store has timestamps."""
-        if not self._table_exists():
-            return 0
-        columns = {column["name"] for column in inspect(self.engine).get_columns("events")}
-        if "timestamp" not in columns:
+        if not self._table_exists() or not self._has_timestamps():
             return 0
         with self.engine.begin() as connection:
             result: Any = connection.execute(

@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.crm.database import describe_error, session_scope
 from bot.crm.rasa_events import RasaEventStore
 from bot.ingest.events import BrokerEvent, IngestState, database_failed, event_kind, ingest_events
-from bot.privacy.requests import SETTLE, ErasureRound, carry_out, requested_in
+from bot.privacy.requests import SETTLE, ErasureRound, ResidueSweeps, carry_out, requested_in
 from bot.redaction import redact_url
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ class Chores:
     rasa_stores: Sequence[RasaEventStore]
     erase_at: float | None
     retry_at: float
+    sweeps: ResidueSweeps = field(default_factory=ResidueSweeps)
 
     def erasure_asked(self, at: float) -> None:
         due = at + SETTLE.total_seconds()
@@ -146,8 +147,15 @@ class Chores:
                 erasure = ErasureRound(erased=0, waiting=True)
             self.erase_at = loop.time() + 1.0 if erasure.waiting else None
             state.forget(erasure.senders)
+            self.sweeps.add(erasure)
             if erasure.erased:
                 self.retry_at = loop.time()  # the erased patrons' held events are dropped now
+        try:
+            await loop.run_in_executor(None, self.sweeps.run_due, self.rasa_stores)
+        except SQLAlchemyError as error:
+            log.error(
+                "cannot sweep the tracker store after an erasure: %s", describe_error(error, self.crm_url)
+            )
         if loop.time() >= self.retry_at:
             try:
                 await retry_held(channel=channel, crm=self.crm, queue=self.queue, state=state)

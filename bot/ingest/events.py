@@ -165,7 +165,7 @@ def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: Ing
     erasures = requested_in(relevant)
     if erasures:
         session.flush()
-        note_requests(session=session, keys={keys[sender] for sender in erasures})
+        note_requests(session=session, keys={keys[sender]: at for sender, at in erasures.items()})
     return written
 
 

@@ -19,7 +19,7 @@ from bot.crm.database import describe_error, make_engine, session_scope
 from bot.crm.models import IngestCursor
 from bot.crm.rasa_events import EVENTS, RasaEventStore
 from bot.ingest.events import BrokerEvent, IngestState, database_failed, event_kind, ingest_events
-from bot.privacy.requests import carry_out
+from bot.privacy.requests import ResidueSweeps, carry_out
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,7 @@ def run_ingester(
     wait = poll_seconds
     log.info("ingesting Rasa events from %s", source.name)
     pending_erasures = True  # requests a previous run noted but did not carry out
+    sweeps = ResidueSweeps()
     try:
         retry_held(crm=crm, source=source, state=state)
     except SQLAlchemyError as error:
@@ -215,9 +216,14 @@ def run_ingester(
                 # A request not yet settled, or one that failed: try again soon.
                 erasure = carry_out(crm=crm, crm_url=crm_url, rasa_stores=rasa_stores)
                 state.forget(erasure.senders)
+                sweeps.add(erasure)
                 pending_erasures = erasure.waiting
             except SQLAlchemyError as error:
                 log.error("cannot look for erasure requests: %s", describe_error(error, crm_url))
+        try:
+            sweeps.run_due(rasa_stores)
+        except SQLAlchemyError as error:
+            log.error("cannot sweep the tracker store after an erasure: %s", describe_error(error, crm_url))
         try:
             moved = ingest_once(crm=crm, source=source, state=state)
         except SQLAlchemyError as error:
