@@ -4,6 +4,7 @@ would try to fill the braces of a payload written in domain.yml as slot placehol
 from __future__ import annotations
 
 import json
+import re
 
 from rasa_sdk import Tracker
 
@@ -32,6 +33,23 @@ NONE_OF_THESE_TITLE = ("都不是，找馆员", "None of these: ask a librarian"
 def payload(intent: str, **entities: str) -> str:
     """What a tap sends: the intent and its entities, in Rasa's shortcut syntax."""
     return f"/{intent}{json.dumps(entities, ensure_ascii=False)}" if entities else f"/{intent}"
+
+
+_PAYLOAD = re.compile(r"/(?P<intent>[A-Za-z_]\w*)(?P<entities>\{.*\})?", re.DOTALL)
+
+
+def is_tap(text: str, intent: str | None = None) -> bool:
+    """Whether a message is a button's payload (`/subscribe`, `/give_feedback{"csat": "4"}`), of
+    `intent` if named: typed text that merely begins with "/" ("/ please sign me up") is not a tap."""
+    match = _PAYLOAD.fullmatch(text.strip())
+    if match is None or (intent is not None and match["intent"] != intent):
+        return False
+    if match["entities"] is None:
+        return True
+    try:
+        return isinstance(json.loads(match["entities"]), dict)
+    except ValueError:
+        return False
 
 
 def _title(titles: tuple[str, str], language: Language) -> str:

@@ -12,7 +12,7 @@ from rasa_sdk.forms import REQUESTED_SLOT
 from rasa_sdk.types import DomainDict
 from sqlalchemy.orm import Session
 
-from actions.buttons import csat_buttons, helpful_tap, tapped
+from actions.buttons import csat_buttons, helpful_tap, is_tap, tapped
 from actions.crm import library_facts, patron_id_for, with_crm
 from actions.handoff import open_escalation_for, when_staff_answer
 from actions.knowledge_base import faq_topic, knowledge_service
@@ -69,7 +69,7 @@ def told_not_asked(tracker: Tracker, domain: DomainDict, slot: str) -> dict[str,
     text = str(latest.get("text") or "").strip()
     mappings = (domain.get("slots", {}).get(slot) or {}).get("mappings") or []
     left_out = {name for mapping in mappings for name in mapping.get("not_intent") or []}
-    if intent not in left_out - COMMANDS or text.startswith("/") or is_cancel(text) or is_question(text):
+    if intent not in left_out - COMMANDS or is_tap(text) or is_cancel(text) or is_question(text):
         return {}
     return {slot: text}
 
@@ -154,7 +154,7 @@ class ValidateFeedbackForm(FormValidationAction):  # type: ignore[misc]
         if not _given_now(tracker, "comment", value):
             return {"comment": None}
         text = str(value or "").strip()
-        if not text or is_cancel(text) or text.startswith("/"):  # is_cancel: skip words too
+        if not text or is_cancel(text) or is_tap(text):  # is_cancel: skip words too
             return {"comment": SKIPPED}
         corrected = rating_correction(text)
         if corrected is not None:
@@ -234,7 +234,7 @@ class ActionStartReport(Action):  # type: ignore[misc]
         intent = ((tracker.latest_message or {}).get("intent") or {}).get("name")
         kind = "complaint" if intent == "complaint" else "suggestion"
         text = _text(tracker).strip()
-        details = text[:MAX_TEXT] if has_details(text) and not text.startswith("/") else None
+        details = text[:MAX_TEXT] if has_details(text) and not is_tap(text) else None
         return [SlotSet("report_kind", kind), SlotSet("report_details", details)]
 
 
@@ -266,7 +266,7 @@ class ValidateReportForm(FormValidationAction):  # type: ignore[misc]
         text = str(value or "").strip()
         if is_cancel(text):
             return {"report_details": None, **LEAVE_FORM}
-        if text.startswith("/"):  # a button tapped meanwhile says nothing about the complaint: ask again
+        if is_tap(text):  # a button tapped meanwhile says nothing about the complaint: ask again
             return {"report_details": None}
         return {"report_details": text[:MAX_TEXT]}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rasa_sdk import Tracker
 
+from actions.buttons import is_tap
 from bot.language import Language, detect_language
 
 DEFAULT_LANGUAGE: Language = "zh"
@@ -13,7 +14,7 @@ def patron_language(tracker: Tracker) -> Language:
     """The language to answer in: the latest typed message's, else the conversation's, else Chinese."""
     text = (tracker.latest_message or {}).get("text") or ""
     # A button's payload ("/give_feedback{...}") says nothing about the patron's language.
-    detected = None if text.startswith("/") else detect_language(text)
+    detected = None if is_tap(text) else detect_language(text)
     if detected is not None:
         return detected
     slot = tracker.get_slot("language")

@@ -11,7 +11,7 @@ from rasa_sdk.types import DomainDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from actions.buttons import interest_buttons, patron_type_buttons, tapped
+from actions.buttons import interest_buttons, is_tap, patron_type_buttons, tapped
 from actions.crm import patron_id_for, privacy_url, tracker_key, with_crm
 from actions.knowledge_base import faq_entry
 from actions.language import patron_language
@@ -27,7 +27,7 @@ def answers_interests_question(tracker: Tracker) -> bool:
     the bot has just asked ("databases and new books", "讲座"): the classifier takes it for a service
     question, and channels without buttons have only text. "How do I reach the databases?" asks."""
     text = str((tracker.latest_message or {}).get("text") or "")
-    if text.startswith("/") or is_question(text, keywords_ask=False) or not mentioned_interests(text):
+    if is_tap(text) or is_question(text, keywords_ask=False) or not mentioned_interests(text):
         return False
     said = next((event for event in reversed(tracker.events) if event.get("event") == "bot"), None)
     return said is not None and (said.get("metadata") or {}).get("utter_action") == "utter_ask_interests"
@@ -43,7 +43,7 @@ class ActionSaveProfile(Action):  # type: ignore[misc]
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[dict[str, Any]]:
         text = str((tracker.latest_message or {}).get("text") or "")
-        typed = not text.startswith("/")
+        typed = not is_tap(text)
         patron_type = tapped(tracker, "patron_type") or (mentioned_patron_type(text) if typed else None)
         interest = tapped(tracker, "interest")
         interests = [interest] if interest else (mentioned_interests(text) if typed else [])

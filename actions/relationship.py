@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from actions.buttons import is_tap
 from actions.crm import crm_engine, patron_id_for, privacy_url, tracker_key
 from actions.language import patron_language
 from bot.crm.audit import log_access
@@ -57,7 +58,7 @@ EXPLICIT_CONSENT = 0.7
 def explicit_request(tracker: Tracker) -> bool:
     """Whether the patron's latest message asks for messages unmistakably (a tap, or a sure NLU)."""
     latest = tracker.latest_message or {}
-    if str(latest.get("text") or "").startswith("/"):
+    if is_tap(str(latest.get("text") or ""), intent="subscribe"):
         return True
     return float((latest.get("intent") or {}).get("confidence") or 0.0) >= EXPLICIT_CONSENT
 

@@ -58,6 +58,27 @@ def test_a_doubtful_request_for_messages_is_asked_before_consent_is_recorded(crm
     assert consent_history(crm_for_actions) == [("follow_up", True)]
 
 
+@pytest.mark.parametrize("typed", ["/ please sign me up", "/subscribe me to everything", "/subscribe{oops"])
+def test_typed_text_beginning_with_a_slash_is_not_a_tap(crm_for_actions: Engine, typed: str) -> None:
+    """Any message starting with "/" counted as the Yes button: "/ please sign me up" (classified as
+    subscribe at 0.3-0.7) granted consent without the patron's unmistakable answer."""
+    asked = run(ActionSubscribe(), typed, confidence=0.5)
+    assert asked[0]["response"] == "utter_ask_follow_up_consent"
+    assert consent_history(crm_for_actions) == []
+
+
+def test_a_tap_is_a_payload_as_rasa_parses_one() -> None:
+    from actions.buttons import is_tap
+
+    assert is_tap("/subscribe")
+    assert is_tap('/inform_profile{"patron_type": "faculty"}')
+    assert is_tap("/subscribe", intent="subscribe")
+    assert not is_tap("/unsubscribe", intent="subscribe")
+    assert not is_tap("/ please sign me up")
+    assert not is_tap("/subscribe{not json}")
+    assert not is_tap("subscribe")
+
+
 def test_stop_without_a_subscription_is_still_recorded_once(crm_for_actions: Engine) -> None:
     run(ActionUnsubscribe(), "退订")
     run(ActionUnsubscribe(), "退订")
