@@ -7,6 +7,8 @@ bot's replies in the next webhook response, or from GET /webhooks/rest/outbox?se
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import functools
 import json
 import logging
@@ -21,8 +23,9 @@ from sanic.response import HTTPResponse
 from sqlalchemy.engine import Engine
 
 from bot.crm.database import make_engine, session_scope, tune_every_sqlite_connection
+from bot.crm.models import utcnow
 from bot.language import detect_language
-from bot.outbound.outbox import take_pending
+from bot.outbound.outbox import release, take_pending
 from bot.pseudonyms import fingerprint
 from bot.redaction import describe_failure, failure_stack
 from bot.settings import get_settings
@@ -149,20 +152,48 @@ def crm_engine(url: str) -> Engine:
     return make_engine(url, hide_parameters=True)
 
 
-def pending_replies(*, engine: Engine, conversation_id: str, recipient_id: str) -> list[dict[str, str]]:
+@dataclass(frozen=True)
+class Claimed:
+    """Outbox messages handed to one response: the replies, and what gives them back if it fails."""
+
+    replies: list[dict[str, str]]
+    ids: list[int]
+    at: dt.datetime | None
+
+
+def pending_replies(*, engine: Engine, conversation_id: str, recipient_id: str) -> Claimed:
     """The conversation's waiting outbox messages as replies, marked delivered once committed."""
+    at = utcnow()
     with session_scope(engine) as session:
-        messages = take_pending(session=session, channel=RestInput.name(), recipient=conversation_id)
-        return [{"recipient_id": recipient_id, "text": str(message.text)} for message in messages]
+        messages = take_pending(session=session, channel=RestInput.name(), recipient=conversation_id, now=at)
+        replies = [{"recipient_id": recipient_id, "text": str(message.text)} for message in messages]
+        return Claimed(replies=replies, ids=[int(message.id) for message in messages], at=at)
 
 
-async def _outbox_replies(conversation_id: str, recipient_id: str) -> list[dict[str, str]] | None:
-    """pending_replies off the event loop; None (logged without patron data) if the CRM fails."""
+def release_replies(*, engine: Engine, claimed: Claimed) -> None:
+    if claimed.ids and claimed.at is not None:
+        with session_scope(engine) as session:
+            release(session=session, ids=claimed.ids, delivered_at=claimed.at)
+
+
+NOTHING = Claimed(replies=[], ids=[], at=None)
+
+
+async def _outbox_replies(conversation_id: str, recipient_id: str) -> Claimed | None:
+    """pending_replies off the event loop; None (logged without patron data) if the CRM fails. If the
+    patron's client goes away meanwhile (Sanic then cancels the request), the messages go back."""
     engine = crm_engine(get_settings().crm_database_url)
-    try:
-        return await asyncio.to_thread(
+    claiming = asyncio.ensure_future(
+        asyncio.to_thread(
             pending_replies, engine=engine, conversation_id=conversation_id, recipient_id=recipient_id
         )
+    )
+    try:
+        return await asyncio.shield(claiming)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(_give_back(engine, await claiming))
+        raise
     except Exception as error:
         log.error(
             "rest: the outbox of %s could not be read (%s)",
@@ -170,6 +201,24 @@ async def _outbox_replies(conversation_id: str, recipient_id: str) -> list[dict[
             type(error).__name__,
         )
         return None
+
+
+async def _give_back(engine: Engine, claimed: Claimed) -> None:
+    await asyncio.to_thread(release_replies, engine=engine, claimed=claimed)
+
+
+async def _respond(request: Request, payload: object, *, claimed: Claimed, status: int = 200) -> None:
+    """Write the response; the outbox messages claimed for it are marked delivered only if it was
+    written: a connection lost before (Sanic cancels the request) puts them back for the next one."""
+    try:
+        answer = await request.respond(status=status, content_type="application/json")
+        await answer.send(json.dumps(payload, ensure_ascii=False).encode("utf-8"), end_stream=True)
+    except BaseException:
+        if claimed.ids:
+            engine = crm_engine(get_settings().crm_database_url)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(_give_back(engine, claimed))
+        raise
 
 
 class RestInput(InputChannel):  # type: ignore[misc]
@@ -192,7 +241,7 @@ class RestInput(InputChannel):  # type: ignore[misc]
             return response.json({"status": "ok"})
 
         @webhook.route("/webhook", methods=["POST"])
-        async def receive(request: Request) -> HTTPResponse:
+        async def receive(request: Request) -> HTTPResponse | None:
             try:
                 message = parse_request(request.body, max_chars=max_chars)
             except BadRequestError as error:
@@ -224,20 +273,22 @@ class RestInput(InputChannel):  # type: ignore[misc]
             for reply in collector.messages:
                 reply["recipient_id"] = message.sender
             # Staff replies waiting for this conversation come first: they were written before these.
-            waiting = await _outbox_replies(conversation_id, message.sender) or []
-            return response.json([*waiting, *collector.messages])
+            claimed = await _outbox_replies(conversation_id, message.sender) or NOTHING
+            await _respond(request, [*claimed.replies, *collector.messages], claimed=claimed)
+            return None
 
         @webhook.route("/outbox", methods=["GET"])
-        async def outbox(request: Request) -> HTTPResponse:
+        async def outbox(request: Request) -> HTTPResponse | None:
             try:
                 sender = parse_sender(request.args.get("sender"))
             except BadRequestError as error:
                 return response.json({"error": str(error)}, status=400)
-            waiting = await _outbox_replies(f"{self.name()}:{sender}", sender)
-            if waiting is None:
+            claimed = await _outbox_replies(f"{self.name()}:{sender}", sender)
+            if claimed is None:
                 return response.json(
                     {"error": "the outbox cannot be read right now; try again shortly"}, status=503
                 )
-            return response.json(waiting)
+            await _respond(request, claimed.replies, claimed=claimed)
+            return None
 
         return webhook

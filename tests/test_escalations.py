@@ -36,7 +36,7 @@ from bot.engagement.escalations import (
     staff_reply,
 )
 from bot.knowledge.facts import LibraryFacts, parse_facts
-from bot.outbound.outbox import register_sender, send, take_pending, unregister_sender
+from bot.outbound.outbox import deliver, register_sender, send, take_pending, unregister_sender
 from bot.settings import PROJECT_ROOT
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -240,42 +240,61 @@ def test_send_to_an_unknown_recipient_is_refused(crm: Engine) -> None:
         send(session=session, channel="rest", recipient="rest:nobody", text="hi", produced_by="staff:li")
 
 
-def test_a_push_channel_delivers_at_once_and_a_failed_push_stays_pending(crm: Engine) -> None:
+def test_a_push_channel_delivers_once_recorded_and_a_failed_push_stays_pending(crm: Engine) -> None:
+    """Record, commit, push, record the outcome: a message is never sent without being recorded, and
+    one the channel refused waits (with those after it, so the patron never gets them out of order)."""
     pushed: list[tuple[str, str]] = []
 
     def push(message: OutboxMessage) -> None:
+        # The message is committed before it is pushed: another connection sees it.
+        with Session(crm, future=True) as other:
+            assert other.get(OutboxMessage, message.id) is not None
         if message.text == "fail":
             raise ConnectionError("channel down")
         pushed.append((str(message.recipient), str(message.text)))
 
-    with session_scope(crm) as session:
+    def record_in(session: Session, *texts: str) -> list[int]:
         patron = Patron(language="zh")
         session.add(patron)
         session.flush()
-        register_sender("telegram", push)
-        try:
-            delivered = send(
+        return [
+            send(
                 session=session,
                 channel="telegram",
                 recipient="telegram:42",
-                text="hi",
+                text=text,
                 produced_by="s",
                 patron_id=patron.id,
             )
-            failed = send(
-                session=session,
-                channel="telegram",
-                recipient="telegram:42",
-                text="fail",
-                produced_by="s",
-                patron_id=patron.id,
-            )
-        finally:
-            unregister_sender("telegram")
+            for text in texts
+        ]
+
+    def record(*texts: str) -> list[int]:
+        with session_scope(crm) as session:
+            return record_in(session, *texts)
+
+    def record_then_fail() -> None:
+        with session_scope(crm) as session:
+            ids = record_in(session, "lost")
+            assert ids
+            raise RuntimeError("the caller's transaction fails after send")
+
+    register_sender("telegram", push)
+    try:
+        with pytest.raises(RuntimeError, match="fails after send"):
+            record_then_fail()
+        assert pushed == []  # nothing left for a transaction that did not commit
+        delivered, failed, after = record("hi", "fail", "later")
+        assert pushed == []  # recorded, not yet pushed
+        assert deliver(engine=crm, channel="telegram", recipient="telegram:42") == 1
+    finally:
+        unregister_sender("telegram")
     assert pushed == [("telegram:42", "hi")]
     with Session(crm, future=True) as session:
         assert session.get(OutboxMessage, delivered).delivered_at is not None  # type: ignore[union-attr]
         assert session.get(OutboxMessage, failed).delivered_at is None  # type: ignore[union-attr]
+        assert session.get(OutboxMessage, after).delivered_at is None  # type: ignore[union-attr]
+        assert session.execute(select(func.count()).select_from(OutboxMessage)).scalar_one() == 3
 
 
 @pytest.mark.parametrize("language", ["zh", "en"])

@@ -240,3 +240,60 @@ def test_a_body_larger_than_any_acceptable_request_gets_a_413_before_it_is_parse
     )
     assert answer.status_code == 413
     assert "larger than" in answer.json()["error"]
+
+
+def test_a_staff_reply_whose_response_never_left_goes_back_to_the_outbox(
+    channel_crm: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The patron's client goes away (the connection is reset) after the librarian's reply was taken
+    from the outbox for its response: the reply must wait for the next request, not be lost."""
+    import socket
+    import struct
+    import time
+
+    import connectors.rest as rest
+
+    queue(channel_crm, "rest:alice", "Librarian here.")
+    taking = rest.pending_replies
+
+    def slowly(**options: Any) -> Any:
+        claimed = taking(**options)
+        time.sleep(0.5)  # the client resets the connection meanwhile
+        return claimed
+
+    monkeypatch.setattr(rest, "pending_replies", slowly)
+
+    async def reset_mid_response() -> None:
+        Sanic.test_mode = True
+        app = Sanic(f"rest_{uuid.uuid4().hex[:8]}")
+        app.blueprint(RestInput().blueprint(_echo), url_prefix="/webhooks/rest")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = await app.create_server(host="127.0.0.1", port=port, return_asyncio_server=True)
+        assert server is not None
+        await server.startup()
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            payload = json.dumps({"sender": "alice", "message": "hi"}).encode()
+            head = "POST /webhooks/rest/webhook HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
+            writer.write(f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.close()  # a reset, as a phone that lost its network
+            await asyncio.sleep(1.0)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(reset_mid_response())
+    monkeypatch.setattr(rest, "pending_replies", taking)
+    with Session(channel_crm, future=True) as session:
+        pending = session.execute(select(OutboxMessage.text).where(OutboxMessage.delivered_at.is_(None)))
+        assert list(pending.scalars()) == ["Librarian here."]
+    [again] = asyncio.run(
+        _exchange([("POST", "/webhooks/rest/webhook", {"json": {"sender": "alice", "message": "hello?"}})])
+    )
+    assert again.json()[0] == {"recipient_id": "alice", "text": "Librarian here."}

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bot.crm.database import DatabaseError, describe_error, make_engine, session_scope
+from bot.crm.models import OutboxMessage
 from bot.crm.models.feedback import ESCALATION_STATUSES
 from bot.engagement.escalations import (
     EscalationError,
@@ -21,6 +23,7 @@ from bot.engagement.escalations import (
     staff_reply,
 )
 from bot.knowledge.facts import load_facts
+from bot.outbound.outbox import deliver
 from bot.settings import Settings
 
 
@@ -91,12 +94,28 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _deliver(settings: Settings, conversations: list[tuple[str, str]]) -> None:
+    """Push what was recorded and committed to channels that push (a channel without keeps it for the
+    patron's client)."""
+    engine = make_engine(settings.crm_database_url)
+    try:
+        for channel, recipient in conversations:
+            deliver(engine=engine, channel=channel, recipient=recipient)
+    except SQLAlchemyError as error:
+        raise DatabaseError(describe_error(error, settings.crm_database_url)) from None
+    finally:
+        engine.dispose()
+
+
 def cmd_reply(settings: Settings, args: argparse.Namespace) -> int:
     escalation_id = _escalation_id(args.id)
     with _crm(settings) as session:
         outbox_id = staff_reply(
             session=session, escalation_id=escalation_id, staff=args.staff, text=args.text
         )
+        message = session.get(OutboxMessage, outbox_id)
+        channel, recipient = (str(message.channel), str(message.recipient)) if message else ("", "")
+    _deliver(settings, [(channel, recipient)])
     print(f"reply sent to escalation {escalation_id}'s patron (outbox message {outbox_id})")
     return 0
 
@@ -107,6 +126,12 @@ def cmd_resolve(settings: Settings, args: argparse.Namespace) -> int:
         escalation = resolve_escalation(
             session=session, escalation_id=escalation_id, staff=args.staff, note=args.note
         )
+        waiting = session.execute(
+            select(OutboxMessage.channel, OutboxMessage.recipient)
+            .where(OutboxMessage.recipient == escalation.rasa_sender_id, OutboxMessage.delivered_at.is_(None))
+            .distinct()
+        ).all()
+    _deliver(settings, [(str(channel), str(recipient)) for channel, recipient in waiting])
     print(f"resolved escalation {escalation.id}: the bot answers the patron's next message again")
     return 0
 

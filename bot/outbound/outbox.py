@@ -1,8 +1,10 @@
 """The one path to a patron for messages no Rasa turn produced: staff replies now, campaigns later.
 
-`send` records the message as an outgoing interaction (so the CRM history shows it) and as an outbox
-row, then hands it to its channel's sender. Channels with a push API register a sender; for the
-others (the REST channel) the row waits in the outbox until the patron's client takes it.
+In this order: `send` records the message as an outgoing interaction (so the CRM history shows it) and
+as an outbox row, in the caller's transaction; the caller commits; `deliver` then pushes it through its
+channel's sender and records the outcome in a transaction of its own. So a failed commit never leaves
+a message sent but not recorded, and a failed push leaves it waiting. Channels with a push API register
+a sender; for the others (the REST channel) the row waits in the outbox until the patron's client takes it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import logging
 from collections.abc import Callable
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from bot.crm.database import session_scope
 from bot.crm.models import Conversation, Interaction, OutboxMessage, Patron, utcnow
 from bot.crm.patrons import PatronNotFoundError, find_patron_ids, patron_key
 from bot.pseudonyms import fingerprint
@@ -47,11 +51,10 @@ def send(
     produced_by: str,
     patron_id: int | None = None,
 ) -> int:
-    """Send `text` to the conversation `recipient` (a Rasa sender id, "rest:abc"); return the outbox id.
+    """Record `text` for the conversation `recipient` (a Rasa sender id, "rest:abc"); return the outbox id.
 
     Runs in the caller's transaction: the interaction and the outbox row land together or not at all.
-    A push channel delivers at once and the row is marked delivered; if the push fails the row stays
-    pending (logged without the text) for a retry, and the caller's transaction still commits.
+    Nothing is pushed here: once the caller has committed, `deliver` pushes what waits.
     """
     if not text.strip():
         raise ValueError("an outgoing message needs a text")
@@ -92,8 +95,34 @@ def send(
         )
     )
     session.flush()
+    return message.id
+
+
+def deliver(*, engine: Engine, channel: str, recipient: str) -> int:
+    """Push the conversation's waiting messages through its channel's sender, oldest first, each marked
+    delivered in a transaction of its own once the channel took it; returns how many were delivered.
+
+    Call it after the transaction that recorded them committed. A channel without a sender (REST) keeps
+    them for the patron's client; a failed push leaves the message, and those after it, waiting
+    (logged without the text), so the patron never gets them out of order.
+    """
     push = _senders.get(channel)
-    if push is not None:
+    if push is None:
+        return 0
+    with session_scope(engine) as session:
+        waiting = list(
+            session.execute(
+                select(OutboxMessage)
+                .where(
+                    OutboxMessage.channel == channel,
+                    OutboxMessage.recipient == recipient,
+                    OutboxMessage.delivered_at.is_(None),
+                )
+                .order_by(OutboxMessage.id)
+            ).scalars()
+        )
+    delivered = 0
+    for message in waiting:
         try:
             push(message)
         except Exception as error:
@@ -105,9 +134,16 @@ def send(
                 describe_failure(error),
                 failure_stack(error),
             )
-        else:
-            message.delivered_at = utcnow()
-    return message.id
+            break
+        with session_scope(engine) as session:
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message.id, OutboxMessage.delivered_at.is_(None))
+                .values(delivered_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+        delivered += 1
+    return delivered
 
 
 def _patron_of(*, session: Session, channel: str, recipient: str) -> int:
@@ -149,3 +185,17 @@ def take_pending(
             set_committed_value(message, "delivered_at", delivered_at)
             taken.append(message)
     return taken
+
+
+def release(*, session: Session, ids: list[int], delivered_at: dt.datetime) -> int:
+    """Put messages `take_pending` handed out at `delivered_at` back in the outbox: their response never
+    reached the patron (the connection was lost). Returns how many went back."""
+    if not ids:
+        return 0
+    result = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ids), OutboxMessage.delivered_at == delivered_at)
+        .values(delivered_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
