@@ -455,3 +455,32 @@ def broker_rows(engine: Engine) -> list[tuple[int, str, str]]:
 
     with engine.connect() as connection:
         return [tuple(row) for row in connection.execute(select(EVENTS).order_by(EVENTS.c.id))]  # type: ignore[misc]
+
+
+def test_a_broker_database_of_the_same_name_on_another_server_has_a_cursor_of_its_own() -> None:
+    """The cursor was named by backend and database only: a new broker database of the same name on
+    another host (or in another schema) took over the old cursor and skipped its first rows."""
+    old = SqlEventSource("postgresql://rasa:secret@db-old:5432/events")
+    new = SqlEventSource("postgresql://rasa:secret@db-new:5432/events")
+    schema = SqlEventSource("postgresql://rasa:secret@db-old:5432/events?options=-csearch_path%3Dtwo")
+    assert len({old.name, new.name, schema.name}) == 3
+    assert "secret" not in old.name
+    assert "@" not in old.name  # no user either
+    sqlite = SqlEventSource("sqlite:////var/lib/patronbot/rasa-events.db")
+    assert sqlite.name == "sql-broker:sqlite//var/lib/patronbot/rasa-events.db"  # unchanged for SQLite files
+
+
+def test_an_upgrade_keeps_the_cursor_and_held_rows_kept_under_the_former_name(crm: Engine) -> None:
+    from bot.ingest.sql_broker import _held_prefix, adopt_legacy_cursor
+
+    source = SqlEventSource("postgresql://rasa@db:5432/events")
+    legacy = SqlEventSource(source.url, name="sql-broker:postgresql/events")
+    with session_scope(crm) as session:
+        session.add(IngestCursor(source=legacy.name, position=120))
+        session.add(IngestCursor(source=f"{_held_prefix(legacy)}97", position=97))
+    assert adopt_legacy_cursor(crm=crm, source=source)
+    assert not adopt_legacy_cursor(crm=crm, source=source)  # once
+    with Session(crm, future=True) as session:
+        assert session.get(IngestCursor, source.name).position == 120  # type: ignore[union-attr]
+        assert session.get(IngestCursor, legacy.name) is None
+        assert [marker.position for marker in held_back(session=session, source=source)] == [97]

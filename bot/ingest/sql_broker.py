@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 class SqlEventSource:
     """Reads Rasa's SQL event broker table in id order."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, name: str | None = None) -> None:
         self.url = url
-        self.name = f"sql-broker:{_source_name(url)}"
+        self.name = name or f"sql-broker:{_source_name(url)}"
         self._engine: Engine | None = None
 
     @property
@@ -67,11 +67,42 @@ class SqlEventSource:
         return batch
 
 
-def _source_name(url: str) -> str:
+def _source_name(url: str, *, legacy: bool = False) -> str:
+    """What the ingester's cursor is called for this broker: the database as the server knows it (host,
+    port, database and PostgreSQL schema; a SQLite file by its path), never the user or password. A
+    new broker database of the same name elsewhere is another source, with a cursor of its own.
+    `legacy`: the name before the host was part of it (backend and database only)."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
-    return f"{parsed.get_backend_name()}/{parsed.database}"
+    backend = parsed.get_backend_name()
+    if legacy or parsed.host is None:
+        return f"{backend}/{parsed.database}"
+    options = parsed.query.get("options")
+    schema = f"?{options}" if isinstance(options, str) else ""
+    return f"{backend}://{parsed.host}:{parsed.port or ''}/{parsed.database}{schema}"
+
+
+def adopt_legacy_cursor(*, crm: Engine, source: SqlEventSource) -> bool:
+    """Give this source the cursor and held-back markers kept under its name from before the host was
+    part of it, if it has none of its own yet (an upgrade); returns whether there were any."""
+    legacy = SqlEventSource(source.url, name=f"sql-broker:{_source_name(source.url, legacy=True)}")
+    if legacy.name == source.name:
+        return False
+    with session_scope(crm) as session:
+        if session.get(IngestCursor, source.name) is not None:
+            return False
+        cursor = session.get(IngestCursor, legacy.name)
+        if cursor is None:
+            return False
+        session.add(IngestCursor(source=source.name, position=cursor.position))
+        session.delete(cursor)
+        for marker in held_back(session=session, source=legacy):
+            row_id = str(marker.source).removeprefix(_held_prefix(legacy))
+            session.add(IngestCursor(source=f"{_held_prefix(source)}{row_id}", position=marker.position))
+            session.delete(marker)
+    log.info("the ingester's cursor of %s now names its host", source.name)
+    return True
 
 
 def _held_prefix(source: SqlEventSource) -> str:
@@ -176,6 +207,7 @@ def retry_held(*, crm: Engine, source: SqlEventSource, state: IngestState) -> in
 
 def purge_ingested(*, crm: Engine, source: SqlEventSource) -> int:
     """Delete the broker rows the ingester has already copied into the CRM (not the held-back ones)."""
+    adopt_legacy_cursor(crm=crm, source=source)
     with session_scope(crm) as session:
         cursor = session.get(IngestCursor, source.name)
         position = int(cursor.position or 0) if cursor else 0
@@ -204,6 +236,10 @@ def run_ingester(
     state = state if state is not None else IngestState()
     wait = poll_seconds
     log.info("ingesting Rasa events from %s", source.name)
+    try:
+        adopt_legacy_cursor(crm=crm, source=source)
+    except SQLAlchemyError as error:
+        log.error("cannot look for the cursor's former name: %s", describe_error(error, crm_url))
     pending_erasures = True  # requests a previous run noted but did not carry out
     sweeps = ResidueSweeps()
     try:
