@@ -598,3 +598,36 @@ def test_queries_take_the_traced_model_and_get_the_models_own_vectors(
     untraced = SentenceEncoder()
     assert not untraced.traced
     assert np.allclose(untraced.encode_queries(texts), passages, atol=1e-6)
+
+
+def test_a_removed_entry_leaves_the_vector_file_when_the_knowledge_base_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file kept every text the process had ever encoded until it restarted: a librarian's
+    removed entry stayed on disk (and in memory) after the edit."""
+    import os
+
+    import bot.knowledge.service as service_module
+    from bot.knowledge.encoders import _read_vectors
+    from bot.knowledge.index import SENTENCE
+    from bot.knowledge.service import KnowledgeService
+
+    class NamedTextEncoder(TextEncoder):
+        identity = "text-encoder"
+
+    monkeypatch.setattr(service_module, "make_encoders", lambda **_: {SENTENCE: NamedTextEncoder()})
+    kb = tmp_path / "faq.yml"
+
+    def write(*ids: str) -> None:
+        entries = [{"id": i, "topic": "hours", "en": {"question": f"q {i}", "answer": f"a {i}"}} for i in ids]
+        kb.write_text(yaml.safe_dump({"entries": entries}), encoding="utf-8")
+
+    write("kept", "removed")
+    service = KnowledgeService(kb_path=kb, tuning_path=tmp_path / "none.yml", vector_dir=tmp_path / "vectors")
+    service.retriever()
+    [file] = (tmp_path / "vectors").glob("*.npz")
+    assert {text for text in _read_vectors(file) if "removed" in text} != set()
+    write("kept")
+    os.utime(kb, ns=(kb.stat().st_mtime_ns + 10**9, kb.stat().st_mtime_ns + 10**9))
+    service.retriever()
+    assert sorted(_read_vectors(file)) == ["q kept", "q kept a kept"]

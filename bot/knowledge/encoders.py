@@ -234,6 +234,22 @@ class CachedEncoder:
         self.path = path
         self._passages: dict[str, NDArray[np.float32]] = _read_vectors(path)
         self._asked: set[str] = set()  # the texts this process has needed, which the file keeps
+        self._round = False  # between start_round and finish_round (the knowledge base being built)
+        self._changed = False
+
+    def start_round(self) -> None:
+        """The knowledge base is built afresh: the texts it asks for from now on are the ones to keep."""
+        self._asked, self._round, self._changed = set(), True, False
+
+    def finish_round(self) -> None:
+        """Keep, in memory and on disk, only the texts the round asked for: those a librarian removed
+        leave the file at once, not at the next restart."""
+        self._round = False
+        removed = set(self._passages) - self._asked
+        for text in removed:
+            del self._passages[text]
+        if self.path is not None and (self._changed or removed):
+            _write_vectors(self.path, {text: self._passages[text] for text in sorted(self._asked)})
 
     def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
         return self.encoder.encode_queries(texts)
@@ -253,7 +269,8 @@ class CachedEncoder:
                 type(self.encoder).__name__,
                 time.perf_counter() - started,
             )
-            if self.path is not None:
+            self._changed = True
+            if self.path is not None and not self._round:
                 _write_vectors(self.path, {text: self._passages[text] for text in sorted(self._asked)})
         return np.stack([self._passages[text] for text in texts]) if texts else np.zeros((0, 0), np.float32)
 

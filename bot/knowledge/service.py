@@ -88,6 +88,11 @@ class KnowledgeService:
                     for name, encoder in made.items()
                 }
                 self._model_in_use = model
+            cached = [encoder for encoder in self._encoders.values() if isinstance(encoder, CachedEncoder)]
+            for encoder in cached:
+                encoder.start_round()
             self._retriever = Retriever(load_entries(self.kb_path), encoders=self._encoders, tuning=tuning)
+            for encoder in cached:
+                encoder.finish_round()
             self._stamp = stamp
         return self._retriever
