@@ -169,6 +169,21 @@ def validate(slot: str, value: str) -> tuple[dict[str, Any], list[dict[str, Any]
         ("4 or 5", None),
         ("-1", None),
         ("5/10", None),
+        # Negations and hedges read as patrons mean them: "不是很满意" is not "很满意".
+        ("不是很满意", "2"),
+        ("不是很好", "2"),
+        ("没有很满意", "2"),
+        ("不怎么满意", "2"),
+        ("说实话不是特别满意", "2"),
+        ("并不满意", "2"),
+        ("not very satisfied", "2"),
+        ("I'm not really happy with it", "2"),
+        ("wasn't that helpful", "2"),
+        ("not bad", "3"),
+        ("不差", "3"),
+        ("还不错", "4"),
+        ("很不满意", "1"),
+        ("非常不满意", "1"),
     ],
 )
 def test_a_rating_is_read_from_what_the_patron_typed(typed: str, expected: str | None) -> None:

@@ -47,6 +47,35 @@ _CHINESE_RATING_WORDS = {
 }  # fmt: skip
 _LONGEST_FIRST = sorted(_CHINESE_RATING_WORDS, key=len, reverse=True)
 
+# Negations and hedges, read as patrons mean them: "不是很满意" and "not very satisfied" are a low rating
+# (the words "很满意" and "satisfied" in them are not), "不差" and "not bad" a middling one. They are
+# looked for before the rating words.
+_NEGATOR_ZH = r"(?:不是|并不|并没有|没有|没|不怎么|不太|不算|不够|不大|不)"
+_DEGREE_ZH = r"(?:很|太|特别|非常|十分|那么|多|怎么|算|够|是很|是特别|是太)?"
+_NEGATED_ZH = [
+    (re.compile(_NEGATOR_ZH + _DEGREE_ZH + r"(?:满意|好|棒|行|理想|舒服|方便)"), 2),
+    (re.compile(_NEGATOR_ZH + _DEGREE_ZH + r"(?:差|糟|烂|坏)"), 3),
+]
+_NEGATED_EN = [
+    (
+        re.compile(
+            r"(?:\bnot|n't|\bnever|\bhardly)\s+"
+            r"(?:very|so|that|really|too|quite|particularly|all that|entirely)?"
+            r"\s*(?:satisfied|happy|pleased|good|great|helpful|impressed|nice)\b"
+        ),
+        2,
+    ),
+    (re.compile(r"(?:\bnot|n't)\s+(?:so|that|too|really)?\s*(?:bad|terrible|awful|poor)\b"), 3),
+]
+
+
+def _negated_rating(text: str) -> int | None:
+    """The rating a negated or hedged word gives ("不是很满意" 2, "not bad" 3), if the text has one."""
+    for pattern, rating in (*_NEGATED_ZH, *_NEGATED_EN):
+        if pattern.search(text):
+            return rating
+    return None
+
 
 def _one(found: list[str]) -> int | None:
     """The number when exactly one was found: two numbers are a question to ask again, not a guess."""
@@ -90,6 +119,12 @@ def parse_csat(text: str) -> int | None:
         return _RATING_WORDS[cleaned]
     if len(cleaned) > 40:
         return None
+    if not any(character.isdigit() for character in cleaned) and not _STARS.search(cleaned):
+        negated = _negated_rating(cleaned)
+        word = _chinese_rating(cleaned)
+        # "很不满意" keeps its 1: a negation only lowers a word that rates well ("不是很满意").
+        if negated is not None and (word is None or word > negated):
+            return negated
     number = _number_in(cleaned, scale=5)
     return number if number is not None and 1 <= number <= 5 else None
 
