@@ -33,6 +33,16 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         print(f"patronbot: no trained model at {model}; run `patronbot train` first")
         return 2
     report: dict[str, Any] = {"model": str(model)}
+    if args.dialogues is not None:
+        import tempfile
+
+        from nlu.dialogues import evaluate_dialogues, load_dialogues
+
+        dialogues = load_dialogues([Path(path) for path in args.dialogues])
+        with tempfile.TemporaryDirectory(prefix="patronbot-dialogues-") as workdir:
+            report["dialogues"] = evaluate_dialogues(model=model, dialogues=dialogues, workdir=Path(workdir))
+        print(json.dumps(report, ensure_ascii=False, indent=2) if args.format == "json" else _text(report))
+        return 0
     retriever = KnowledgeService.from_settings(settings).retriever()
     if args.topics:
         report["topics"] = evaluate_topics(model, load_topic_file(Path(args.topics)), retriever=retriever)
@@ -89,6 +99,17 @@ def _text(report: dict[str, Any]) -> str:
     if "public_scope" in report:
         lines.append(f"public out-of-scope detection (NLU): {report['public_scope']}")
         lines.append(f"public out-of-scope detection (whole turn): {report.get('public_scope_turn')}")
+    if "dialogues" in report:
+        summary = report["dialogues"]
+        for name, row in [
+            ("all", summary["overall"]),
+            *summary["by_language"].items(),
+            *summary["by_kind"].items(),
+        ]:
+            lines.append(f"dialogues {name}: {row['right']} of {row['n']} right ({row['share']})")
+        for wrong in summary["wrong"]:
+            lines.append(f"  wrong: {wrong['dialogue']} [{wrong['language']}]")
+            lines += [f"    - {problem}" for problem in wrong["problems"]]
     if "retrieval" in report:
         for lang, row in report["retrieval"]["by_language"].items():
             lines.append(
@@ -103,5 +124,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     evaluate.add_argument("--topics", help="evaluate topic accuracy on this topic-labelled JSONL file only")
     evaluate.add_argument("--model", help="the model to measure; default: PATRONBOT_MODEL_PATH")
+    evaluate.add_argument(
+        "--dialogues",
+        nargs="*",
+        metavar="FILE",
+        help="talk whole dialogues with a bot started on the model and check its replies and CRM records "
+        "(default: every file in tests/dialogues/)",
+    )
     evaluate.add_argument("--format", choices=["text", "json"], default="text")
     evaluate.set_defaults(handler=cmd_eval)

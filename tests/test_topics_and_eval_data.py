@@ -73,7 +73,7 @@ def test_no_shared_evaluation_utterance_is_in_training_data_or_the_knowledge_bas
     assert len(evaluation) > 500
     found = []
     paths = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
-    for folder in ("nlu", "data", "knowledge", "tests/data", "tests/conversations"):
+    for folder in ("nlu", "data", "knowledge", "tests/data", "tests/conversations", "tests/dialogues"):
         paths += [
             path for path in (PROJECT_ROOT / folder).rglob("*") if path.suffix in {".yml", ".yaml", ".jsonl"}
         ]
