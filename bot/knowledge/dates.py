@@ -5,26 +5,33 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-_DAY_WORDS: tuple[tuple[re.Pattern[str], int], ...] = tuple(
-    (re.compile(pattern, re.IGNORECASE), index)
-    for index, pattern in enumerate(
-        (
-            r"\bmon(day)?\b|周一|星期一|礼拜一",
-            r"\btue(s|sday)?\b|周二|星期二|礼拜二",
-            r"\bwed(nesday)?\b|周三|星期三|礼拜三",
-            r"\bthu(rs|rsday)?\b|周四|星期四|礼拜四",
-            r"\bfri(day)?\b|周五|星期五|礼拜五",
-            r"\bsat(urday)?\b|周六|星期六|礼拜六",
-            r"\bsun(day)?\b|周日|周天|星期日|星期天|礼拜日|礼拜天",
-        )
-    )
+# How a question names a day, in this order: a calendar date; a day relative to today (今天, tomorrow,
+# 大后天); a weekday, in the week a phrase names (这周五, 下周五, this Friday, next Friday, Friday next
+# week) or else the coming one, today included (周五, on Friday); the weekend, likewise. Weeks run Monday
+# to Sunday: "next Friday" and 下周五 are the Friday of next week, whatever day today is.
+_EN_WEEKDAYS = ("mon(?:day)?", "tue(?:s|sday)?", "wed(?:nesday)?", "thu(?:rs|rsday)?", "fri(?:day)?",
+                "sat(?:urday)?", "sun(?:day)?")  # fmt: skip
+_ZH_WEEKDAYS = ("[一1]", "[二2]", "[三3]", "[四4]", "[五5]", "[六6]", "[日天7]")
+_WEEKDAY_WORDS = tuple(
+    re.compile(rf"\b{english}\b|(?:周|星期|礼拜){chinese}(?!\d)", re.IGNORECASE)
+    for english, chinese in zip(_EN_WEEKDAYS, _ZH_WEEKDAYS, strict=True)
 )
+_WEEKEND = re.compile(r"\bweekends?\b|周末", re.IGNORECASE)
 _RELATIVE = (
-    (re.compile(r"\bday after tomorrow\b|后天"), 2),
-    (re.compile(r"\btomorrow\b|明天|明日", re.IGNORECASE), 1),
+    (re.compile(r"大后天"), 3),
+    (re.compile(r"\bday after tomorrow\b|后天", re.IGNORECASE), 2),
+    (re.compile(r"\btomorrow\b|明天|明日|明晚", re.IGNORECASE), 1),
     (re.compile(r"\btoday\b|\btonight\b|\bnow\b|今天|今日|今晚|现在", re.IGNORECASE), 0),
 )
-
+# The week a phrase names, counted from this one (下下周 / the week after next: 2); the first that matches.
+_EN_WEEK_OR_DAY = "(?:week|weekend|" + "|".join(_EN_WEEKDAYS) + r")\b"
+_WEEKS = (
+    (re.compile(r"下下个?(?:周|星期|礼拜)|\bweek(?:end)?\s+after\s+next\b", re.IGNORECASE), 2),
+    (re.compile(rf"下一?个?(?:周|星期|礼拜)|\bnext\s+{_EN_WEEK_OR_DAY}", re.IGNORECASE), 1),
+    (re.compile(rf"[这本]一?个?(?:周|星期|礼拜)|\bthis\s+{_EN_WEEK_OR_DAY}", re.IGNORECASE), 0),
+)
+# "一下" softens a verb (问一下, 看一下): "请问一下周五开门吗" asks about Friday, not 下周五.
+_SOFTENER = "一下"
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _MONTH = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
@@ -63,14 +70,41 @@ def find_date(text: str, *, today: dt.date) -> dt.date | None:
     return None
 
 
-def find_day(text: str, *, today: dt.date) -> dt.date | None:
-    """The date a patron's question is about ("on Saturday", "明天", "10月1日"), or None if it names none."""
+def _week(text: str) -> int | None:
+    """The week a phrase in the question names (0 this week, 1 next week, 2 the week after), or None."""
+    text = text.replace(_SOFTENER, "")
+    return next((weeks for pattern, weeks in _WEEKS if pattern.search(text)), None)
+
+
+def _weekday(text: str) -> int | None:
+    """The weekday named first in the question (0 Monday … 6 Sunday), or None."""
+    found = [
+        (match.start(), day) for day, pattern in enumerate(_WEEKDAY_WORDS) if (match := pattern.search(text))
+    ]
+    return min(found)[1] if found else None
+
+
+def find_days(text: str, *, today: dt.date) -> tuple[dt.date, ...]:
+    """The days a patron's question is about, in order: one day ("下周五", "tomorrow", "10月1日"), the
+    weekend's days still to come ("周末", "next weekend"), or none."""
     if (date := find_date(text, today=today)) is not None:
-        return date
+        return (date,)
     for pattern, offset in _RELATIVE:
         if pattern.search(text):
-            return today + dt.timedelta(days=offset)
-    for pattern, weekday in _DAY_WORDS:
-        if pattern.search(text):
-            return today + dt.timedelta(days=(weekday - today.weekday()) % 7)
-    return None
+            return (today + dt.timedelta(days=offset),)
+    week = _week(text)
+    monday = today - dt.timedelta(days=today.weekday()) + dt.timedelta(weeks=week or 0)
+    if (weekday := _weekday(text)) is not None:
+        if week is None:  # a bare weekday: the coming one, today included
+            return (today + dt.timedelta(days=(weekday - today.weekday()) % 7),)
+        return (monday + dt.timedelta(days=weekday),)
+    if _WEEKEND.search(text):
+        weekend = (monday + dt.timedelta(days=5), monday + dt.timedelta(days=6))
+        return tuple(day for day in weekend if day >= today)
+    return ()
+
+
+def find_day(text: str, *, today: dt.date) -> dt.date | None:
+    """The (first) day a patron's question is about ("on Saturday", "下周五", "10月1日"), or None."""
+    days = find_days(text, today=today)
+    return days[0] if days else None
