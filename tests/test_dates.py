@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 import yaml
 
-from bot.knowledge.dates import find_day
+from bot.knowledge.dates import find_day, find_days
 from bot.knowledge.facts import parse_facts
 from bot.knowledge.hours import hours_reply
 from bot.settings import PROJECT_ROOT
@@ -92,9 +92,27 @@ def test_the_day_a_question_is_about(question: str, today: dt.date, expected: dt
     assert find_day(question, today=today) == expected
 
 
-def shipped_facts():  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("question", "today", "expected"),
+    [
+        ("周末开吗", FRIDAY, (december(5), december(6))),
+        ("这周末开吗", SUNDAY, (SUNDAY,)),  # Saturday is past
+        ("下周末开门吗", SUNDAY, (december(12), december(13))),
+        ("open this weekend?", MONDAY, (december(5), december(6))),
+        ("next weekend hours", FRIDAY, (december(12), december(13))),
+        ("下周五开门吗", FRIDAY, (december(11),)),
+        ("opening hours", FRIDAY, ()),
+    ],
+)
+def test_the_weekend_is_its_days_still_to_come(
+    question: str, today: dt.date, expected: tuple[dt.date, ...]
+) -> None:
+    assert find_days(question, today=today) == expected
+
+
+def shipped_facts(*exceptions: dict[str, object]):  # type: ignore[no-untyped-def]
     data = yaml.safe_load((PROJECT_ROOT / "knowledge" / "library.yml").read_text(encoding="utf-8"))
-    data["hours_exceptions"] = []
+    data["hours_exceptions"] = list(exceptions)
     return parse_facts(data)
 
 
@@ -106,3 +124,20 @@ def test_next_friday_asked_on_a_friday_is_answered_for_the_friday_a_week_later()
     english = hours_reply(facts=facts, text="next Friday hours", language="en", today=FRIDAY)
     assert "Friday (11 December)" in english
     assert "4 December" not in english
+
+
+def test_a_question_about_the_weekend_is_answered_for_both_its_days() -> None:
+    stocktaking = {"date": "2026-12-13", "hours": "closed", "note": {"zh": "盘点闭馆", "en": "stocktaking"}}
+    facts = shipped_facts(stocktaking)
+    chinese = hours_reply(facts=facts, text="下周末开门吗", language="zh", today=FRIDAY)
+    assert chinese == (
+        "河畔大学图书馆的开放时间：周六（12月12日）09:00–21:00；周日（12月13日）闭馆（盘点闭馆）。"
+    )
+    english = hours_reply(facts=facts, text="open this weekend?", language="en", today=FRIDAY)
+    assert english == (
+        "Riverside University Library opening hours: Saturday (5 December) 09:00–21:00;"
+        " Sunday (6 December) 09:00–21:00."
+    )
+    # On the Sunday only the Sunday is left.
+    sunday = hours_reply(facts=facts, text="open this weekend?", language="en", today=SUNDAY)
+    assert sunday == "Riverside University Library is open 09:00–21:00 on Sunday (6 December)."

@@ -5,9 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from bot.knowledge.dates import find_day
+from bot.knowledge.dates import find_days
 from bot.knowledge.facts import EN_WEEKDAYS, WEEKDAYS, ZH_WEEKDAYS, LibraryFacts, SpecialHours, weekday_name
 from bot.language import Language
+
+
+def _day_text(day: dt.date, language: Language) -> str:
+    """A day as the replies name it: 周六（12月12日）, Saturday (12 December)."""
+    if language == "zh":
+        return f"{weekday_name(day, 'zh')}（{day.month}月{day.day}日）"
+    return f"{weekday_name(day, 'en')} ({day:%-d %B})"
 
 
 def day_hours_reply(*, facts: LibraryFacts, day: dt.date, language: Language) -> str:
@@ -15,15 +22,32 @@ def day_hours_reply(*, facts: LibraryFacts, day: dt.date, language: Language) ->
     opening = facts.opening_on(day)
     name = facts.name[language]
     note = opening.note.get(language, "")
+    when = _day_text(day, language)
     if language == "zh":
-        when = f"{weekday_name(day, 'zh')}（{day.month}月{day.day}日）"
         if opening.closed:
             return f"{name}{when}闭馆" + (f"：{note}。" if note else "。")
         return f"{name}{when}的开放时间是 {opening.span()}" + (f"（{note}）。" if note else "。")
-    when = f"{weekday_name(day, 'en')} ({day:%-d %B})"
     if opening.closed:
         return f"{name} is closed on {when}" + (f": {note}." if note else ".")
     return f"{name} is open {opening.span()} on {when}" + (f" ({note})." if note else ".")
+
+
+def days_hours_reply(*, facts: LibraryFacts, days: tuple[dt.date, ...], language: Language) -> str:
+    """The library's hours on each of `days` (a weekend), in one sentence in the patron's language."""
+    if len(days) == 1:
+        return day_hours_reply(facts=facts, day=days[0], language=language)
+    parts = []
+    for day in days:
+        opening = facts.opening_on(day)
+        hours = opening.span() or ("闭馆" if language == "zh" else "closed")
+        note = opening.note.get(language, "")
+        if language == "zh":
+            parts.append(f"{_day_text(day, 'zh')}{hours}" + (f"（{note}）" if note else ""))
+        else:
+            parts.append(f"{_day_text(day, 'en')} {hours}" + (f" ({note})" if note else ""))
+    if language == "zh":
+        return f"{facts.name['zh']}的开放时间：" + "；".join(parts) + "。"
+    return f"{facts.name['en']} opening hours: " + "; ".join(parts) + "."
 
 
 def _dates_text(first: dt.date, last: dt.date, *, language: Language, today: dt.date) -> str:
@@ -138,12 +162,12 @@ def asks_special_hours(text: str) -> bool:
 
 
 def hours_reply(*, facts: LibraryFacts, text: str, language: Language, today: dt.date | None = None) -> str:
-    """The answer to an opening-hours question: the day it asks about; the special hours coming up,
-    for a question about holidays or exams; or the whole week."""
+    """The answer to an opening-hours question: the day (or the weekend's days) it asks about; the
+    special hours coming up, for a question about holidays or exams; or the whole week."""
     today = today or facts.today()
-    day = find_day(text, today=today)
-    if day is None and asks_special_hours(text):
+    days = find_days(text, today=today)
+    if not days and asks_special_hours(text):
         return special_hours_reply(facts=facts, language=language, today=today)
-    if day is None:
+    if not days:
         return weekly_hours_reply(facts=facts, language=language, today=today)
-    return day_hours_reply(facts=facts, day=day, language=language)
+    return days_hours_reply(facts=facts, days=days, language=language)
