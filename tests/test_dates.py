@@ -141,3 +141,29 @@ def test_a_question_about_the_weekend_is_answered_for_both_its_days() -> None:
     # On the Sunday only the Sunday is left.
     sunday = hours_reply(facts=facts, text="open this weekend?", language="en", today=SUNDAY)
     assert sunday == "Riverside University Library is open 09:00–21:00 on Sunday (6 December)."
+
+
+@pytest.mark.parametrize(
+    ("question", "language", "today", "expected"),
+    [
+        ("这周一开了吗", "zh", FRIDAY, "河畔大学图书馆周一（11月30日，已过去）的开放时间是 08:00–22:00。"),
+        (
+            "this Monday's hours",
+            "en",
+            FRIDAY,
+            "Riverside University Library was open 08:00–22:00 on Monday (30 November).",
+        ),
+        (
+            "open on November 20?",
+            "en",
+            MONDAY,
+            "Riverside University Library was open 08:00–22:00 on Friday (20 November).",
+        ),
+        ("本周五开吗", "zh", FRIDAY, "河畔大学图书馆周五（12月4日）的开放时间是 08:00–22:00。"),
+    ],
+)
+def test_a_day_already_past_is_said_to_be_past(
+    question: str, language: str, today: dt.date, expected: str
+) -> None:
+    reply = hours_reply(facts=shipped_facts(), text=question, language=language, today=today)  # type: ignore[arg-type]
+    assert reply == expected

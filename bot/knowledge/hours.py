@@ -10,32 +10,37 @@ from bot.knowledge.facts import EN_WEEKDAYS, WEEKDAYS, ZH_WEEKDAYS, LibraryFacts
 from bot.language import Language
 
 
-def _day_text(day: dt.date, language: Language) -> str:
-    """A day as the replies name it: 周六（12月12日）, Saturday (12 December)."""
+def _day_text(day: dt.date, language: Language, *, past: bool = False) -> str:
+    """A day as the replies name it: 周六（12月12日）, Saturday (12 December); 周一（11月30日，已过去）."""
     if language == "zh":
-        return f"{weekday_name(day, 'zh')}（{day.month}月{day.day}日）"
+        return f"{weekday_name(day, 'zh')}（{day.month}月{day.day}日{'，已过去' if past else ''}）"
     return f"{weekday_name(day, 'en')} ({day:%-d %B})"
 
 
-def day_hours_reply(*, facts: LibraryFacts, day: dt.date, language: Language) -> str:
-    """One sentence: the library's hours on `day`, in the patron's language."""
+def day_hours_reply(*, facts: LibraryFacts, day: dt.date, language: Language, today: dt.date) -> str:
+    """One sentence: the library's hours on `day`, in the patron's language; a day already past (这周一
+    asked on a Friday) is said to be past, so the patron sees which day the bot took."""
     opening = facts.opening_on(day)
     name = facts.name[language]
     note = opening.note.get(language, "")
-    when = _day_text(day, language)
+    past = day < today
     if language == "zh":
+        when = _day_text(day, "zh", past=past)
         if opening.closed:
             return f"{name}{when}闭馆" + (f"：{note}。" if note else "。")
         return f"{name}{when}的开放时间是 {opening.span()}" + (f"（{note}）。" if note else "。")
+    when, verb = _day_text(day, "en"), "was" if past else "is"
     if opening.closed:
-        return f"{name} is closed on {when}" + (f": {note}." if note else ".")
-    return f"{name} is open {opening.span()} on {when}" + (f" ({note})." if note else ".")
+        return f"{name} {verb} closed on {when}" + (f": {note}." if note else ".")
+    return f"{name} {verb} open {opening.span()} on {when}" + (f" ({note})." if note else ".")
 
 
-def days_hours_reply(*, facts: LibraryFacts, days: tuple[dt.date, ...], language: Language) -> str:
+def days_hours_reply(
+    *, facts: LibraryFacts, days: tuple[dt.date, ...], language: Language, today: dt.date
+) -> str:
     """The library's hours on each of `days` (a weekend), in one sentence in the patron's language."""
     if len(days) == 1:
-        return day_hours_reply(facts=facts, day=days[0], language=language)
+        return day_hours_reply(facts=facts, day=days[0], language=language, today=today)
     parts = []
     for day in days:
         opening = facts.opening_on(day)
@@ -126,7 +131,7 @@ def weekly_hours_reply(*, facts: LibraryFacts, language: Language, today: dt.dat
         f"{names[first]}{joiner}{names[last]} {span}" if first != last else f"{names[first]} {span}"
         for first, last, span in groups
     ]
-    today_line = day_hours_reply(facts=facts, day=today, language=language)
+    today_line = day_hours_reply(facts=facts, day=today, language=language, today=today)
     # Special hours in the next two weeks, from tomorrow (today's are in today's line), periods whole.
     soon = facts.special_periods(start=today + dt.timedelta(days=1), days=UPCOMING_DAYS)
     coming = special_hours_text(soon, language=language, today=today) if soon else ""
@@ -170,4 +175,4 @@ def hours_reply(*, facts: LibraryFacts, text: str, language: Language, today: dt
         return special_hours_reply(facts=facts, language=language, today=today)
     if not days:
         return weekly_hours_reply(facts=facts, language=language, today=today)
-    return days_hours_reply(facts=facts, days=days, language=language)
+    return days_hours_reply(facts=facts, days=days, language=language, today=today)
