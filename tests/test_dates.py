@@ -4,10 +4,12 @@ weekend, in both languages, asked on a Monday, a Tuesday, a Friday and a Sunday.
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
+from bot.knowledge import facts as facts_module
 from bot.knowledge.dates import find_day, find_days
 from bot.knowledge.facts import parse_facts
 from bot.knowledge.hours import hours_reply
@@ -167,3 +169,17 @@ def test_a_day_already_past_is_said_to_be_past(
 ) -> None:
     reply = hours_reply(facts=shipped_facts(), text=question, language=language, today=today)  # type: ignore[arg-type]
     assert reply == expected
+
+
+def test_today_is_the_librarys_not_the_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 20:00 UTC on Friday 4 December it is already Saturday 04:00 in Shanghai, the facts' time zone."""
+    facts = shipped_facts()
+
+    class Clock(dt.datetime):
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> dt.datetime:  # type: ignore[override]
+            return dt.datetime(2026, 12, 4, 20, 0, tzinfo=dt.UTC).astimezone(tz)
+
+    monkeypatch.setattr(facts_module, "dt", SimpleNamespace(datetime=Clock))
+    assert "12月6日" in hours_reply(facts=facts, text="明天开门吗", language="zh")
+    assert "Saturday (12 December)" in hours_reply(facts=facts, text="next Saturday?", language="en")
