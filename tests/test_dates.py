@@ -58,6 +58,8 @@ def december(day: int) -> dt.date:
         ("下星期天开吗", SUNDAY, december(13)),
         ("下礼拜二开吗", FRIDAY, december(8)),
         ("请问一下下周五开门吗", MONDAY, december(11)),
+        ("下周一下午开吗", MONDAY, december(7)),  # 周一下午 holds 一下 too
+        ("周一下午开吗", MONDAY, MONDAY),
         ("下下周五开吗", FRIDAY, december(18)),
         ("下下个星期一开吗", SUNDAY, december(14)),
         # The weekend (its first day still to come).
