@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
+from bot.knowledge.dates import find_day
 from bot.knowledge.facts import WEEKDAYS, FactsError, load_facts, parse_facts
-from bot.knowledge.hours import find_day, hours_reply
+from bot.knowledge.hours import hours_reply
 from bot.knowledge.staffed_hours import handoff_reply, next_staffed, staffed_now
 from bot.settings import PROJECT_ROOT
 

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from bot.crm.database import make_engine
 from bot.crm.models import ChannelIdentity, Consent, Escalation, Interaction, Suggestion
+from bot.knowledge.dates import find_day
 from bot.knowledge.facts import load_facts
-from bot.knowledge.hours import find_day
 from bot.language import detect_language
 from bot.settings import PROJECT_ROOT
 from tests.e2e.conftest import PATRONBOT, RunningBot
