@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from rasa_sdk import Action, FormValidationAction, Tracker
-from rasa_sdk.events import SlotSet
+from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.forms import REQUESTED_SLOT
 from rasa_sdk.types import DomainDict
@@ -15,21 +15,19 @@ from sqlalchemy.orm import Session
 from actions.buttons import csat_buttons, helpful_tap, is_tap, tapped
 from actions.crm import library_facts, patron_id_for, with_crm
 from actions.handoff import open_escalation_for, when_staff_answer
-from actions.knowledge_base import faq_topic, knowledge_service
+from actions.knowledge_base import faq_topic
 from actions.language import patron_language
 from bot.engagement.feedback import (
     LOW_CSAT,
-    has_details,
     is_cancel,
+    latest_rating,
     parse_csat,
     parse_nps,
     rating_correction,
+    rating_in_request,
     record_feedback,
     record_helpful,
-    record_report,
-    report_kind,
 )
-from bot.knowledge.entries import KnowledgeError
 from bot.language import is_question
 
 log = logging.getLogger(__name__)
@@ -39,7 +37,7 @@ SKIPPED = "-"
 MAX_TEXT = 4000
 
 
-def _text(tracker: Tracker) -> str:
+def latest_text(tracker: Tracker) -> str:
     return str((tracker.latest_message or {}).get("text") or "")
 
 
@@ -48,7 +46,7 @@ def _given_now(tracker: Tracker, slot: str, value: Any) -> bool:
     entity), not from a form the patron left earlier: slots outlive a form left by "stop" or "talk to
     a librarian" (and carry over to the next session), and an old rating must not be recorded as new."""
     given = str(value if value is not None else "").strip()
-    return given == _text(tracker).strip() or tapped(tracker, slot) == given
+    return given == latest_text(tracker).strip() or tapped(tracker, slot) == given
 
 
 # Ends a form at once, whatever is still unanswered (Rasa ends a loop whose requested slot is None).
@@ -74,6 +72,40 @@ def told_not_asked(tracker: Tracker, domain: DomainDict, slot: str) -> dict[str,
     return {slot: text}
 
 
+def record_helpful_tap(dispatcher: CollectingDispatcher, tracker: Tracker) -> bool:
+    """A tap on "did this help?", wherever the patron is (in a form too): recorded with the topic of the
+    answer it was under, and answered. False when the latest message is no such tap."""
+    value = tapped(tracker, "helpful")
+    if value is None:
+        return False
+    helpful, faq = helpful_tap(value)
+    answer = faq or tracker.get_slot("last_faq")
+    topic = faq_topic(answer)
+    same_answer = answer == tracker.get_slot("helpful_about")
+
+    def record(session: Session) -> int:
+        patron_id = patron_id_for(session, tracker)
+        row = record_helpful(
+            session=session, patron_id=patron_id, helpful=helpful, topic=topic, same_answer=same_answer
+        )
+        return row.id
+
+    if with_crm(record, doing="record a did-this-help answer") is None:
+        dispatcher.utter_message(response="utter_action_unavailable")
+    else:
+        dispatcher.utter_message(response="utter_helpful_thanks" if helpful else "utter_helpful_sorry")
+    return True
+
+
+def helpful_about(tracker: Tracker) -> dict[str, Any]:
+    """The slot that remembers which answer the latest "did this help?" tap was under (a tap under
+    another answer is a new row)."""
+    value = tapped(tracker, "helpful")
+    if value is None:
+        return {}
+    return {"helpful_about": helpful_tap(value)[1] or tracker.get_slot("last_faq")}
+
+
 class ActionRecordHelpful(Action):  # type: ignore[misc]
     """One tap on "did this help?" after an answer: recorded with the answer's topic."""
 
@@ -83,18 +115,63 @@ class ActionRecordHelpful(Action):  # type: ignore[misc]
     def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[dict[str, Any]]:
-        helpful, faq = helpful_tap(tapped(tracker, "helpful"))
-        topic = faq_topic(faq or tracker.get_slot("last_faq"))
+        record_helpful_tap(dispatcher, tracker)
+        return [SlotSet(name, value) for name, value in helpful_about(tracker).items()]
 
-        def record(session: Session) -> int:
-            patron_id = patron_id_for(session, tracker)
-            return record_helpful(session=session, patron_id=patron_id, helpful=helpful, topic=topic).id
 
-        if with_crm(record, doing="record a did-this-help answer") is None:
-            dispatcher.utter_message(response="utter_action_unavailable")
+class ActionStartFeedback(Action):  # type: ignore[misc]
+    """Before the feedback form: a rating just given, corrected ("不对，改成3分", "actually 3") or tapped
+    again, is changed rather than given a second time; otherwise the form starts."""
+
+    def name(self) -> str:
+        return "action_start_feedback"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        text = latest_text(tracker)
+        tap = tapped(tracker, "csat")
+        wanted = parse_csat(tap) if tap is not None else (None if is_tap(text) else rating_correction(text))
+        if wanted is None:
             return []
-        dispatcher.utter_message(response="utter_helpful_thanks" if helpful else "utter_helpful_sorry")
-        return []
+
+        def change(session: Session) -> tuple[int, int] | None:
+            patron_id = patron_id_for(session, tracker)
+            row = latest_rating(session=session, patron_id=patron_id)
+            if row is None or row.csat is None:
+                return None
+            before = int(row.csat)
+            row.csat = wanted
+            if wanted <= LOW_CSAT < before:
+                open_escalation_for(
+                    session=session, tracker=tracker, patron_id=patron_id, reason="low_rating"
+                )
+            return before, wanted
+
+        changed = with_crm(change, doing="change a rating")
+        if changed is None:
+            return []  # no rating given just before: this one starts the form
+        before, after = changed
+        if before == after:
+            dispatcher.utter_message(response="utter_feedback_thanks")
+        else:
+            dispatcher.utter_message(response="utter_rating_changed", csat=str(after))
+        return [FollowupAction("action_listen")]
+
+
+def _tap_at_comment(dispatcher: CollectingDispatcher, tracker: Tracker) -> dict[str, Any] | None:
+    """A button tapped while the comment is asked: 👍 under an answer is recorded, the same rating again
+    changes nothing, another rating changes it; each time the comment is asked again."""
+    if record_helpful_tap(dispatcher, tracker):
+        return {"comment": None, **helpful_about(tracker)}
+    tap = tapped(tracker, "csat")
+    if tap is None:
+        return None
+    rating = parse_csat(tap)
+    if rating is None or str(rating) == str(tracker.get_slot("csat")):
+        return {"comment": None}
+    dispatcher.utter_message(response="utter_rating_changed", csat=str(rating))
+    return {"csat": str(rating), "comment": None}
 
 
 class ValidateFeedbackForm(FormValidationAction):  # type: ignore[misc]
@@ -124,15 +201,38 @@ class ValidateFeedbackForm(FormValidationAction):  # type: ignore[misc]
         if (
             tracker.slots.get("csat") is None
             and tracker.slots.get(REQUESTED_SLOT) is None
-            and is_cancel(_text(tracker))
+            and is_cancel(latest_text(tracker))
         ):
             return None
         event: dict[str, Any] | None = await super().next_requested_slot(dispatcher, tracker, domain)
         return event
 
+    def extract_csat(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        """A rating given with the message that starts the form ("I'd like to give feedback: 5 stars",
+        "我要给图书馆打5分", or a "5" typed after goodbye): the answer, not a question to ask again."""
+        text = latest_text(tracker)
+        if is_tap(text):
+            return {}
+        if tracker.get_slot(REQUESTED_SLOT) == "csat":
+            # A rating answers the rating question whatever the classifier took it for ("很不满意" is
+            # not a complaint here).
+            return {"csat": text} if parse_csat(text) is not None else {}
+        if tracker.get_slot(REQUESTED_SLOT) is not None:
+            return {}
+        rating = rating_in_request(text)
+        return {"csat": str(rating)} if rating is not None else {}
+
     def validate_csat(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
+        if record_helpful_tap(dispatcher, tracker):  # 👍 under an answer, tapped while the rating is asked
+            return {"csat": None, **helpful_about(tracker)}
+        starting = tracker.get_slot(REQUESTED_SLOT) is None
+        opening = rating_in_request(latest_text(tracker)) if starting else None
+        if str(value) == str(opening):
+            return {"csat": str(value)}
         if not _given_now(tracker, "csat", value):
             return {"csat": None}
         if is_cancel(str(value or "")):
@@ -154,6 +254,9 @@ class ValidateFeedbackForm(FormValidationAction):  # type: ignore[misc]
         if not _given_now(tracker, "comment", value):
             return {"comment": None}
         text = str(value or "").strip()
+        tapped_meanwhile = _tap_at_comment(dispatcher, tracker)
+        if tapped_meanwhile is not None:
+            return tapped_meanwhile
         if not text or is_cancel(text) or is_tap(text):  # is_cancel: skip words too
             return {"comment": SKIPPED}
         corrected = rating_correction(text)
@@ -219,96 +322,6 @@ class ActionSubmitFeedback(Action):  # type: ignore[misc]
             dispatcher.utter_message(text=when_staff_answer(patron_language(tracker)))
         else:
             dispatcher.utter_message(response="utter_feedback_thanks")
-        return reset
-
-
-class ActionStartReport(Action):  # type: ignore[misc]
-    """A complaint or suggestion: keep what the patron said if it has details, else the form asks."""
-
-    def name(self) -> str:
-        return "action_start_report"
-
-    def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> list[dict[str, Any]]:
-        intent = ((tracker.latest_message or {}).get("intent") or {}).get("name")
-        kind = "complaint" if intent == "complaint" else "suggestion"
-        text = _text(tracker).strip()
-        details = text[:MAX_TEXT] if has_details(text) and not is_tap(text) else None
-        return [SlotSet("report_kind", kind), SlotSet("report_details", details)]
-
-
-def _topic_of(text: str, language: str) -> str | None:
-    """The knowledge-base topic a complaint or suggestion is about, when retrieval can tell."""
-    try:
-        decision = knowledge_service().retriever().decide(text, lang=language)
-    except KnowledgeError:
-        return None
-    best = decision.best
-    return best.entry.topic if best is not None and decision.kind != "unknown" else None
-
-
-class ValidateReportForm(FormValidationAction):  # type: ignore[misc]
-    """What a complaint or suggestion is about, even when it names a service ("the renewal page never
-    loads"); "never mind" or "算了" leaves the form."""
-
-    def name(self) -> str:
-        return "validate_report_form"
-
-    def extract_report_details(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> dict[str, Any]:
-        return told_not_asked(tracker, domain, "report_details")
-
-    def validate_report_details(
-        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> dict[str, Any]:
-        text = str(value or "").strip()
-        if is_cancel(text):
-            return {"report_details": None, **LEAVE_FORM}
-        if is_tap(text):  # a button tapped meanwhile says nothing about the complaint: ask again
-            return {"report_details": None}
-        return {"report_details": text[:MAX_TEXT]}
-
-
-class ActionSubmitReport(Action):  # type: ignore[misc]
-    """Records the complaint or suggestion with its topic; a complaint opens an escalation."""
-
-    def name(self) -> str:
-        return "action_submit_report"
-
-    def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> list[dict[str, Any]]:
-        complaint = tracker.get_slot("report_kind") != "suggestion"
-        details = str(tracker.get_slot("report_details") or "").strip()[:MAX_TEXT]
-        if not details:
-            # The patron left the form instead of saying what it is about.
-            dispatcher.utter_message(response="utter_report_cancelled")
-            return [SlotSet("report_details", None)]
-        language = patron_language(tracker)
-        topic = _topic_of(details, language)
-
-        def record(session: Session) -> int:
-            patron_id = patron_id_for(session, tracker)
-            row = record_report(
-                session=session,
-                patron_id=patron_id,
-                kind=report_kind(complaint=complaint, text=details),
-                text=details,
-                topic=topic,
-            )
-            if complaint:
-                open_escalation_for(session=session, tracker=tracker, patron_id=patron_id, reason="complaint")
-            return row.id
-
-        number = with_crm(record, doing="record a complaint or suggestion")
-        reset = [SlotSet("report_details", None)]
-        if number is None:
-            dispatcher.utter_message(response="utter_action_unavailable")
-            return reset
-        when = when_staff_answer(language) if complaint else ""
-        dispatcher.utter_message(response="utter_report_recorded", number=str(number), when=when)
         return reset
 
 

@@ -9,6 +9,8 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
+from bot.engagement.feedback import is_affirmation
+
 # What confirms; anything else cancels, so nothing is erased by a misunderstanding.
 # The request repeated counts in either language ("delete my data" as much as "删除我的数据").
 CONFIRMATIONS = {"delete", "yes delete", "yes, delete", "delete my data", "confirm", "确认删除", "删除",
@@ -28,7 +30,10 @@ class ValidateDeleteForm(FormValidationAction):  # type: ignore[misc]
     def validate_delete_confirmation(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
-        return {"delete_confirmation": "yes" if is_confirmation(str(value or "")) else "no"}
+        text = str(value or "")
+        if is_affirmation(text):  # a bare "yes" confirms nothing this serious: the question is asked again
+            return {"delete_confirmation": None}
+        return {"delete_confirmation": "yes" if is_confirmation(text) else "no"}
 
 
 class ActionEraseMyData(Action):  # type: ignore[misc]

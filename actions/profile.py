@@ -16,7 +16,7 @@ from actions.crm import patron_id_for, privacy_url, tracker_key, with_crm
 from actions.knowledge_base import faq_entry
 from actions.language import patron_language
 from bot.crm.models import PATRON_TYPES, Consent
-from bot.engagement.profile import INTERESTS, mentioned_interests, mentioned_patron_type, save_profile
+from bot.engagement.profile import INTERESTS, described_patron_type, mentioned_interests, save_profile
 from bot.language import is_question
 
 SKIP = "skip"
@@ -29,8 +29,13 @@ def answers_interests_question(tracker: Tracker) -> bool:
     text = str((tracker.latest_message or {}).get("text") or "")
     if is_tap(text) or is_question(text, keywords_ask=False) or not mentioned_interests(text):
         return False
+    return just_asked(tracker, "utter_ask_interests")
+
+
+def just_asked(tracker: Tracker, response: str) -> bool:
+    """Whether the bot's last message was `response` (the question the patron may be answering)."""
     said = next((event for event in reversed(tracker.events) if event.get("event") == "bot"), None)
-    return said is not None and (said.get("metadata") or {}).get("utter_action") == "utter_ask_interests"
+    return said is not None and (said.get("metadata") or {}).get("utter_action") == response
 
 
 class ActionSaveProfile(Action):  # type: ignore[misc]
@@ -44,7 +49,11 @@ class ActionSaveProfile(Action):  # type: ignore[misc]
     ) -> list[dict[str, Any]]:
         text = str((tracker.latest_message or {}).get("text") or "")
         typed = not is_tap(text)
-        patron_type = tapped(tracker, "patron_type") or (mentioned_patron_type(text) if typed else None)
+        asked = just_asked(tracker, "utter_ask_patron_type")
+        # Only the patron's own type, told or answered: not one named for someone else.
+        patron_type = tapped(tracker, "patron_type") or (
+            described_patron_type(text, asked=asked) if typed else None
+        )
         interest = tapped(tracker, "interest")
         interests = [interest] if interest else (mentioned_interests(text) if typed else [])
         events: list[dict[str, Any]] = [SlotSet("profile_asked", True)]
@@ -77,11 +86,14 @@ class ActionSaveProfile(Action):  # type: ignore[misc]
         if ask_consent is None:
             dispatcher.utter_message(response="utter_action_unavailable")
             return events
+        in_form = bool((tracker.active_loop or {}).get("name"))
         if patron_type is not None:
             events.append(SlotSet("patron_type", patron_type))
             entry = faq_entry(tracker.get_slot("last_faq"), patron_language(tracker))
             if entry is not None and patron_type in entry.audience:
                 dispatcher.utter_message(text=entry.answer_for(patron_type))
+            if in_form:  # told in the middle of a form: kept, and the form goes on with no more questions
+                return events
             if not interests:
                 dispatcher.utter_message(
                     response="utter_ask_interests", buttons=interest_buttons(patron_language(tracker))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from rasa_sdk import Action, Tracker
@@ -83,8 +84,29 @@ class ActionSubscribe(Action):  # type: ignore[misc]
         return []
 
 
+# "取消我的荐购", "cancel my hold": cancelling something other than the library's messages, which the
+# classifier may still call unsubscribe. Consent is withdrawn only when nothing else is named.
+_SOMETHING_ELSE = re.compile(
+    r"荐购|采购|预约|预定|预订|借阅|续借|座位|研讨室|讲座|活动|报名|申请|"
+    r"\b(?:holds?|bookings?|reservations?|requests?|suggestions?|loans?|renewals?|registrations?|seats?|"
+    r"rooms?|orders?|appointments?)\b",
+    re.IGNORECASE,
+)
+_MESSAGES = re.compile(
+    r"消息|通知|推送|订阅|短信|邮件|提醒|\b(?:messages?|notifications?|newsletters?|e-?mails?|updates?|"
+    r"subscri\w*|alerts?|news)\b",
+    re.IGNORECASE,
+)
+
+
+def cancels_something_else(text: str) -> bool:
+    """Whether a "cancel ..." names something other than the library's messages ("取消我的荐购")."""
+    return bool(_SOMETHING_ELSE.search(text)) and not _MESSAGES.search(text)
+
+
 class ActionUnsubscribe(Action):  # type: ignore[misc]
-    """One word ("stop", "退订") withdraws the follow-up consent at once, wherever the patron is."""
+    """One word ("stop", "退订") withdraws the follow-up consent at once, wherever the patron is; a
+    "cancel" of something else ("取消我的荐购") withdraws nothing and is answered as the question it is."""
 
     def name(self) -> str:
         return "action_unsubscribe"
@@ -92,6 +114,12 @@ class ActionUnsubscribe(Action):  # type: ignore[misc]
     def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
+        text = str((tracker.latest_message or {}).get("text") or "")
+        if not is_tap(text) and cancels_something_else(text):
+            from actions.knowledge import ActionAnswerFaq
+
+            answered: list[dict[str, Any]] = ActionAnswerFaq().run(dispatcher, tracker, domain)
+            return answered
         if _set_follow_up(tracker, granted=False):
             dispatcher.utter_message(response="utter_unsubscribed")
         else:

@@ -20,18 +20,67 @@ NEUTRAL_WORDS = frozenset(
         "ok", "okay", "wifi", "wi", "fi", "pdf", "app", "vpn", "id", "email", "ppt", "ipad", "usb",
         "cnki", "sci", "ssci", "doi", "isbn", "star", "stars", "vip", "qq", "wechat", "apa", "mla",
         "ebsco", "jstor", "ieee", "kindle", "pc", "mac", "ai", "gpt", "chatgpt", "emm", "hmm", "xd",
+        "stop", "td",
     }
 )  # fmt: skip
+# In a message that mixes scripts, the words that carry its grammar say which language it is written
+# in, not the names in it: "Please buy the novel 百年孤独" is English, "我想借 Introduction to
+# Algorithms" Chinese.
+_ENGLISH_FUNCTION_WORDS = frozenset(
+    {
+        "the", "a", "an", "please", "can", "could", "would", "will", "i", "you", "me", "my", "we", "our",
+        "is", "are", "was", "do", "does", "did", "to", "of", "for", "with", "and", "or", "in", "on", "at",
+        "it", "this", "that", "there", "your", "be", "not", "how", "what", "where", "when", "which",
+        "want", "like", "buy", "borrow", "have", "has", "about", "from", "any", "some",
+    }
+)  # fmt: skip
+_CHINESE_FUNCTION_CHARACTERS = re.compile(r"[的了吗呢吧我你您是在有想要请能把被给和就都也还很这那哪怎么什]")
+# A patron asking for a language: "English please", "可以说中文吗", "请用英文回答".
+_ASKS_ENGLISH = re.compile(
+    r"(?:用|说|讲|改成|改用|换成|切换成?|切到|回复|回答)\s*(?:英文|英语)|(?:英文|英语)(?:回答|回复|交流|聊|说|吧)"
+    r"|\b(?:in|speak|use|switch to|reply in|answer in|talk in)\s+english\b|^\s*english(?:\s+please)?[\s.!]*$",
+    re.IGNORECASE,
+)
+_ASKS_CHINESE = re.compile(
+    r"(?:用|说|讲|改成|改用|换成|切换成?|切到|回复|回答)\s*(?:中文|汉语|普通话)|(?:中文|汉语)(?:回答|回复|交流|聊|说|吧)"
+    r"|\b(?:in|speak|use|switch to|reply in|answer in|talk in)\s+(?:chinese|mandarin)\b"
+    r"|^\s*(?:chinese|中文)(?:\s+please)?[\s.!]*$",
+    re.IGNORECASE,
+)
+
+
+def requested_language(text: str) -> Language | None:
+    """The language a patron asks the bot to use ("English please", "可以说中文吗"), if they ask."""
+    english, chinese = bool(_ASKS_ENGLISH.search(text)), bool(_ASKS_CHINESE.search(text))
+    if english == chinese:
+        return None
+    return "en" if english else "zh"
+
+
+_PAYLOAD = re.compile(r"/[A-Za-z_]\w*(?:\{.*\})?", re.DOTALL)
+
+
+def is_payload(text: str) -> bool:
+    """Whether a message is a button's payload (`/subscribe`, `/give_feedback{...}`): a tap, which says
+    nothing about the patron's language."""
+    return _PAYLOAD.fullmatch(text.strip()) is not None
 
 
 def detect_language(text: str) -> Language | None:
     """The language of a message, or None when it has no letters to tell by (emoji, digits, empty).
 
-    A message that mixes scripts ("图书馆 wifi 密码") counts as Chinese when it has at least as many
-    Han characters as Latin words: Chinese-speaking patrons borrow English keywords far more often
-    than English speakers write Chinese. A message whose only words are NEUTRAL_WORDS ("ok", "wifi")
-    tells nothing either.
+    A patron who asks for a language ("English please", "请用英文回答") gets it. A message that mixes
+    scripts is in the language of its grammar words ("Please buy the novel 百年孤独" is English); where
+    those do not tell ("图书馆 wifi 密码"), it counts as Chinese when it has at least as many Han
+    characters as Latin words: Chinese-speaking patrons borrow English keywords far more often than
+    English speakers write Chinese. A message whose only words are NEUTRAL_WORDS ("ok", "wifi",
+    "stop"), or a button's payload, tells nothing either.
     """
+    requested = requested_language(text)
+    if requested is not None:
+        return requested
+    if is_payload(text):
+        return None
     han = len(_HAN.findall(text))
     words = _LATIN_WORD.findall(text)
     latin_words = len(words)
@@ -39,6 +88,11 @@ def detect_language(text: str) -> Language | None:
         latin_words = 0
     if han == 0 and latin_words == 0:
         return "zh" if _CJK_PUNCTUATION.search(text) else None
+    if han and latin_words:
+        english = sum(1 for word in words if word.lower() in _ENGLISH_FUNCTION_WORDS)
+        chinese = len(_CHINESE_FUNCTION_CHARACTERS.findall(text))
+        if english != chinese:
+            return "en" if english > chinese else "zh"
     return "zh" if han >= latin_words else "en"
 
 
@@ -82,3 +136,39 @@ def is_question(text: str, *, keywords_ask: bool = True) -> bool:
             or _CHINESE_QUESTION_END.search(cleaned)
         )
     return bool(_ENGLISH_QUESTION.match(cleaned))
+
+
+# Praise for the library or its staff, which a classifier may take for a complaint or a request for a
+# librarian ("the librarian at the desk was super helpful today", "馆员今天特别耐心"): kind words, and
+# nothing that finds fault.
+_PRAISE = re.compile(
+    r"\b(?:helpful|kind|patient|great|wonderful|brilliant|amazing|friendly|excellent|thanks?|thank you|"
+    r"appreciate\w*|lovely|awesome|fantastic|superb|nice)\b|耐心|热情|帮了|感谢|谢谢|点赞|好评|态度好|态度真好|"
+    r"服务好|服务真好|太好了|很好|真好|棒|细心|友好|贴心|周到",
+    re.IGNORECASE,
+)
+_FAULT = re.compile(
+    r"\b(?:not|never|no|but|however|broken|rude|slow|bad|terrible|awful|wrong|problem|issue|complain\w*|"
+    r"fix|dirty|noisy|cold|hot|unhelpful|impatient)\b|n't|不(?!错)|没|坏|差|慢|吵|脏|冷|热|但是|可是|投诉|问题|故障|"
+    r"乱|糟",
+    re.IGNORECASE,
+)
+
+
+def is_praise(text: str) -> bool:
+    """Whether a message praises (kind words, and nothing that finds fault)."""
+    return bool(_PRAISE.search(text)) and not _FAULT.search(text)
+
+
+_REQUEST = re.compile(
+    r"\b(?:please|can you|could you|would you|will you|fix|repair|turn|change|open|close|add|buy)\b"
+    r"|能不能|能否|可以|可不可以|麻烦|请|希望|建议|修|调|换|加|开|关",
+    re.IGNORECASE,
+)
+
+
+def asks_about_it(text: str) -> bool:
+    """Whether a message that reports a fault asks about it rather than reports it or asks for something
+    to be done: "My friend said the printers are broken, is that true?", "打印机是不是坏了？" ask; "why is
+    the wifi always down", "能不能把空调调高一点？" do not."""
+    return is_question(text, keywords_ask=False) and not _REQUEST.search(text)

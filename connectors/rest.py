@@ -24,11 +24,12 @@ from sqlalchemy.engine import Engine
 
 from bot.crm.database import make_engine, session_scope, tune_every_sqlite_connection
 from bot.crm.models import utcnow
-from bot.language import detect_language
+from bot.language import detect_language, is_payload
 from bot.outbound.outbox import release, take_pending
 from bot.pseudonyms import fingerprint
 from bot.redaction import describe_failure, failure_stack
 from bot.settings import get_settings
+from connectors.typed_buttons import MAX_TITLE_CHARS, offered_buttons, typed_payload
 from rasa_server.speedups import install as install_rasa_speedups
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,27 @@ async def _respond(request: Request, payload: object, *, claimed: Claimed, statu
         raise
 
 
+async def _as_tapped(
+    request: Request, conversation_id: str, message: PatronMessage
+) -> tuple[str, dict[str, Any]]:
+    """The message as Rasa gets it: a button's title the patron typed becomes that button's payload (the
+    words kept in the metadata as `typed`, which the CRM records); anything else as it came."""
+    if is_payload(message.text) or len(message.text) > MAX_TITLE_CHARS:
+        return message.text, message.metadata
+    agent = getattr(request.app.ctx, "agent", None)
+    try:
+        tracker = await agent.tracker_store.retrieve(conversation_id) if agent is not None else None
+    except Exception as error:  # the turn reads the tracker again and reports a failure itself
+        log.warning(
+            "rest: no buttons to match for %s (%s)", fingerprint(conversation_id), describe_failure(error)
+        )
+        return message.text, message.metadata
+    payload = typed_payload(message.text, offered_buttons(tracker.events)) if tracker is not None else None
+    if payload is None:
+        return message.text, message.metadata
+    return payload, {**message.metadata, "typed": message.text}
+
+
 class RestInput(InputChannel):  # type: ignore[misc]
     """Rasa's REST channel made strict: bad requests get a 400 with the reason, never a 500.
 
@@ -247,15 +269,12 @@ class RestInput(InputChannel):  # type: ignore[misc]
             except BadRequestError as error:
                 return response.json({"error": str(error)}, status=error.status)
             conversation_id = f"{self.name()}:{message.sender}"
+            text, metadata = await _as_tapped(request, conversation_id, message)
             collector = CollectingOutputChannel()
             try:
                 await on_new_message(
                     UserMessage(
-                        message.text,
-                        collector,
-                        conversation_id,
-                        input_channel=self.name(),
-                        metadata=message.metadata,
+                        text, collector, conversation_id, input_channel=self.name(), metadata=metadata
                     )
                 )
             except Exception as error:

@@ -40,7 +40,9 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
 
         dialogues = load_dialogues([Path(path) for path in args.dialogues])
         with tempfile.TemporaryDirectory(prefix="patronbot-dialogues-") as workdir:
-            report["dialogues"] = evaluate_dialogues(model=model, dialogues=dialogues, workdir=Path(workdir))
+            report["dialogues"] = evaluate_dialogues(
+                model=model, dialogues=dialogues, workdir=Path(workdir), vector_dir=settings.vector_path
+            )
         print(json.dumps(report, ensure_ascii=False, indent=2) if args.format == "json" else _text(report))
         return 0
     retriever = KnowledgeService.from_settings(settings).retriever()

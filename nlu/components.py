@@ -26,7 +26,7 @@ from rasa.shared.nlu.constants import (
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from bot.language import detect_language
+from bot.language import asks_about_it, detect_language, is_praise
 
 _WORDLIKE = re.compile(r"\w", re.UNICODE)
 
@@ -129,6 +129,8 @@ class ConsequenceGuard(GraphComponent, IntentClassifier):  # type: ignore[misc]
         for message in messages:
             intent = message.get(INTENT) or {}
             confidence = float(intent.get(PREDICTED_CONFIDENCE_KEY) or 0.0)
+            self._read_as_meant(message, intent, confidence)
+            intent = message.get(INTENT) or {}
             if intent.get(INTENT_NAME_KEY) not in self.intents or confidence >= self.threshold:
                 continue
             # As FallbackClassifier does: the fallback first in the ranking, at the threshold.
@@ -140,3 +142,38 @@ class ConsequenceGuard(GraphComponent, IntentClassifier):  # type: ignore[misc]
             ranking = list(message.get(INTENT_RANKING_KEY) or [])
             message.set(INTENT_RANKING_KEY, [dict(fallback), *ranking], add_to_output=True)
         return messages
+
+    def _read_as_meant(self, message: Message, intent: dict[str, Any], confidence: float) -> None:
+        """Praise taken for a complaint or a request for a librarian is thanks; a complaint or suggestion
+        that asks about a fault ("is that true?") is the next intent the classifier saw that records
+        nothing, or a fallback."""
+        name = intent.get(INTENT_NAME_KEY)
+        text = str(message.get(TEXT) or "")
+        if name in _FAULT_FINDING and is_praise(text):
+            self._replace(message, {INTENT_NAME_KEY: "thanks", PREDICTED_CONFIDENCE_KEY: confidence})
+        elif name in _REPORTS and asks_about_it(text):
+            ranking = message.get(INTENT_RANKING_KEY) or []
+            other = next(
+                (
+                    dict(candidate)
+                    for candidate in ranking
+                    if candidate.get(INTENT_NAME_KEY) not in self.intents | {DEFAULT_NLU_FALLBACK_INTENT_NAME}
+                ),
+                {INTENT_NAME_KEY: DEFAULT_NLU_FALLBACK_INTENT_NAME, PREDICTED_CONFIDENCE_KEY: self.threshold},
+            )
+            self._replace(message, other)
+
+    @staticmethod
+    def _replace(message: Message, intent: dict[str, Any]) -> None:
+        message.set(INTENT, intent, add_to_output=True)
+        ranking = [
+            r
+            for r in message.get(INTENT_RANKING_KEY) or []
+            if r.get(INTENT_NAME_KEY) != intent[INTENT_NAME_KEY]
+        ]
+        message.set(INTENT_RANKING_KEY, [dict(intent), *ranking], add_to_output=True)
+
+
+# Intents that find fault with the library or ask for a librarian, and the reports among them.
+_FAULT_FINDING = frozenset({"complaint", "suggestion", "human_handoff"})
+_REPORTS = frozenset({"complaint", "suggestion"})

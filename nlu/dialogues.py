@@ -286,11 +286,15 @@ def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     }
 
 
-def evaluate_dialogues(*, model: Path, dialogues: Sequence[Dialogue], workdir: Path) -> dict[str, Any]:
-    """Start the bot on `model` (its own data folder and ports), talk every dialogue, then stop it."""
+def evaluate_dialogues(
+    *, model: Path, dialogues: Sequence[Dialogue], workdir: Path, vector_dir: Path | None = None
+) -> dict[str, Any]:
+    """Start the bot on `model` (its own data folder and ports; the knowledge base's vectors from
+    `vector_dir` if given), talk every dialogue, then stop it."""
     from bot.runtime.launch import launch, stop
 
-    bot = launch(workdir=workdir, model=model)
+    env = {"PATRONBOT_VECTOR_DIR": str(vector_dir)} if vector_dir is not None else None
+    bot = launch(workdir=workdir, model=model, env=env)
     try:
         crm_url = f"sqlite:///{bot.data_dir / 'patronbot.db'}"
         return summarise(run_dialogues(webhook=bot.webhook, crm_url=crm_url, dialogues=dialogues))

@@ -291,9 +291,10 @@ def test_a_language_typed_as_an_intent_is_checked_and_the_next_patron_still_land
     publish(broker, broker_table(broker), events)
     source = SqlEventSource(broker_url)
     assert ingest_once(crm=crm, source=source, state=IngestState()) == 2
-    assert [(r.text, r.language) for r in interactions(crm)] == [(typed, "en"), ("图书馆几点开门？", "zh")]
+    # A payload says nothing of the language (its letters are no English): none is known for mallory.
+    assert [(r.text, r.language) for r in interactions(crm)] == [(typed, None), ("图书馆几点开门？", "zh")]
     with Session(crm, future=True) as session:
-        assert sorted(session.execute(select(Patron.language)).scalars()) == ["en", "zh"]
+        assert set(session.execute(select(Patron.language)).scalars()) == {None, "zh"}
         assert held_back(session=session, source=source) == []
 
 
@@ -358,7 +359,7 @@ def test_malformed_events_get_defaults_not_errors(crm: Engine, tmp_path: Path) -
     assert ingest_once(crm=crm, source=source, state=IngestState()) == 9
     rows = interactions(crm)
     assert [(r.text, r.direction, r.language, r.confidence) for r in rows] == [
-        ("12345", "in", None, None),
+        ("12345", "in", "en", None),  # no letters: the conversation's language
         ("hello", "in", "en", None),
         ("again", "in", "en", None),
         ("ok", "out", "en", None),
@@ -484,3 +485,42 @@ def test_an_upgrade_keeps_the_cursor_and_held_rows_kept_under_the_former_name(cr
         assert session.get(IngestCursor, source.name).position == 120  # type: ignore[union-attr]
         assert session.get(IngestCursor, legacy.name) is None
         assert [marker.position for marker in held_back(session=session, source=source)] == [97]
+
+
+def test_a_tap_is_stored_in_the_conversations_language_and_leaves_the_patrons_alone(crm: Engine) -> None:
+    """Every tap was stored as English (its payload is Latin letters), and a Chinese patron whose last
+    message was a tap became English."""
+    with session_scope(crm) as session:
+        first = [user_event("rest:lin", "我要评价", language="zh", timestamp=1_795_000_000.0)]
+        ingest_events(session=session, events=first, state=IngestState())
+    tap = user_event("rest:lin", '/give_feedback{"csat": "4"}', timestamp=1_795_000_010.0)
+    tap.data["parse_data"]["entities"] = [{"entity": "csat", "value": "4"}]
+    with session_scope(crm) as session:  # another batch: the language comes from the patron's record
+        ingest_events(session=session, events=[tap], state=IngestState())
+    assert [r.language for r in interactions(crm)] == ["zh", "zh"]
+    with Session(crm, future=True) as session:
+        assert session.execute(select(Patron.language)).scalar_one() == "zh"
+
+
+def test_a_typed_button_title_is_stored_as_the_patron_typed_it(crm: Engine) -> None:
+    event = user_event("rest:mo", "/unsubscribe", timestamp=1_795_000_000.0)
+    event.data["metadata"] = {"typed": "不用了"}
+    with session_scope(crm) as session:
+        ingest_events(session=session, events=[event], state=IngestState())
+    assert [r.text for r in interactions(crm)] == ["不用了"]
+
+
+def test_a_message_sent_before_the_patron_was_ingested_still_updates_their_language(crm: Engine) -> None:
+    """A patron created by one batch was 'last seen' when it was ingested, so their next message, sent
+    before that (ingested in the next batch), could not change their language."""
+    import time
+
+    now = time.time()
+    with session_scope(crm) as session:
+        first = [user_event("rest:quick", "图书馆几点开门", language="zh", timestamp=now - 2)]
+        ingest_events(session=session, events=first, state=IngestState())
+    with session_scope(crm) as session:
+        second = [user_event("rest:quick", "please answer in English", language="en", timestamp=now - 1)]
+        ingest_events(session=session, events=second, state=IngestState())
+    with Session(crm, future=True) as session:
+        assert session.execute(select(Patron.language)).scalar_one() == "en"

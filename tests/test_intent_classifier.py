@@ -403,3 +403,46 @@ def test_a_doubtful_intent_that_changes_something_becomes_a_fallback(intent: str
 @pytest.mark.parametrize("intent", ["renewal", "ask_hours", "greet", "cancel", "thanks"])
 def test_a_doubtful_answer_is_still_given(intent: str) -> None:
     assert _guarded(intent, 0.2).get(INTENT) == {"name": intent, "confidence": 0.2}
+
+
+def _guarded_text(text: str, ranking: list[tuple[str, float]]) -> Message:
+    from nlu.components import ConsequenceGuard
+
+    message = Message(data={TEXT: text})
+    message.set(INTENT, {"name": ranking[0][0], "confidence": ranking[0][1]})
+    message.set(INTENT_RANKING_KEY, [{"name": name, "confidence": score} for name, score in ranking])
+    guard = ConsequenceGuard.create(
+        ConsequenceGuard.get_default_config(), None, Resource("guard"), _context()
+    )
+    (processed,) = guard.process([message])
+    return processed
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("The librarian at the desk was super helpful today", "complaint"),
+        ("馆员今天特别耐心，帮了我很多", "human_handoff"),
+    ],
+)
+def test_praise_taken_for_a_complaint_or_a_handoff_is_thanks(text: str, intent: str) -> None:
+    assert _guarded_text(text, [(intent, 0.35), ("thanks", 0.3)]).get(INTENT)["name"] == "thanks"
+
+
+def test_fault_found_with_kind_words_stays_a_complaint() -> None:
+    text = "the staff were kind but the wifi on floor 3 is broken"
+    assert _guarded_text(text, [("complaint", 0.6), ("thanks", 0.2)]).get(INTENT)["name"] == "complaint"
+
+
+@pytest.mark.parametrize(
+    "text", ["My friend said the printers are broken, is that true?", "听说打印机坏了，是真的吗？"]
+)
+def test_a_complaint_that_asks_about_a_fault_is_the_question_it_asks(text: str) -> None:
+    asked = _guarded_text(text, [("complaint", 0.7), ("suggestion", 0.1), ("tech_services", 0.1)])
+    assert asked.get(INTENT)["name"] == "tech_services"
+
+
+def test_a_complaint_that_asks_for_a_fix_stays_a_complaint() -> None:
+    text = "阅览室空调太冷了，能不能调高一点？"
+    asked_for = _guarded_text(text, [("complaint", 0.7), ("study_spaces", 0.2)])
+    assert asked_for.get(INTENT)["name"] == "complaint"

@@ -17,17 +17,11 @@ from sqlalchemy.orm import Session
 
 from actions import handoff
 from actions.crm import crm_engine
-from actions.feedback import (
-    ActionRecordHelpful,
-    ActionStartReport,
-    ActionSubmitFeedback,
-    ActionSubmitReport,
-    ValidateFeedbackForm,
-    ValidateReportForm,
-)
+from actions.feedback import ActionRecordHelpful, ActionSubmitFeedback, ValidateFeedbackForm
 from actions.handoff import ActionCheckHandoff, ActionFallback, ActionHandoff, ActionStaffRelay
 from actions.privacy import ActionEraseMyData, ValidateDeleteForm
 from actions.profile import ActionSaveProfile
+from actions.reports import ActionStartReport, ActionSubmitReport, ValidateReportForm
 from bot.crm.models import ChannelIdentity, Consent, Escalation, Feedback, Interaction, Patron, Suggestion
 from bot.crm.patrons import PatronKey
 from bot.engagement.escalations import resolve_escalation, staff_reply
@@ -110,19 +104,30 @@ def test_a_second_tap_on_the_same_answer_changes_it_instead_of_counting_twice(
     from bot.crm.database import session_scope
     from bot.engagement.feedback import HELPFUL_WINDOW, record_helpful
 
-    for tapped_value in ("yes:renew-online", "yes:renew-online", "no:renew-online"):
-        run(ActionRecordHelpful(), make_tracker("/give_feedback", entities={"helpful": tapped_value}))
-    run(ActionRecordHelpful(), make_tracker("/give_feedback", entities={"helpful": "yes:wifi"}))
+    about: str | None = None  # the slot that remembers which answer the last tap was under
+    for tapped_value in ("yes:renew-online", "yes:renew-online", "no:renew-online", "yes:wifi"):
+        tap = make_tracker(
+            "/give_feedback", entities={"helpful": tapped_value}, slots={"helpful_about": about}
+        )
+        events, _ = run(ActionRecordHelpful(), tap)
+        about = slot_values(events)["helpful_about"]
     assert [(f.topic, f.helpful) for f in rows(crm_for_actions, Feedback)] == [
         ("renewal", False),
         ("tech_services", True),
     ]
+    # 👍 under another answer of the same topic is an answer of its own, not a change of the first.
+    tap = make_tracker(
+        "/give_feedback", entities={"helpful": "yes:renewal-limits"}, slots={"helpful_about": about}
+    )
+    run(ActionRecordHelpful(), tap)
+    assert [(f.topic, f.helpful) for f in rows(crm_for_actions, Feedback)][-1] == ("renewal", True)
+    assert len(rows(crm_for_actions, Feedback)) == 3
     # Much later, the same answer found helpful again is a new answer.
-    [first, _] = rows(crm_for_actions, Feedback)
+    first = rows(crm_for_actions, Feedback)[0]
     later = first.created_at + HELPFUL_WINDOW + dt.timedelta(minutes=1)
     with session_scope(crm_for_actions) as session:
         record_helpful(session=session, patron_id=first.patron_id, helpful=True, topic="renewal", now=later)
-    assert len(rows(crm_for_actions, Feedback)) == 3
+    assert len(rows(crm_for_actions, Feedback)) == 4
 
 
 def test_a_tap_on_an_earlier_answer_is_recorded_against_that_answer(crm_for_actions: Engine) -> None:
@@ -666,3 +671,65 @@ def test_profile_buttons_are_in_the_patron_language() -> None:
         "payload": '/inform_profile{"patron_type": "postgraduate"}',
     }
     assert interest_buttons("en")[-1] == {"title": "Skip", "payload": '/inform_profile{"interest": "skip"}'}
+
+
+def test_a_rating_corrected_after_the_form_changes_it_instead_of_adding_one(crm_for_actions: Engine) -> None:
+    """After a completed form, "不对，改成3分" started a new form and stored a second row (5 and 3)."""
+    from actions.feedback import ActionStartFeedback
+
+    run(ActionSubmitFeedback(), make_tracker("5", slots={"csat": "5", "comment": "-", "nps": None}))
+    events, said = run(ActionStartFeedback(), make_tracker("不对，改成3分"))
+    assert [event["event"] for event in events] == ["followup"]  # the form does not start
+    assert said[0]["response"] == "utter_rating_changed"
+    assert said[0]["csat"] == "3"
+    assert [(row.csat, row.comment) for row in rows(crm_for_actions, Feedback)] == [(3, None)]
+    # Lowered to a low rating: a librarian follows up, as for a low rating given at once.
+    run(ActionStartFeedback(), make_tracker("actually 1"))
+    assert [row.reason for row in rows(crm_for_actions, Escalation)] == ["low_rating"]
+
+
+def test_an_old_rating_button_tapped_again_adds_no_row(crm_for_actions: Engine) -> None:
+    from actions.feedback import ActionStartFeedback
+
+    run(ActionSubmitFeedback(), make_tracker("4", slots={"csat": "4", "comment": "-", "nps": None}))
+    tap = make_tracker('/give_feedback{"csat": "4"}', entities={"csat": "4"})
+    events, said = run(ActionStartFeedback(), tap)
+    assert said[0]["response"] == "utter_feedback_thanks"
+    assert [event["event"] for event in events] == ["followup"]
+    assert len(rows(crm_for_actions, Feedback)) == 1
+
+
+def test_a_first_rating_starts_the_form(crm_for_actions: Engine) -> None:
+    from actions.feedback import ActionStartFeedback
+
+    assert run(ActionStartFeedback(), make_tracker("actually 3")) == ([], [])
+    assert rows(crm_for_actions, Feedback) == []
+
+
+def test_a_thumbs_up_while_the_rating_is_asked_is_recorded_not_refused(crm_for_actions: Engine) -> None:
+    tap = make_tracker(
+        '/give_feedback{"helpful": "yes:renew-online"}',
+        entities={"helpful": "yes:renew-online"},
+        slots={"requested_slot": "csat"},
+    )
+    dispatcher = CollectingDispatcher()
+    result = ValidateFeedbackForm().validate_csat(tap.latest_message["text"], dispatcher, tap, {})
+    assert result == {"csat": None, "helpful_about": "renew-online"}
+    assert [m["response"] for m in dispatcher.messages] == ["utter_helpful_thanks"]
+    [feedback] = rows(crm_for_actions, Feedback)
+    assert (feedback.helpful, feedback.topic) == (True, "renewal")
+
+
+@pytest.mark.parametrize("said", ["谢谢", "再见", "hello?", "actually I'd rather just give feedback"])
+def test_words_that_are_not_a_complaint_are_not_its_details(said: str) -> None:
+    tracker = make_tracker(said, slots={"requested_slot": "report_details"})
+    result = ValidateReportForm().validate_report_details(said, CollectingDispatcher(), tracker, {})
+    assert result == {"report_details": None}
+
+
+@pytest.mark.parametrize("said", ["yes", "好的"])
+def test_a_bare_yes_at_the_deletion_question_asks_again(said: str) -> None:
+    result = ValidateDeleteForm().validate_delete_confirmation(
+        said, CollectingDispatcher(), make_tracker(said), {}
+    )
+    assert result == {"delete_confirmation": None}

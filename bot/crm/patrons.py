@@ -111,7 +111,10 @@ def touch_patrons(
         try:
             with session.begin_nested():
                 for key in missing:
-                    patron = Patron(language=languages.get(key), created_at=now, last_seen_at=now)
+                    # Last seen when their message was sent, not now: a later message ingested in the next
+                    # batch (sent before this one was ingested) must still update the language.
+                    seen = min(last_seen.get(key, now), now)
+                    patron = Patron(language=languages.get(key), created_at=now, last_seen_at=seen)
                     patron.identities.append(
                         ChannelIdentity(channel=key.channel, external_id=key.external_id, created_at=now)
                     )

@@ -132,7 +132,7 @@ def parse_csat(text: str) -> int | None:
 # A comment that only changes the rating: "actually 3", "3 out of 5", "改成2分", "sorry, 4 stars".
 _CORRECTION = re.compile(
     r"^(?:(?:actually|sorry|no|change(?: it)? to|make (?:it|that)|i meant|correction"
-    r"|其实|改成|改为|更正|不对)[\s,，:：]*)?"
+    r"|其实|改成|改为|更正|不对)[\s,，:：]*)*"
     r"(?:\d|[一二两三四五])\s*(?:分|星|颗星|stars?|points?|/\s*5|out of 5)?[\s.!。！]*$",
     re.IGNORECASE,
 )
@@ -144,6 +144,33 @@ def rating_correction(text: str) -> int | None:
     if len(text) > 30 or not _CORRECTION.match(text.strip()):
         return None
     return parse_csat(text)
+
+
+def rating_in_request(text: str) -> int | None:
+    """The rating the message that starts the feedback form already gives, if it gives one plainly:
+    with a unit or against its scale anywhere ("I'd like to give feedback: 5 stars", "我要给图书馆打5分",
+    "4/5"), as stars, or as the whole message ("5", "很满意"); else None, and the form asks."""
+    cleaned = text.strip().lower()
+    stars = len(_STARS.findall(cleaned))
+    if stars:
+        return stars if 1 <= stars <= 5 else None
+    on_scale = [(int(value), int(of)) for value, of in _ON_SCALE.findall(cleaned)]
+    with_unit = [int(value) for value in _WITH_UNIT.findall(cleaned)]
+    chinese = [_CHINESE_DIGITS[digit] for digit in _CHINESE_WITH_UNIT.findall(cleaned)]
+    found = {value for value, of in on_scale if of == 5} | set(with_unit) | set(chinese)
+    others = _WITH_UNIT.sub(" ", _ON_SCALE.sub(" ", cleaned))  # another number: two ratings, not one
+    if len(found) == 1 and not _NUMBER.search(others) and 1 <= (value := next(iter(found))) <= 5:
+        return value
+    return parse_csat(cleaned) if len(cleaned) <= 20 and not found else None
+
+
+_AFFIRMATIONS = {"yes", "y", "yeah", "yep", "sure", "ok", "okay", "是", "是的", "对", "对的", "好", "好的",
+                 "嗯", "可以", "确定", "没错"}  # fmt: skip
+
+
+def is_affirmation(text: str) -> bool:
+    """A bare yes ("yes", "好的"), which confirms nothing that needs its own words."""
+    return text.strip().lower().rstrip("!.。！") in _AFFIRMATIONS
 
 
 def parse_nps(text: str) -> int | None:
@@ -210,12 +237,14 @@ def record_helpful(
     helpful: bool,
     topic: str | None,
     now: dt.datetime | None = None,
+    same_answer: bool = True,
 ) -> Feedback:
-    """A "did this help?" tap. A second tap on the same topic soon after (a double tap, or 👍 changed to
-    👎) changes the answer already recorded instead of counting the patron twice."""
+    """A "did this help?" tap. A second tap under the same answer soon after (a double tap, or 👍
+    changed to 👎) changes the answer already recorded instead of counting the patron twice; a tap under
+    another answer (`same_answer` False), even of the same topic, is a row of its own."""
     now = now or utcnow()
     earlier: Feedback | None = None
-    if patron_id is not None:
+    if patron_id is not None and same_answer:
         earlier = session.execute(
             select(Feedback)
             .where(
@@ -235,6 +264,26 @@ def record_helpful(
     return earlier
 
 
+# A rating corrected or tapped again this soon after it was given changes it instead of adding another.
+RATING_WINDOW = dt.timedelta(minutes=30)
+
+
+def latest_rating(*, session: Session, patron_id: int, now: dt.datetime | None = None) -> Feedback | None:
+    """The patron's rating given within RATING_WINDOW, which a correction or a repeated tap changes."""
+    now = now or utcnow()
+    found: Feedback | None = session.execute(
+        select(Feedback)
+        .where(
+            Feedback.patron_id == patron_id,
+            Feedback.csat.is_not(None),
+            Feedback.created_at >= now - RATING_WINDOW,
+        )
+        .order_by(Feedback.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return found
+
+
 def record_report(
     *, session: Session, patron_id: int | None, kind: str, text: str, topic: str | None
 ) -> Suggestion:
@@ -250,7 +299,9 @@ def record_report(
 _GENERIC = re.compile(
     r"\b(i|i'd|i'm|i want|would|like|to|make|file|a|an|the|have|got|some|want|please|about|how|do|can|"
     r"complain|complaint|complaints|suggest|suggestion|suggestions|idea|ideas|feedback|report|one|"
-    r"something)\b|我要|我想|想|要|投诉|建议|意见|反映|一下|一个|个|提|有|吐槽|给你们|请问|怎么|[\s\W]",
+    r"something|actually|rather|just|instead|give|leave|rate|rating|hello|hi|hey|thanks|thank|you|bye|"
+    r"ok|okay)\b|我要|我想|想|要|投诉|建议|意见|反映|一下|一个|个|提|有|吐槽|给你们|请问|怎么|谢谢|再见|你好|"
+    r"好的|算了|[\s\W]",
     re.IGNORECASE,
 )
 

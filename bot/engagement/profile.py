@@ -48,6 +48,32 @@ def mentioned_patron_type(text: str) -> str | None:
     return None
 
 
+# Someone else's type named ("on behalf of my professor", "帮我们老师问", "替导师"): not the patron's own.
+_SOMEONE_ELSE = re.compile(
+    r"\b(?:on behalf of|for (?:my|our|a)|my|our|his|her|their)\b\s+(?:\w+\s+)?"
+    r"(?:professor|teacher|lecturer|supervisor|advisor|adviser|tutor|boss|colleague|friend|student|son|"
+    r"daughter|child|kid|faculty|staff|postgrad|undergrad)"
+    r"|(?:帮|替|代|给)(?:我们|我的|我)?的?(?:老师|导师|教授|同学|朋友|孩子|学生|别人)"
+    r"|(?:我们|我的)的?(?:老师|导师|教授|同学|朋友|孩子|学生)",
+    re.IGNORECASE,
+)
+# The patron speaking of themselves: "I'm a", "as a", "我是", "本人是", "作为".
+_SELF = re.compile(
+    r"\b(?:i'?m|i am|as an?|i study|i teach|i work)\b|我是|本人是|作为|我在读|我读", re.IGNORECASE
+)
+
+
+def described_patron_type(text: str, *, asked: bool) -> str | None:
+    """The patron's own type, when they tell it: "I'm a postgraduate", "我是研究生", or, answering the
+    bot's question about it, a type alone ("研究生"); never a type they ask about for someone else ("I'm
+    asking on behalf of my professor", "我帮我们老师问一下")."""
+    if _SOMEONE_ELSE.search(text):
+        return None
+    if not asked and not _SELF.search(text):
+        return None
+    return mentioned_patron_type(text)
+
+
 def mentioned_interests(text: str) -> list[str]:
     """The interests a message names, in INTERESTS order."""
     return [interest for interest, pattern in _INTERESTS.items() if pattern.search(text)]

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -22,7 +23,7 @@ from bot.crm.conversations import ConversationBook
 from bot.crm.database import erasure_lock
 from bot.crm.models import ChannelIdentity, Conversation, Interaction, Patron
 from bot.crm.patrons import PatronKey, patron_key, touch_patrons
-from bot.language import LANGUAGES, detect_language
+from bot.language import LANGUAGES, detect_language, is_payload
 from bot.privacy.erasure import erased_at
 from bot.privacy.requests import note_requests, requested_in
 
@@ -130,7 +131,15 @@ def _user_language(data: dict[str, Any]) -> str | None:
             value = entity.get("value")
             if isinstance(value, str) and value in LANGUAGES:
                 return value
-    return detect_language(_text(data.get("text")) or "")
+    text = _text(data.get("text")) or ""
+    return None if is_payload(text) else detect_language(text)  # a tap says nothing of the language
+
+
+def _patron_text(data: dict[str, Any]) -> str | None:
+    """What the patron wrote: a button's title typed rather than tapped reaches Rasa as the button's
+    payload, and the channel keeps the words in the message's metadata (`typed`)."""
+    typed = _mapping(data.get("metadata")).get("typed")
+    return _text(typed) if isinstance(typed, str) and typed else _text(data.get("text"))
 
 
 def _patron_key(sender_id: str, input_channel: object) -> PatronKey:
@@ -217,6 +226,7 @@ def _ingest_messages(
         session=session, rasa_sender_ids=set(conversation_ids.values()), session_starts=starts
     )
     last_language: dict[str, str | None] = {}
+    known_languages: dict[int, str | None] | None = None  # the patrons' languages, read when needed
     rows: list[dict[str, Any]] = []
     for event in relevant:
         data, sender = event.data, event.sender_id
@@ -234,7 +244,7 @@ def _ingest_messages(
         conversation = book.for_message(
             patron_id=patron_ids[key], channel=channel, rasa_sender_id=conversation_id, at=at
         )
-        text = _text(data.get("text"))
+        text = _patron_text(data) if kind == "user" else _text(data.get("text"))
         row: dict[str, Any] = {
             "patron_id": patron_ids[key],
             "conversation": conversation,
@@ -246,6 +256,10 @@ def _ingest_messages(
         if kind == "user":
             intent = _mapping(_mapping(data.get("parse_data")).get("intent"))
             language = _user_language(data)
+            if language is None:  # a tap, or no letters: the conversation's language so far
+                if sender not in last_language and known_languages is None:
+                    known_languages = _languages(session, set(patron_ids.values()))
+                language = last_language.get(sender) or (known_languages or {}).get(patron_ids[key])
             last_language[sender] = language
             row |= {
                 "direction": "in",
@@ -271,6 +285,11 @@ def _ingest_messages(
         owner: Conversation = row.pop("conversation")
         row["conversation_id"] = owner.id
     return _insert_new(session=session, rows=rows) if rows else 0
+
+
+def _languages(session: Session, patron_ids: set[int]) -> dict[int, str | None]:
+    rows = session.execute(select(Patron.id, Patron.language).where(Patron.id.in_(sorted(patron_ids))))
+    return {int(patron_id): language for patron_id, language in rows}
 
 
 def _remember_actions(events: Sequence[BrokerEvent], state: IngestState) -> None:
