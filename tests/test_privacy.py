@@ -104,12 +104,17 @@ def populate(crm: Engine) -> int:
                 Feedback(
                     patron_id=alice,
                     conversation_id=conversation_id,
+                    rasa_sender_id="rest:alice",
                     csat=2,
                     comment="太吵了 my phone 138",
                     topic="spaces",
                 ),
                 Suggestion(
-                    patron_id=alice, conversation_id=conversation_id, kind="purchase", text="买《三体》英文版"
+                    patron_id=alice,
+                    conversation_id=conversation_id,
+                    rasa_sender_id="rest:alice",
+                    kind="purchase",
+                    text="买《三体》英文版",
                 ),
                 Escalation(
                     patron_id=alice,
@@ -225,6 +230,7 @@ def test_erasure_leaves_no_row_or_tracker_event_and_keeps_counts(
         )
         suggestion = session.execute(select(Suggestion)).scalar_one()
         assert (suggestion.patron_id, suggestion.text) == (None, None)
+        assert (feedback.rasa_sender_id, suggestion.rasa_sender_id) == (None, None)
         escalation = session.execute(select(Escalation)).scalar_one()
         assert (escalation.patron_id, escalation.resolution_note, escalation.reason) == (
             None,

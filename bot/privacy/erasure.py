@@ -30,8 +30,8 @@ from bot.pseudonyms import installation_key, keyed_digest
 # Columns that may hold personal data (free text, channel ids), blanked when a row outlives its
 # patron anonymously.
 PERSONAL_TEXT = {
-    "feedback": ("comment",),
-    "suggestion": ("text", "library_answer"),
+    "feedback": ("comment", "rasa_sender_id"),
+    "suggestion": ("text", "library_answer", "rasa_sender_id"),
     "escalation": ("resolution_note", "rasa_sender_id"),
     "audit_log": ("detail",),
     "delivery": ("last_error",),
