@@ -349,3 +349,27 @@ def test_the_number_the_patron_was_told_finds_the_escalation_and_the_report(
         patronbot("escalations", "show", "#4", "--staff", "li.wei", env=env),
         "name an escalation by its id (16) or by the patron's report number (report:9), not '#4'",
     )
+
+
+def test_a_reply_to_an_escalation_closed_by_an_erasure_is_refused_in_one_line(
+    crm: Engine, crm_url: str, facts: LibraryFacts
+) -> None:
+    with session_scope(crm) as session:
+        number, escalation = _complaint(session, _patron(session, "alice"), "alice", facts, "too noisy")
+    env = {"PATRONBOT_DATABASE_URL": crm_url}
+    erased = patronbot("patron", "erase", "rest:alice", "--yes", env=env)
+    assert erased.returncode == 0, erased.stderr
+    assert f"closed open escalations {escalation}: no one is left to answer" in erased.stdout
+    assert_one_line_error(
+        patronbot("escalations", "reply", f"report:{number}", "--staff", "li.wei", "Sorry!", env=env),
+        f"escalation {escalation} cannot take a reply: the patron's data was erased at their request,"
+        " so there is no one to send it to",
+    )
+    shown = patronbot("escalations", "show", str(escalation), "--staff", "li.wei", env=env)
+    assert shown.stdout.splitlines() == [
+        f"escalation {escalation}: complaint, high priority, cancelled, report {number},"
+        " note: closed: the patron's data was erased at their request",
+        "no messages to show",
+    ]
+    with Session(crm, future=True) as session:
+        assert session.execute(select(OutboxMessage)).first() is None

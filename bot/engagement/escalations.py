@@ -198,10 +198,15 @@ def _escalation(session: Session, escalation_id: int) -> Escalation:
 
 
 def _active_with_patron(escalation: Escalation) -> tuple[int, str]:
+    if escalation.patron_id is None:
+        raise EscalationError(
+            f"escalation {escalation.id} cannot take a reply: the patron's data was erased at their"
+            " request, so there is no one to send it to"
+        )
     if escalation.status not in ACTIVE:
         raise EscalationError(f"escalation {escalation.id} is {escalation.status}: nothing to do")
-    if escalation.patron_id is None or not escalation.rasa_sender_id:
-        raise EscalationError(f"escalation {escalation.id} no longer has a patron (erased)")
+    if not escalation.rasa_sender_id:
+        raise EscalationError(f"escalation {escalation.id} names no conversation to reply to")
     return escalation.patron_id, escalation.rasa_sender_id
 
 
@@ -277,7 +282,8 @@ def resolve_escalation(
     """Close the escalation and tell the patron, in their language, that the bot has them again."""
     escalation = _escalation(session, escalation_id)
     if escalation.status not in ACTIVE:
-        raise EscalationError(f"escalation {escalation.id} is already {escalation.status}")
+        erased = ": the patron's data was erased at their request" if escalation.patron_id is None else ""
+        raise EscalationError(f"escalation {escalation.id} is already {escalation.status}{erased}")
     user = staff_member(session=session, username=staff)
     escalation.status = "resolved"
     escalation.resolved_at = now or utcnow()
