@@ -86,7 +86,12 @@ def record_helpful_tap(dispatcher: CollectingDispatcher, tracker: Tracker) -> bo
     def record(session: Session) -> int:
         patron_id = patron_id_for(session, tracker)
         row = record_helpful(
-            session=session, patron_id=patron_id, helpful=helpful, topic=topic, same_answer=same_answer
+            session=session,
+            patron_id=patron_id,
+            helpful=helpful,
+            topic=topic,
+            same_answer=same_answer,
+            rasa_sender_id=tracker.sender_id,
         )
         return row.id
 
@@ -306,7 +311,13 @@ class ActionSubmitFeedback(Action):  # type: ignore[misc]
         def record(session: Session) -> int:
             patron_id = patron_id_for(session, tracker)
             row = record_feedback(
-                session=session, patron_id=patron_id, csat=csat, nps=nps, comment=comment, topic=topic
+                session=session,
+                patron_id=patron_id,
+                csat=csat,
+                nps=nps,
+                comment=comment,
+                topic=topic,
+                rasa_sender_id=tracker.sender_id,
             )
             if low:
                 open_escalation_for(

@@ -107,6 +107,7 @@ class ActionSubmitReport(Action):  # type: ignore[misc]
                 kind=report_kind(complaint=complaint, text=details),
                 text=details,
                 topic=topic,
+                rasa_sender_id=tracker.sender_id,
             )
             if complaint:
                 open_escalation_for(session=session, tracker=tracker, patron_id=patron_id, reason="complaint")

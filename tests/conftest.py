@@ -1,4 +1,4 @@
-"""Shared fixtures: a migrated CRM database per test, on SQLite always and on PostgreSQL when set."""
+"""Shared fixtures: a migrated CRM database per test (on SQLite always, on PostgreSQL when set), and facts."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
 from bot.crm.database import make_engine
 from bot.crm.migrate import upgrade
+from bot.knowledge.facts import LibraryFacts, parse_facts
+from bot.settings import PROJECT_ROOT
 
 POSTGRES_URL = os.environ.get("PATRONBOT_TEST_POSTGRES_URL", "")
 REDIS_URL = os.environ.get("PATRONBOT_TEST_REDIS_URL", "")
@@ -82,3 +85,13 @@ def crm(crm_url: str) -> Iterator[Engine]:
     engine = make_engine(crm_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def facts() -> LibraryFacts:
+    """The shipped facts with librarians on duty Monday to Friday 09:00-17:00, answering within 45 min."""
+    raw = yaml.safe_load((PROJECT_ROOT / "knowledge" / "library.yml").read_text(encoding="utf-8"))
+    raw["staffed_hours"] = dict.fromkeys(("monday", "tuesday", "wednesday", "thursday"), "09:00-17:00")
+    raw["staffed_hours"] |= {"friday": "09:00-17:00", "saturday": "closed", "sunday": "closed"}
+    raw["staff_response_minutes"] = 45
+    return parse_facts(raw)

@@ -38,8 +38,9 @@ def bot_event(
     return BrokerEvent(sender_id=sender, data={"sender_id": sender, **event.as_dict()})
 
 
-def action_event(sender: str, name: str) -> BrokerEvent:
-    return BrokerEvent(sender_id=sender, data={"sender_id": sender, **ActionExecuted(name).as_dict()})
+def action_event(sender: str, name: str, *, timestamp: float | None = None) -> BrokerEvent:
+    event = ActionExecuted(name, timestamp=timestamp)
+    return BrokerEvent(sender_id=sender, data={"sender_id": sender, **event.as_dict()})
 
 
 def interactions(engine: Engine) -> list[Interaction]:

@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 from bot.crm.database import session_scope
 from bot.crm.models import AuditLog, ChannelIdentity, Escalation, Interaction, OutboxMessage, Patron
 from bot.engagement.escalations import CLOSING_MESSAGE, open_escalation
+from bot.engagement.feedback import record_report
+from bot.knowledge.facts import LibraryFacts
 
 PATRONBOT = str(Path(sys.executable).with_name("patronbot"))
 
@@ -122,7 +124,13 @@ def test_unreachable_database_is_one_line_without_the_password() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [["run", "--help"], ["db", "upgrade", "--help"], ["chat", "--help"], ["escalations", "reply", "--help"]],
+    [
+        ["run", "--help"],
+        ["db", "upgrade", "--help"],
+        ["chat", "--help"],
+        ["escalations", "reply", "--help"],
+        ["reports", "show", "--help"],
+    ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
     result = patronbot(*command)
@@ -221,3 +229,147 @@ def test_a_patron_export_file_is_owner_only_and_a_declined_erasure_is_audited(
         assert session.get(Patron, patron.id) is not None
     assert [action for action, _ in actions] == ["export", "read"]
     assert actions[1][1].startswith("confirming an erasure")
+
+
+def _patron(session: Session, name: str) -> int:
+    patron = Patron(language="en")
+    session.add(patron)
+    session.flush()
+    session.add(ChannelIdentity(patron_id=patron.id, channel="rest", external_id=name))
+    session.add(
+        Interaction(
+            patron_id=patron.id,
+            channel="rest",
+            direction="in",
+            text=f"{name} writes",
+            event_key=f"k-{name}",
+            occurred_at=dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC),
+        )
+    )
+    return patron.id
+
+
+def _complaint(session: Session, patron: int, name: str, facts: LibraryFacts, text: str) -> tuple[int, int]:
+    """A complaint as the bot takes it (actions/feedback.py): the report, then its escalation."""
+    sender = f"rest:{name}"
+    number = record_report(
+        session=session, patron_id=patron, kind="complaint", text=text, topic=None, rasa_sender_id=sender
+    ).id
+    escalation = open_escalation(
+        session=session,
+        patron_id=patron,
+        channel="rest",
+        rasa_sender_id=sender,
+        reason="complaint",
+        priority="high",
+        facts=facts,
+    )
+    return number, escalation.id
+
+
+def test_the_number_the_patron_was_told_finds_the_escalation_and_the_report(
+    crm: Engine, crm_url: str, facts: LibraryFacts
+) -> None:
+    """Alice is told "complaint no. 4": staff find her escalation (2) by it; escalation 4 is Bob's."""
+    with session_scope(crm) as session:
+        bob, alice = _patron(session, "bob"), _patron(session, "alice")
+        for idea in ("more manga", "longer hours"):
+            record_report(session=session, patron_id=bob, kind="service", text=idea, topic=None)
+        _, bobs_complaint = _complaint(session, bob, "bob", facts, "the printer ate my thesis")
+        number, escalation = _complaint(session, alice, "alice", facts, "the renewal page never loads")
+        for sender in ("rest:bob-2", "rest:bob-3"):
+            open_escalation(
+                session=session,
+                patron_id=bob,
+                channel="rest",
+                rasa_sender_id=sender,
+                reason="fallback",
+                facts=facts,
+            )
+    assert (number, escalation, bobs_complaint) == (4, 2, 1)
+    env = {"PATRONBOT_DATABASE_URL": crm_url}
+    listed = patronbot("escalations", env=env)
+    shown = patronbot("escalations", "show", f"report:{number}", "--staff", "li.wei", env=env)
+    replied = patronbot(
+        "escalations", "reply", f"report:{number}", "--staff", "li.wei", "We are on it.", env=env
+    )
+    reports = patronbot("reports", env=env)
+    report = patronbot("reports", "show", str(number), "--staff", "li.wei", env=env)
+    resolved = patronbot("escalations", "resolve", f"report:{number}", "--staff", "li.wei", env=env)
+    plain = patronbot("escalations", "show", str(number), "--staff", "li.wei", env=env)
+    for result in (listed, shown, replied, reports, report, resolved, plain):
+        assert result.returncode == 0, result.stderr
+    header, *rows = [line.split() for line in listed.stdout.splitlines()]
+    assert header[-1] == "report"
+    assert {row[0]: row[-1] for row in rows} == {"1": "3", "2": "4", "3": "-", "4": "-"}
+    assert shown.stdout.splitlines()[0] == "escalation 2: complaint, high priority, open, report 4"
+    assert "patron: alice writes" in shown.stdout
+    assert "bob writes" not in shown.stdout
+    assert "reply sent to escalation 2's patron" in replied.stdout
+    header, *rows = [line.split() for line in reports.stdout.splitlines()]
+    assert header[:3] == ["report", "kind", "status"]
+    # report, kind, status, topic, created (date and time), escalation
+    assert [(row[0], row[1], " ".join(row[6:])) for row in rows] == [
+        ("4", "complaint", "2 (assigned)"),
+        ("3", "complaint", "1 (open)"),
+        ("2", "service", "-"),
+        ("1", "service", "-"),
+    ]
+    # No free text in the list.
+    assert "renewal" not in reports.stdout
+    assert "manga" not in reports.stdout
+    assert report.stdout.splitlines()[1:] == [
+        "escalation 2 (assigned)",
+        "patron: the renewal page never loads",
+    ]
+    assert "resolved escalation 2" in resolved.stdout
+    # The plain number is still the escalation's id, as before.
+    assert plain.stdout.splitlines()[0] == "escalation 4: fallback, normal priority, open"
+    with Session(crm, future=True) as session:
+        message = session.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars().first()
+        assert message is not None
+        assert (message.recipient, message.text) == ("rest:alice", "We are on it.")
+        reads = session.execute(
+            select(AuditLog).where(AuditLog.action == "read").order_by(AuditLog.id)
+        ).scalars()
+        assert [(a.reason, a.patron_id) for a in reads] == [
+            ("answering escalation 2", alice),
+            ("reading report 4", alice),
+            ("answering escalation 4", bob),
+        ]
+    assert_one_line_error(
+        patronbot("escalations", "reply", "report:1", "--staff", "li.wei", "hi", env=env),
+        "report 1 (service) has no escalation",
+    )
+    assert_one_line_error(
+        patronbot("escalations", "show", "report:99", "--staff", "li.wei", env=env),
+        "no report 99: `patronbot reports` lists them",
+    )
+    assert_one_line_error(
+        patronbot("escalations", "show", "#4", "--staff", "li.wei", env=env),
+        "name an escalation by its id (16) or by the patron's report number (report:9), not '#4'",
+    )
+
+
+def test_a_reply_to_an_escalation_closed_by_an_erasure_is_refused_in_one_line(
+    crm: Engine, crm_url: str, facts: LibraryFacts
+) -> None:
+    with session_scope(crm) as session:
+        number, escalation = _complaint(session, _patron(session, "alice"), "alice", facts, "too noisy")
+    env = {"PATRONBOT_DATABASE_URL": crm_url}
+    erased = patronbot("patron", "erase", "rest:alice", "--yes", env=env)
+    assert erased.returncode == 0, erased.stderr
+    assert f"closed open escalations {escalation}: no one is left to answer" in erased.stdout
+    assert_one_line_error(
+        patronbot("escalations", "reply", f"report:{number}", "--staff", "li.wei", "Sorry!", env=env),
+        f"escalation {escalation} cannot take a reply: the patron's data was erased at their request,"
+        " so there is no one to send it to",
+    )
+    shown = patronbot("escalations", "show", str(escalation), "--staff", "li.wei", env=env)
+    assert shown.stdout.splitlines() == [
+        f"escalation {escalation}: complaint, high priority, cancelled, report {number},"
+        " note: closed: the patron's data was erased at their request",
+        "no messages to show",
+    ]
+    with Session(crm, future=True) as session:
+        assert session.execute(select(OutboxMessage)).first() is None

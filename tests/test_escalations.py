@@ -7,7 +7,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -35,23 +34,12 @@ from bot.engagement.escalations import (
     resolve_escalation,
     staff_reply,
 )
-from bot.knowledge.facts import LibraryFacts, parse_facts
+from bot.knowledge.facts import LibraryFacts
 from bot.outbound.outbox import deliver, register_sender, send, take_pending, unregister_sender
-from bot.settings import PROJECT_ROOT
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 WEDNESDAY_10 = dt.datetime(2026, 11, 25, 10, 0, tzinfo=SHANGHAI)
 FRIDAY_18 = dt.datetime(2026, 11, 27, 18, 0, tzinfo=SHANGHAI)
-
-
-@pytest.fixture
-def facts() -> LibraryFacts:
-    """The shipped facts with librarians on duty Monday to Friday 09:00-17:00, answering within 45 min."""
-    raw = yaml.safe_load((PROJECT_ROOT / "knowledge" / "library.yml").read_text(encoding="utf-8"))
-    raw["staffed_hours"] = dict.fromkeys(("monday", "tuesday", "wednesday", "thursday"), "09:00-17:00")
-    raw["staffed_hours"] |= {"friday": "09:00-17:00", "saturday": "closed", "sunday": "closed"}
-    raw["staff_response_minutes"] = 45
-    return parse_facts(raw)
 
 
 def add_patron(crm: Engine, external_id: str = "alice", language: str = "en") -> int:

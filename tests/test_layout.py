@@ -176,7 +176,19 @@ def test_patronbot_help_lists_every_group_and_each_group_has_help() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    groups = ["run", "train", "ingest", "chat", "db", "patron", "retention", "escalations", "faq", "eval"]
+    groups = [
+        "run",
+        "train",
+        "ingest",
+        "chat",
+        "db",
+        "patron",
+        "retention",
+        "escalations",
+        "reports",
+        "faq",
+        "eval",
+    ]
     listed = re.findall(r"^ {4}(\w+)", result.stdout, flags=re.MULTILINE)
     assert sorted(listed) == sorted(groups)
     for group in groups:

@@ -160,9 +160,80 @@ def test_0005_refuses_to_downgrade_keyed_digests(crm_url: str) -> None:
             text("INSERT INTO erased_sender (sender_digest, erased_at) VALUES (:digest, :at)"),
             {"digest": "0" * 64, "at": now},
         )
+    command.downgrade(alembic_config(url=crm_url), "0005")
     with pytest.raises(RuntimeError, match="cannot be undone"):
         command.downgrade(alembic_config(url=crm_url), "0004")
-    assert current_revision(url=crm_url) == head_revision()
+    assert current_revision(url=crm_url) == "0005"
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM erased_sender")).scalar_one() == 1
+    engine.dispose()
+
+
+def test_0006_links_reports_keeps_their_numbers_and_closes_escalations_left_open_by_an_erasure(
+    empty_url: str,
+) -> None:
+    """Before 0006 an erasure left its patron's open escalations open; 0006 closes them as an erasure
+    now does, keeps every report (a deleted last number is not handed out again on SQLite either),
+    and downgrades back to 0005 with the reports."""
+    from alembic import command
+
+    upgrade(url=empty_url, revision="0005")
+    engine = make_engine(empty_url)
+    now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO patron (id, language, created_at, last_seen_at) VALUES (1, 'zh', :now, :now)"),
+            {"now": now},
+        )
+        for number, patron, status in [(1, None, "open"), (2, 1, "open"), (3, None, "resolved")]:
+            connection.execute(
+                text(
+                    "INSERT INTO escalation (id, patron_id, reason, priority, status, created_at, due_at)"
+                    " VALUES (:id, :patron, 'complaint', 'high', :status, :now, :now)"
+                ),
+                {"id": number, "patron": patron, "status": status, "now": now},
+            )
+        for _ in range(2):  # numbered by the database, as the bot's reports are
+            connection.execute(
+                text(
+                    "INSERT INTO suggestion (patron_id, kind, text, status, created_at)"
+                    " VALUES (1, 'complaint', '太吵了', 'new', :now)"
+                ),
+                {"now": now},
+            )
+        connection.execute(text("DELETE FROM suggestion WHERE id = 2"))
+    upgrade(url=empty_url)
+    with engine.begin() as connection:
+        escalations = connection.execute(
+            text("SELECT id, status, resolution_note FROM escalation ORDER BY id")
+        ).all()
+        assert [tuple(row) for row in escalations] == [
+            (1, "cancelled", "closed: the patron's data was erased at their request"),
+            (2, "open", None),
+            (3, "resolved", None),
+        ]
+        kept = connection.execute(
+            text("SELECT id, text, escalation_id, rasa_sender_id FROM suggestion")
+        ).all()
+        assert [tuple(row) for row in kept] == [(1, "太吵了", None, None)]
+        connection.execute(
+            text(
+                "INSERT INTO suggestion (patron_id, kind, status, created_at)"
+                " VALUES (1, 'service', 'new', :now)"
+            ),
+            {"now": now},
+        )
+        connection.execute(text("UPDATE suggestion SET escalation_id = 2 WHERE id = 1"))
+        assert connection.execute(text("SELECT max(id) FROM suggestion")).scalar_one() == 3
+    # The link is a foreign key: an escalation that is not there is refused.
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(text("UPDATE suggestion SET escalation_id = 99 WHERE id = 1"))
+    command.downgrade(alembic_config(url=empty_url), "0005")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM suggestion")).scalar_one() == 2
+        assert "escalation_id" not in {
+            column["name"] for column in inspect(connection).get_columns("suggestion")
+        }
+    upgrade(url=empty_url)
+    assert current_revision(url=empty_url) == head_revision()
     engine.dispose()

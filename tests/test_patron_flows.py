@@ -733,3 +733,14 @@ def test_a_bare_yes_at_the_deletion_question_asks_again(said: str) -> None:
         said, CollectingDispatcher(), make_tracker(said), {}
     )
     assert result == {"delete_confirmation": None}
+
+
+def test_reports_and_ratings_keep_their_conversation_for_the_ingester_to_link(
+    crm_for_actions: Engine,
+) -> None:
+    run(ActionSubmitFeedback(), make_tracker("4", slots={"csat": "4", "comment": "-", "nps": None}))
+    tracker = make_tracker("the lockers on level 1 are broken", slots={"report_details": "lockers broken"})
+    tracker.slots["report_kind"] = "complaint"
+    run(ActionSubmitReport(), tracker)
+    assert [row.rasa_sender_id for row in rows(crm_for_actions, Feedback)] == ["rest:patron-1"]
+    assert [row.rasa_sender_id for row in rows(crm_for_actions, Suggestion)] == ["rest:patron-1"]

@@ -34,8 +34,11 @@ from bot.crm.models import (
 )
 from bot.crm.patrons import PatronKey, PatronNotFoundError, find_patron_ids
 from bot.crm.rasa_events import RasaEventStore
+from bot.engagement.escalations import EscalationError, resolve_escalation, staff_reply
+from bot.engagement.feedback import record_report
 from bot.ingest.events import IngestState, ingest_events
-from bot.privacy.erasure import erase_patron, sender_digest
+from bot.knowledge.facts import LibraryFacts
+from bot.privacy.erasure import ERASED_NOTE, erase_patron, sender_digest
 from bot.privacy.export import export_patron
 from bot.privacy.records import patron_tables
 from bot.privacy.retention import purge_expired
@@ -104,12 +107,17 @@ def populate(crm: Engine) -> int:
                 Feedback(
                     patron_id=alice,
                     conversation_id=conversation_id,
+                    rasa_sender_id="rest:alice",
                     csat=2,
                     comment="太吵了 my phone 138",
                     topic="spaces",
                 ),
                 Suggestion(
-                    patron_id=alice, conversation_id=conversation_id, kind="purchase", text="买《三体》英文版"
+                    patron_id=alice,
+                    conversation_id=conversation_id,
+                    rasa_sender_id="rest:alice",
+                    kind="purchase",
+                    text="买《三体》英文版",
                 ),
                 Escalation(
                     patron_id=alice,
@@ -225,12 +233,15 @@ def test_erasure_leaves_no_row_or_tracker_event_and_keeps_counts(
         )
         suggestion = session.execute(select(Suggestion)).scalar_one()
         assert (suggestion.patron_id, suggestion.text) == (None, None)
+        assert (feedback.rasa_sender_id, suggestion.rasa_sender_id) == (None, None)
         escalation = session.execute(select(Escalation)).scalar_one()
-        assert (escalation.patron_id, escalation.resolution_note, escalation.reason) == (
-            None,
+        # Her open escalation is closed: no one is left to answer, and the note says why (not who).
+        assert (escalation.patron_id, escalation.reason, escalation.status) == (
             None,
             "low_rating",
+            "cancelled",
         )
+        assert escalation.resolution_note == ERASED_NOTE
         assert (escalation.rasa_sender_id, escalation.channel) == (None, "rest")
         # Her outbox messages are gone, by patron key and by sender id; Bob's is not.
         assert [m.recipient for m in session.execute(select(OutboxMessage)).scalars()] == ["rest:bob"]
@@ -243,6 +254,57 @@ def test_erasure_leaves_no_row_or_tracker_event_and_keeps_counts(
         erasure = session.execute(select(AuditLog).where(AuditLog.action == "erase")).scalar_one()
         assert erasure.patron_id is None
         assert "alice" not in json.dumps(erasure.detail)
+
+
+def test_erasure_closes_the_patrons_open_escalations_and_a_reply_says_why(
+    crm: Engine, facts: LibraryFacts
+) -> None:
+    from tests.test_escalations import add_patron, escalate
+
+    alice, bob = add_patron(crm, "alice"), add_patron(crm, "bob")
+    with session_scope(crm) as session:
+        number = record_report(
+            session=session,
+            patron_id=alice,
+            kind="complaint",
+            text="I'm Alice, 138…",
+            topic=None,
+            rasa_sender_id="rest:alice",
+        ).id
+    answered = escalate(crm, facts, alice, reason="requested")
+    with session_scope(crm) as session:
+        resolve_escalation(session=session, escalation_id=answered, staff="li.wei", note="called Alice back")
+    complaint = escalate(crm, facts, alice, reason="complaint", priority="high")
+    waiting = escalate(crm, facts, bob, rasa_sender_id="rest:bob")
+    with session_scope(crm) as session:
+        report = erase_patron(
+            session=session, patron_ref="rest:alice", actor="patron", reason="asked", rasa_stores=[]
+        )
+    assert report.escalations_closed == (complaint,)
+    with Session(crm, future=True) as session:
+        closed = session.get(Escalation, complaint)
+        assert closed is not None
+        assert (closed.status, closed.resolution_note, closed.patron_id) == ("cancelled", ERASED_NOTE, None)
+        assert closed.resolved_at is not None
+        # Her earlier escalation stays resolved, its note (which named her) blanked; Bob's is untouched.
+        assert session.get(Escalation, answered).resolution_note is None  # type: ignore[union-attr]
+        assert session.get(Escalation, waiting).status == "open"  # type: ignore[union-attr]
+        # Her report is kept anonymously, still joined to its escalation.
+        kept = session.get(Suggestion, number)
+        assert (kept.text, kept.escalation_id) == (None, complaint)  # type: ignore[union-attr]
+        erasure = session.execute(select(AuditLog).where(AuditLog.action == "erase")).scalar_one()
+        assert erasure.detail["escalations_closed"] == [complaint]
+    with pytest.raises(EscalationError) as refused, session_scope(crm) as session:
+        staff_reply(session=session, escalation_id=complaint, staff="li.wei", text="Sorry, Alice")
+    assert str(refused.value) == (
+        f"escalation {complaint} cannot take a reply: the patron's data was erased at their request,"
+        " so there is no one to send it to"
+    )
+    cancelled = "already cancelled: the patron's data was erased"
+    with pytest.raises(EscalationError, match=cancelled), session_scope(crm) as session:
+        resolve_escalation(session=session, escalation_id=complaint, staff="li.wei")
+    with Session(crm, future=True) as session:
+        assert session.execute(select(func.count()).select_from(OutboxMessage)).scalar_one() == 0
 
 
 def test_erasing_an_unknown_patron_is_a_clear_error_and_changes_nothing(crm: Engine) -> None:

@@ -8,10 +8,11 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, entry_points, version
 
-from bot.cli import db, escalations, faq, privacy, runtime
+from bot.cli import db, escalations, faq, privacy, reports, runtime
 from bot.cli.privacy import PatronRefError
 from bot.crm.database import DatabaseError
 from bot.engagement.escalations import EscalationError
+from bot.engagement.reports import ReportError
 from bot.knowledge.entries import KnowledgeError
 from bot.knowledge.evaluation import QueryFileError
 from bot.knowledge.facts import FactsError, load_facts
@@ -33,10 +34,11 @@ OPERATOR_ERRORS = (
     KnowledgeError,
     QueryFileError,
     EscalationError,
+    ReportError,
 )
 
 # The groups of bot/; groups that live elsewhere (the NLU's `eval`) come from the entry point group below.
-GROUPS = (runtime, db, privacy, escalations, faq)
+GROUPS = (runtime, db, privacy, escalations, reports, faq)
 PLUGIN_GROUP = "patronbot.commands"
 
 

@@ -108,6 +108,9 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
         f"{sum(report.rasa_events_deleted.values())} Rasa events deleted; "
         f"{report.interactions_counted} interactions kept as anonymous daily counts"
     )
+    if report.escalations_closed:
+        closed = ", ".join(str(number) for number in report.escalations_closed)
+        print(f"closed open escalations {closed}: no one is left to answer")
     return 0
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from bot.crm.models import Conversation, Interaction
+from bot.crm.models import Conversation, Feedback, Interaction, Suggestion
 
 # A conversation with staff, or waiting for them, carries on across Rasa's session boundaries.
 _STAYS_OPEN = ("pending_review", "with_staff")
@@ -94,6 +95,57 @@ class ConversationBook:
         if current.last_message_at is None or at > current.last_message_at:
             current.last_message_at = at
         return current
+
+
+def sender_key(rasa_sender_id: str | None) -> str | None:
+    """Rasa's conversation id as the conversation table holds it (cut to its column, as the ingester
+    cuts it), so that a row keyed by it finds its conversation."""
+    length = Conversation.__table__.c.rasa_sender_id.type.length
+    return rasa_sender_id[:length] if rasa_sender_id else None
+
+
+# Rows the actions write during a turn, keyed by the turn's Rasa conversation id.
+_WRITTEN_IN_A_TURN = (Feedback, Suggestion)
+
+
+def link_to_conversations(*, session: Session) -> None:
+    """Give feedback and suggestions written during a turn their conversation row.
+
+    The actions write them while Rasa handles the turn, before the ingester has made (or found) the
+    turn's conversation, so they keep the turn's Rasa conversation id and the ingester calls this with
+    each batch, in its transaction: one UPDATE per table, over the few rows still waiting (an index
+    finds them). A row belongs to the conversation of its sender and patron that had begun when it
+    was written: the latest started at or before it (the earliest, if a clock running a little behind
+    Rasa's puts it before them all). It is linked only once a message at least as late has been
+    ingested, so that the turn's own conversation exists: until then the latest conversation row may
+    be the patron's previous session.
+    """
+    for model in _WRITTEN_IN_A_TURN:
+        table: Any = model.__table__
+        same = (Conversation.rasa_sender_id == table.c.rasa_sender_id) & (
+            Conversation.patron_id == table.c.patron_id
+        )
+        begun = (
+            select(Conversation.id)
+            .where(same, Conversation.started_at <= table.c.created_at)
+            .order_by(Conversation.started_at.desc(), Conversation.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        first = (
+            select(Conversation.id)
+            .where(same)
+            .order_by(Conversation.started_at, Conversation.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        caught_up = exists().where(same & (Conversation.last_message_at >= table.c.created_at))
+        session.execute(
+            update(table)
+            .where(table.c.conversation_id.is_(None), table.c.rasa_sender_id.is_not(None), caught_up)
+            .values(conversation_id=func.coalesce(begun, first))
+            .execution_options(synchronize_session=False)
+        )
 
 
 def patron_history(*, session: Session, patron_id: int, limit: int = 50) -> list[Interaction]:

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bot.crm.audit import log_access
-from bot.crm.models import Conversation, Escalation, Interaction, Patron, StaffUser, utcnow
-from bot.crm.models.feedback import ESCALATION_PRIORITIES, ESCALATION_REASONS, ESCALATION_STATUSES
+from bot.crm.conversations import sender_key
+from bot.crm.models import Conversation, Escalation, Interaction, Patron, StaffUser, Suggestion, utcnow
+from bot.crm.models.feedback import (
+    ACTIVE_ESCALATION_STATUSES,
+    ESCALATION_PRIORITIES,
+    ESCALATION_REASONS,
+    ESCALATION_STATUSES,
+)
 from bot.crm.patrons import PatronNotFoundError, patron_key
 from bot.knowledge.facts import FactsError, LibraryFacts, load_facts
 from bot.knowledge.staffed_hours import next_staffed
@@ -22,7 +28,7 @@ from bot.language import LANGUAGES, Language
 from bot.outbound.outbox import send
 from bot.settings import get_settings
 
-ACTIVE = ("open", "assigned")
+ACTIVE = ACTIVE_ESCALATION_STATUSES
 # Escalations in which a librarian talks with the patron (the bot steps back), as against complaints and
 # low ratings, which staff follow up while the bot keeps helping.
 LIVE_REASONS = ("requested", "fallback")
@@ -77,7 +83,9 @@ def open_escalation(
     and making a follow-up a live one when the patron now asks for a librarian).
 
     The due time is the library's staff response time (facts file) from now, or from the next
-    staffed hours when no librarian is on duty.
+    staffed hours when no librarian is on duty. A complaint's escalation takes up the complaints of
+    this conversation not yet handed to staff (bot.engagement.feedback.record_report with the same
+    `rasa_sender_id`), so the number the patron was told finds it.
     """
     if reason not in ESCALATION_REASONS:
         raise ValueError(f"reason must be one of {', '.join(ESCALATION_REASONS)}, got {reason!r}")
@@ -93,6 +101,8 @@ def open_escalation(
             existing.reason = reason
         _attach_conversation(session=session, escalation=existing)
         session.flush()
+        if reason == "complaint":
+            _take_up_complaints(session=session, escalation=existing)
         return existing
     if session.get(Patron, patron_id) is None:
         raise PatronNotFoundError(f"no patron {patron_id}: cannot open an escalation")
@@ -116,7 +126,24 @@ def open_escalation(
     session.add(escalation)
     _attach_conversation(session=session, escalation=escalation)
     session.flush()
+    if reason == "complaint":
+        _take_up_complaints(session=session, escalation=escalation)
     return escalation
+
+
+def _take_up_complaints(*, session: Session, escalation: Escalation) -> None:
+    """Link the complaints of the escalation's conversation that no escalation has yet."""
+    session.execute(
+        update(Suggestion)
+        .where(
+            Suggestion.rasa_sender_id == sender_key(escalation.rasa_sender_id),
+            Suggestion.patron_id == escalation.patron_id,
+            Suggestion.kind == "complaint",
+            Suggestion.escalation_id.is_(None),
+        )
+        .values(escalation_id=escalation.id)
+        .execution_options(synchronize_session="fetch")
+    )
 
 
 def _attach_conversation(*, session: Session, escalation: Escalation) -> None:
@@ -171,10 +198,15 @@ def _escalation(session: Session, escalation_id: int) -> Escalation:
 
 
 def _active_with_patron(escalation: Escalation) -> tuple[int, str]:
+    if escalation.patron_id is None:
+        raise EscalationError(
+            f"escalation {escalation.id} cannot take a reply: the patron's data was erased at their"
+            " request, so there is no one to send it to"
+        )
     if escalation.status not in ACTIVE:
         raise EscalationError(f"escalation {escalation.id} is {escalation.status}: nothing to do")
-    if escalation.patron_id is None or not escalation.rasa_sender_id:
-        raise EscalationError(f"escalation {escalation.id} no longer has a patron (erased)")
+    if not escalation.rasa_sender_id:
+        raise EscalationError(f"escalation {escalation.id} names no conversation to reply to")
     return escalation.patron_id, escalation.rasa_sender_id
 
 
@@ -250,7 +282,8 @@ def resolve_escalation(
     """Close the escalation and tell the patron, in their language, that the bot has them again."""
     escalation = _escalation(session, escalation_id)
     if escalation.status not in ACTIVE:
-        raise EscalationError(f"escalation {escalation.id} is already {escalation.status}")
+        erased = ": the patron's data was erased at their request" if escalation.patron_id is None else ""
+        raise EscalationError(f"escalation {escalation.id} is already {escalation.status}{erased}")
     user = staff_member(session=session, username=staff)
     escalation.status = "resolved"
     escalation.resolved_at = now or utcnow()

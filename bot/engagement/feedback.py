@@ -8,6 +8,7 @@ import re
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.crm.conversations import sender_key
 from bot.crm.models import Feedback, Suggestion, utcnow
 
 # CSAT at or below this opens an escalation: a librarian follows the patron up.
@@ -207,8 +208,13 @@ def record_feedback(
     comment: str | None = None,
     helpful: bool | None = None,
     topic: str | None = None,
+    rasa_sender_id: str | None = None,
 ) -> Feedback:
-    """One feedback row; the values are checked here as well as by the database's constraints."""
+    """One feedback row; the values are checked here as well as by the database's constraints.
+
+    `rasa_sender_id` is the Rasa conversation it was given in: the ingester links the row to that
+    conversation once it has ingested the turn (bot.crm.conversations.link_to_conversations).
+    """
     if csat is not None and not 1 <= csat <= 5:
         raise ValueError(f"CSAT must be 1-5, not {csat}")
     if nps is not None and not 0 <= nps <= 10:
@@ -220,6 +226,7 @@ def record_feedback(
         comment=(comment or None),
         helpful=helpful,
         topic=topic,
+        rasa_sender_id=sender_key(rasa_sender_id),
     )
     session.add(row)
     session.flush()
@@ -238,6 +245,7 @@ def record_helpful(
     topic: str | None,
     now: dt.datetime | None = None,
     same_answer: bool = True,
+    rasa_sender_id: str | None = None,
 ) -> Feedback:
     """A "did this help?" tap. A second tap under the same answer soon after (a double tap, or 👍
     changed to 👎) changes the answer already recorded instead of counting the patron twice; a tap under
@@ -258,8 +266,12 @@ def record_helpful(
             .limit(1)
         ).scalar_one_or_none()
     if earlier is None:
-        return record_feedback(session=session, patron_id=patron_id, helpful=helpful, topic=topic)
+        return record_feedback(
+            session=session, patron_id=patron_id, helpful=helpful, topic=topic, rasa_sender_id=rasa_sender_id
+        )
     earlier.helpful = helpful
+    if earlier.rasa_sender_id is None:
+        earlier.rasa_sender_id = sender_key(rasa_sender_id)
     session.flush()
     return earlier
 
@@ -285,12 +297,30 @@ def latest_rating(*, session: Session, patron_id: int, now: dt.datetime | None =
 
 
 def record_report(
-    *, session: Session, patron_id: int | None, kind: str, text: str, topic: str | None
+    *,
+    session: Session,
+    patron_id: int | None,
+    kind: str,
+    text: str,
+    topic: str | None,
+    rasa_sender_id: str | None = None,
 ) -> Suggestion:
-    """A complaint or a suggestion, as the patron wrote it, waiting for a librarian's answer."""
+    """A complaint or a suggestion, as the patron wrote it, waiting for a librarian's answer. Its id is
+    the number the patron is told, by which staff find it (and a complaint's escalation).
+
+    `rasa_sender_id` is the Rasa conversation it was given in: the escalation opened for a complaint
+    takes it up (bot.engagement.escalations.open_escalation), and the ingester links the conversation.
+    """
     if kind not in REPORT_KINDS:
         raise ValueError(f"kind must be one of {REPORT_KINDS}, not {kind!r}")
-    row = Suggestion(patron_id=patron_id, kind=kind, text=text, topic=topic, status="new")
+    row = Suggestion(
+        patron_id=patron_id,
+        kind=kind,
+        text=text,
+        topic=topic,
+        status="new",
+        rasa_sender_id=sender_key(rasa_sender_id),
+    )
     session.add(row)
     session.flush()
     return row

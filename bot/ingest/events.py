@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from bot.crm.conversations import ConversationBook
+from bot.crm.conversations import ConversationBook, link_to_conversations
 from bot.crm.database import erasure_lock
 from bot.crm.models import ChannelIdentity, Conversation, Interaction, Patron
 from bot.crm.patrons import PatronKey, patron_key, touch_patrons
@@ -154,7 +154,8 @@ def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: Ing
     """Write the interactions these events describe; return how many new rows were written.
 
     User and bot events become interactions; a session_started event begins a new conversation;
-    action events tell who produced the next bot message. Runs inside the caller's transaction, so a
+    action events tell who produced the next bot message; feedback and suggestions written during
+    these turns are linked to their conversation. Runs inside the caller's transaction, so a
     batch lands whole or not at all. An event that is not a dict is ignored; a field of the wrong type
     or out of range is left out or given a default, and a string is cut to its column's length.
     """
@@ -171,6 +172,9 @@ def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: Ing
     relevant = [e for e in events if e.data.get("event") in ("user", "bot", "session_started", "action")]
     keys = patron_keys(relevant)
     written = _ingest_messages(session=session, events=relevant, keys=keys, state=state)
+    if relevant:
+        # Feedback and suggestions the actions wrote during these turns get the conversations above.
+        link_to_conversations(session=session)
     erasures = requested_in(relevant)
     if erasures:
         session.flush()

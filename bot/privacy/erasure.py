@@ -16,12 +16,14 @@ from bot.crm.audit import log_access
 from bot.crm.database import erasure_lock
 from bot.crm.models import (
     ErasedSender,
+    Escalation,
     Interaction,
     InteractionStat,
     Patron,
     StaffUser,
     utcnow,
 )
+from bot.crm.models.feedback import ACTIVE_ESCALATION_STATUSES
 from bot.crm.patrons import resolve_patron
 from bot.crm.rasa_events import RasaEventStore
 from bot.privacy.records import belongs, patron_tables, rasa_sender_ids
@@ -30,12 +32,16 @@ from bot.pseudonyms import installation_key, keyed_digest
 # Columns that may hold personal data (free text, channel ids), blanked when a row outlives its
 # patron anonymously.
 PERSONAL_TEXT = {
-    "feedback": ("comment",),
-    "suggestion": ("text", "library_answer"),
+    "feedback": ("comment", "rasa_sender_id"),
+    "suggestion": ("text", "library_answer", "rasa_sender_id"),
     "escalation": ("resolution_note", "rasa_sender_id"),
     "audit_log": ("detail",),
     "delivery": ("last_error",),
 }
+
+
+# The resolution note of the escalations an erasure closes: why, and nothing about the patron.
+ERASED_NOTE = "closed: the patron's data was erased at their request"
 
 
 def sender_digest(sender_id: str) -> str:
@@ -74,6 +80,8 @@ class ErasureReport:
     anonymised_rows: dict[str, int]
     rasa_events_deleted: dict[str, int]
     interactions_counted: int
+    # The escalations that were still open, now closed with ERASED_NOTE.
+    escalations_closed: tuple[int, ...] = ()
     # The erased patron's Rasa conversation ids, for processes to forget them (never shown or logged).
     senders: frozenset[str] = field(default=frozenset(), repr=False)
 
@@ -91,6 +99,7 @@ def erase_patron(
 
     Rasa's events go first: if the CRM step then fails, running the erasure again finds the patron
     and finishes; the CRM part is one transaction (the caller's), so it lands whole or not at all.
+    The patron's open escalations are closed (cancelled, with ERASED_NOTE): no one is left to answer.
     A message that arrives after the erasure starts a new record with no link to the old one.
     """
     erasure_lock(session=session, exclusive=True)  # ingests in flight commit first; new ones wait
@@ -100,8 +109,18 @@ def erase_patron(
     rasa_deleted = {store.name: store.delete_for(senders) for store in rasa_stores}
     # Events of these conversations from before now that reach the ingester later (a RabbitMQ queue
     # cannot be searched and deleted from) are dropped rather than written as a new patron.
-    _mark_erased(session=session, senders=senders, at=utcnow())
+    now = utcnow()
+    _mark_erased(session=session, senders=senders, at=now)
     counted = _count_interactions(session=session, patron_id=patron_id)
+    escalations: Any = Escalation.__table__
+    still_open = list(
+        session.execute(
+            select(escalations.c.id).where(
+                belongs(escalations, patron_id, senders),
+                escalations.c.status.in_(ACTIVE_ESCALATION_STATUSES),
+            )
+        ).scalars()
+    )
     deleted: dict[str, int] = {}
     anonymised: dict[str, int] = {}
     for table in reversed(patron_tables()):
@@ -116,6 +135,13 @@ def erase_patron(
                 blanks["conversation_id"] = None
             result = session.execute(update(table).where(condition).values(patron_id=None, **blanks))
             anonymised[table.name] = int(result.rowcount or 0)
+    if still_open:
+        # After the anonymising above, which blanks every resolution note.
+        session.execute(
+            update(escalations)
+            .where(escalations.c.id.in_(still_open))
+            .values(status="cancelled", resolved_at=now, resolution_note=ERASED_NOTE)
+        )
     session.expunge(patron)
     result = session.execute(delete(Patron.__table__).where(Patron.__table__.c.id == patron_id))
     deleted["patron"] = int(result.rowcount or 0)
@@ -126,7 +152,12 @@ def erase_patron(
         patron_id=None,
         reason=reason,
         staff_user=staff_user,
-        detail={"deleted": deleted, "anonymised": anonymised, "rasa_events_deleted": rasa_deleted},
+        detail={
+            "deleted": deleted,
+            "anonymised": anonymised,
+            "rasa_events_deleted": rasa_deleted,
+            "escalations_closed": still_open,
+        },
     )
     return ErasureReport(
         patron_id=patron_id,
@@ -134,6 +165,7 @@ def erase_patron(
         anonymised_rows=anonymised,
         rasa_events_deleted=rasa_deleted,
         interactions_counted=counted,
+        escalations_closed=tuple(still_open),
         senders=frozenset(senders),
     )
 

@@ -14,7 +14,12 @@ from bot.crm.models import (
 )
 
 # Tables whose rows also belong to a patron through a Rasa sender id column, even without the key.
-SENDER_COLUMNS = {"outbox": "recipient", "escalation": "rasa_sender_id"}
+SENDER_COLUMNS = {
+    "outbox": "recipient",
+    "escalation": "rasa_sender_id",
+    "feedback": "rasa_sender_id",
+    "suggestion": "rasa_sender_id",
+}
 
 
 def patron_tables() -> list[Table]:

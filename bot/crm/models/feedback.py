@@ -15,6 +15,8 @@ SUGGESTION_STATUSES = ("new", "under_review", "accepted", "declined", "done")
 ESCALATION_REASONS = ("requested", "fallback", "complaint", "low_rating", "other")
 ESCALATION_PRIORITIES = ("low", "normal", "high", "urgent")
 ESCALATION_STATUSES = ("open", "assigned", "resolved", "cancelled")
+# Escalations staff still have to answer.
+ACTIVE_ESCALATION_STATUSES = ("open", "assigned")
 
 
 class Feedback(Base):
@@ -28,11 +30,15 @@ class Feedback(Base):
             "csat IS NOT NULL OR nps IS NOT NULL OR helpful IS NOT NULL OR comment IS NOT NULL",
             name="not_empty",
         ),
+        # The rows still waiting for their conversation (bot.crm.conversations.link_to_conversations).
+        Index("ix_feedback_conversation_id_rasa_sender_id", "conversation_id", "rasa_sender_id"),
     )
 
     id: Mapped[int] = Column(BigId(), primary_key=True)
     patron_id = Column(BigId(), ForeignKey("patron.id", ondelete="SET NULL"), nullable=True, index=True)
     conversation_id = Column(BigId(), ForeignKey("conversation.id", ondelete="SET NULL"), nullable=True)
+    # The Rasa conversation it was given in: the ingester links the conversation row once it has made it.
+    rasa_sender_id = Column(String(255), nullable=True, index=True)
     csat = Column(Integer, nullable=True)
     nps = Column(Integer, nullable=True)
     comment = Column(Text, nullable=True)
@@ -49,12 +55,20 @@ class Suggestion(Base):
         CheckConstraint("kind IN ('service', 'purchase', 'complaint')", name="kind"),
         CheckConstraint("status IN ('new', 'under_review', 'accepted', 'declined', 'done')", name="status"),
         Index("ix_suggestion_status_created_at", "status", "created_at"),
+        # The rows still waiting for their conversation (bot.crm.conversations.link_to_conversations).
+        Index("ix_suggestion_conversation_id_rasa_sender_id", "conversation_id", "rasa_sender_id"),
         {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = Column(BigId(), primary_key=True)
     patron_id = Column(BigId(), ForeignKey("patron.id", ondelete="SET NULL"), nullable=True, index=True)
     conversation_id = Column(BigId(), ForeignKey("conversation.id", ondelete="SET NULL"), nullable=True)
+    # The Rasa conversation it was given in: the ingester links the conversation row once it has made it.
+    rasa_sender_id = Column(String(255), nullable=True, index=True)
+    # The escalation that hands a complaint to staff (several complaints of one conversation share one).
+    escalation_id = Column(
+        BigId(), ForeignKey("escalation.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     kind = Column(String(20), nullable=False, default="service")
     text = Column(Text, nullable=True)
     topic = Column(String(40), nullable=True)
