@@ -161,3 +161,20 @@ class ActionCheckHandoff(Action):  # type: ignore[misc]
         if active is None or active == bool(tracker.get_slot("handoff_active")):
             return []
         return [SlotSet("handoff_active", active)]
+
+
+class ActionCancel(Action):  # type: ignore[misc]
+    """ "Never mind" outside a form: all right; but while a librarian has the conversation, it does not
+    take the conversation back from them ("算了" was answered as if the bot had it again)."""
+
+    def name(self) -> str:
+        return "action_cancel"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        if tracker.get_slot("handoff_active"):
+            dispatcher.utter_message(response="utter_handoff_ack")
+        else:
+            dispatcher.utter_message(response="utter_cancel_ok")
+        return []

@@ -11,7 +11,7 @@ from rasa_sdk.types import DomainDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from actions.buttons import interest_buttons, is_tap, patron_type_buttons, tapped
+from actions.buttons import helpful_buttons, interest_buttons, is_tap, patron_type_buttons, tapped
 from actions.crm import patron_id_for, privacy_url, tracker_key, with_crm
 from actions.knowledge_base import faq_entry
 from actions.language import patron_language
@@ -91,7 +91,11 @@ class ActionSaveProfile(Action):  # type: ignore[misc]
             events.append(SlotSet("patron_type", patron_type))
             entry = faq_entry(tracker.get_slot("last_faq"), patron_language(tracker))
             if entry is not None and patron_type in entry.audience:
-                dispatcher.utter_message(text=entry.answer_for(patron_type))
+                # The answer for their type, with "did this help?" like every answer.
+                language = patron_language(tracker)
+                dispatcher.utter_message(
+                    text=entry.answer_for(patron_type), buttons=helpful_buttons(language, entry.id)
+                )
             if in_form:  # told in the middle of a form: kept, and the form goes on with no more questions
                 return events
             if not interests:

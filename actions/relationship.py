@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from actions.buttons import is_tap
+from actions.buttons import INTEREST_TITLES, PATRON_TYPE_TITLES, is_tap
 from actions.crm import crm_engine, patron_id_for, privacy_url, tracker_key
 from actions.language import patron_language
 from bot.crm.audit import log_access
@@ -141,7 +141,8 @@ class ActionPrivacySummary(Action):  # type: ignore[misc]
         try:
             with session_scope(crm_engine()) as session:
                 patron_id = patron_id_for(session, tracker)
-                summary = _summary(session, patron_id, zh=zh)
+                in_session = sum(1 for event in tracker.events if event.get("event") in ("user", "bot"))
+                summary = _summary(session, patron_id, zh=zh, in_session=in_session)
                 log_access(
                     session=session,
                     actor="patron",
@@ -159,7 +160,25 @@ class ActionPrivacySummary(Action):  # type: ignore[misc]
         return []
 
 
-def _summary(session: Session, patron_id: int, *, zh: bool) -> dict[str, str]:
+# What the summary shows, in the patron's words rather than the CRM's codes.
+LANGUAGE_NAMES = {"zh": ("中文", "Chinese"), "en": ("英文", "English")}
+CHANNEL_NAMES = {"rest": ("网页", "web"), "telegram": ("Telegram", "Telegram"), "wechat": ("微信", "WeChat")}
+PURPOSE_NAMES = {
+    "service": ("服务消息", "service messages"),
+    "follow_up": ("图书馆主动发送的消息", "messages from the library"),
+    "profiling": ("个性化服务", "personalised service"),
+    "cross_border": ("境外渠道", "channels abroad"),
+}
+
+
+def _name(names: dict[str, tuple[str, str]], code: str, zh: bool) -> str:
+    pair = names.get(code)
+    return (pair[0] if zh else pair[1]) if pair else code
+
+
+def _summary(session: Session, patron_id: int, *, zh: bool, in_session: int = 0) -> dict[str, str]:
+    """What the library holds about the patron, in their language. `in_session`: the messages of this
+    conversation so far, some of which may not have reached the CRM yet."""
     patron = session.get(Patron, patron_id)
     assert patron is not None  # just created or found in this transaction
     channels = session.execute(
@@ -172,12 +191,17 @@ def _summary(session: Session, patron_id: int, *, zh: bool) -> dict[str, str]:
     interests = patron.interests if isinstance(patron.interests, list) else []
     consents = current_consents(session=session, patron_id=patron_id)
     words = {True: "同意" if zh else "yes", False: "不同意" if zh else "no"}
+    separator = "、" if zh else ", "
     return {
-        "channels": ", ".join(sorted(set(channels))) or none,
-        "language": patron.language or none,
-        "patron_type": patron.patron_type or none,
-        "interests": ", ".join(str(i) for i in interests) or none,
-        "messages": str(messages),
+        "channels": separator.join(_name(CHANNEL_NAMES, c, zh) for c in sorted(set(channels))) or none,
+        "language": _name(LANGUAGE_NAMES, patron.language, zh) if patron.language else none,
+        "patron_type": _name(PATRON_TYPE_TITLES, patron.patron_type, zh) if patron.patron_type else none,
+        "interests": separator.join(_name(INTEREST_TITLES, str(i), zh) for i in interests) or none,
+        "messages": str(max(int(messages), in_session)),
         "first_seen": f"{patron.created_at:%Y-%m-%d}" if patron.created_at else none,
-        "consents": ", ".join(f"{purpose}: {words[granted]}" for purpose, granted in consents.items()),
+        "consents": separator.join(
+            f"{_name(PURPOSE_NAMES, purpose, zh)}{'：' if zh else ': '}{words[granted]}"
+            for purpose, granted in consents.items()
+        )
+        or none,
     }

@@ -172,3 +172,29 @@ def asks_about_it(text: str) -> bool:
     to be done: "My friend said the printers are broken, is that true?", "打印机是不是坏了？" ask; "why is
     the wifi always down", "能不能把空调调高一点？" do not."""
     return is_question(text, keywords_ask=False) and not _REQUEST.search(text)
+
+
+# A short acknowledgement after an answer ("ok", "alright then", "好的", "嗯嗯"): thanks, not goodbye.
+_ACKNOWLEDGEMENTS = {"ok", "okay", "k", "alright", "all right", "right", "sure", "fine", "got it", "i see",
+                     "understood", "noted", "cool", "好", "好的", "好滴", "嗯", "嗯嗯", "哦", "噢", "知道了",
+                     "明白了", "明白", "了解", "收到", "行", "可以"}  # fmt: skip
+_THEN = re.compile(r"\s*(?:then|thanks?|呢|啦|了|吧|哈)$")
+
+
+def is_acknowledgement(text: str) -> bool:
+    """Whether a message only acknowledges what the bot said ("ok", "alright then", "好的呢")."""
+    cleaned = " ".join(text.casefold().split()).strip(" .!。！,，~～")
+    return cleaned in _ACKNOWLEDGEMENTS or _THEN.sub("", cleaned).strip(" ,，") in _ACKNOWLEDGEMENTS
+
+
+# A complaint or suggestion left for a rating: "actually I'd rather just give feedback", "我还是打个分吧".
+_RATE_INSTEAD = re.compile(
+    r"\b(?:rather|instead|just)\b.*\b(?:feedback|rate|rating|review)\b"
+    r"|\b(?:feedback|rate|rating|review)\b.*\binstead\b|(?:还是|只想|就|改成).{0,4}(?:评价|打分|打个分|评个分|反馈)",
+    re.IGNORECASE,
+)
+
+
+def wants_to_rate_instead(text: str) -> bool:
+    """Whether the patron says they would rather rate or give feedback than report something."""
+    return bool(_RATE_INSTEAD.search(text))

@@ -52,9 +52,18 @@ def typed_payload(text: str, buttons: Iterable[Mapping[str, Any]]) -> str | None
             return payload
     payloads = [payload for _, payload in offered]
     if all(consent in payloads for consent in CONSENT_PAYLOADS):
-        words = " ".join(text.casefold().replace("'", "").split()).strip(" .!。！,，")
-        if words in _YES:
-            return CONSENT_PAYLOADS[0]
-        if words in _NO:
-            return CONSENT_PAYLOADS[1]
+        return _yes_or_no(text)
+    return None
+
+
+def _yes_or_no(text: str) -> str | None:
+    """Under the consent question: a plain yes or no ("no", "不用了"), or a short answer that opens with
+    one ("nope, not for me", "好的，谢谢")."""
+    words = " ".join(text.casefold().replace("'", "").split()).strip(" .!。！,，")
+    first = re.split(r"[\s,，.。!！]+", words, maxsplit=1)[0]
+    short = len(words.split()) <= 5 and len(words) <= 20
+    if words in _YES or (short and first in _YES):
+        return CONSENT_PAYLOADS[0]
+    if words in _NO or (short and first in _NO | {"nah"}):
+        return CONSENT_PAYLOADS[1]
     return None

@@ -26,7 +26,7 @@ from rasa.shared.nlu.constants import (
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from bot.language import asks_about_it, detect_language, is_praise
+from bot.language import asks_about_it, detect_language, is_acknowledgement, is_praise, wants_to_rate_instead
 
 _WORDLIKE = re.compile(r"\w", re.UNICODE)
 
@@ -144,12 +144,17 @@ class ConsequenceGuard(GraphComponent, IntentClassifier):  # type: ignore[misc]
         return messages
 
     def _read_as_meant(self, message: Message, intent: dict[str, Any], confidence: float) -> None:
-        """Praise taken for a complaint or a request for a librarian is thanks; a complaint or suggestion
-        that asks about a fault ("is that true?") is the next intent the classifier saw that records
-        nothing, or a fallback."""
+        """An acknowledgement taken for goodbye is thanks; a wish to rate instead ("I'd rather just give
+        feedback") is give_feedback; praise taken for a complaint or a request for a librarian is thanks;
+        a complaint or suggestion that asks about a fault ("is that true?") is the next intent the
+        classifier saw that records nothing, or a fallback."""
         name = intent.get(INTENT_NAME_KEY)
         text = str(message.get(TEXT) or "")
-        if name in _FAULT_FINDING and is_praise(text):
+        if name == "goodbye" and is_acknowledgement(text):  # "ok", "alright then" after an answer
+            self._replace(message, {INTENT_NAME_KEY: "thanks", PREDICTED_CONFIDENCE_KEY: confidence})
+        elif name != "give_feedback" and wants_to_rate_instead(text):
+            self._replace(message, {INTENT_NAME_KEY: "give_feedback", PREDICTED_CONFIDENCE_KEY: confidence})
+        elif name in _FAULT_FINDING and is_praise(text):
             self._replace(message, {INTENT_NAME_KEY: "thanks", PREDICTED_CONFIDENCE_KEY: confidence})
         elif name in _REPORTS and asks_about_it(text):
             ranking = message.get(INTENT_RANKING_KEY) or []

@@ -446,3 +446,14 @@ def test_a_complaint_that_asks_for_a_fix_stays_a_complaint() -> None:
     text = "阅览室空调太冷了，能不能调高一点？"
     asked_for = _guarded_text(text, [("complaint", 0.7), ("study_spaces", 0.2)])
     assert asked_for.get(INTENT)["name"] == "complaint"
+
+
+def test_an_acknowledgement_taken_for_goodbye_is_thanks() -> None:
+    assert _guarded_text("alright then", [("goodbye", 0.6), ("thanks", 0.3)]).get(INTENT)["name"] == "thanks"
+
+
+def test_a_complaint_left_for_a_rating_is_feedback() -> None:
+    wanted = _guarded_text(
+        "actually I'd rather just give feedback", [("complaint", 0.5), ("give_feedback", 0.4)]
+    )
+    assert wanted.get(INTENT)["name"] == "give_feedback"

@@ -28,6 +28,8 @@ TYPES = [{"title": "Postgraduate", "payload": '/inform_profile{"patron_type": "p
         ("yes please!", CONSENT_BUTTONS, "/subscribe"),
         ("No thanks", CONSENT_BUTTONS, "/unsubscribe"),
         ("no", CONSENT_BUTTONS, "/unsubscribe"),
+        ("nope, not for me", CONSENT_BUTTONS, "/unsubscribe"),
+        ("好的，谢谢", BILINGUAL, "/subscribe"),
         ("不用了", BILINGUAL, "/unsubscribe"),
         ("好的", BILINGUAL, "/subscribe"),
         ("Yes", BILINGUAL, "/subscribe"),
@@ -127,3 +129,26 @@ def test_a_correction_may_open_with_several_words(text: str, rating: int) -> Non
 @pytest.mark.parametrize(("text", "yes"), [("yes", True), ("好的", True), ("delete", False), ("no", False)])
 def test_a_bare_yes_is_an_affirmation(text: str, yes: bool) -> None:
     assert is_affirmation(text) is yes
+
+
+@pytest.mark.parametrize(
+    ("text", "ack"), [("ok", True), ("alright then", True), ("好的呢", True), ("ok bye", False)]
+)
+def test_a_bare_acknowledgement_is_not_goodbye(text: str, ack: bool) -> None:
+    from bot.language import is_acknowledgement
+
+    assert is_acknowledgement(text) is ack
+
+
+@pytest.mark.parametrize(
+    ("text", "cancel"),
+    [
+        ("nah, never mind then", True),
+        ("算了算了", True),
+        ("never mind the noise, the lockers on floor 2 are broken", False),
+    ],
+)
+def test_a_short_message_that_says_never_mind_leaves_the_form(text: str, cancel: bool) -> None:
+    from bot.engagement.feedback import is_cancel
+
+    assert is_cancel(text) is cancel

@@ -555,6 +555,8 @@ def test_the_profile_is_kept_with_consent_and_the_answer_given_for_the_type(crm_
     )
     assert slot_values(events) == {"profile_asked": True, "patron_type": "postgraduate"}
     assert "postgraduate" in messages[0]["text"].lower() or "研究生" in messages[0]["text"]
+    # The answer for their type carries "did this help?" like every answer.
+    assert [b["payload"] for b in messages[0]["buttons"]][-1] == '/give_feedback{"helpful": "no:loan-limits"}'
     assert messages[-1]["response"] == "utter_ask_interests"
     _, interest = run(
         ActionSaveProfile(), make_tracker("I'm interested in databases", intent="inform_profile")
@@ -744,3 +746,12 @@ def test_reports_and_ratings_keep_their_conversation_for_the_ingester_to_link(
     run(ActionSubmitReport(), tracker)
     assert [row.rasa_sender_id for row in rows(crm_for_actions, Feedback)] == ["rest:patron-1"]
     assert [row.rasa_sender_id for row in rows(crm_for_actions, Suggestion)] == ["rest:patron-1"]
+
+
+def test_never_mind_while_a_librarian_has_the_conversation_leaves_it_with_them() -> None:
+    from actions.handoff import ActionCancel
+
+    _, said = run(ActionCancel(), make_tracker("算了", intent="cancel", slots={"handoff_active": True}))
+    assert [m["response"] for m in said] == ["utter_handoff_ack"]
+    _, said = run(ActionCancel(), make_tracker("算了", intent="cancel"))
+    assert [m["response"] for m in said] == ["utter_cancel_ok"]

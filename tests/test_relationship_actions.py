@@ -89,8 +89,11 @@ def test_privacy_summary_tells_the_patron_and_is_audited(crm_for_actions: Engine
     run(ActionSubscribe(), "subscribe")
     messages = run(ActionPrivacySummary(), "what do you know about me")
     assert messages[0]["response"] == "utter_privacy_summary"
-    assert messages[0]["channels"] == "rest"
-    assert messages[0]["consents"] == "service: yes, follow_up: yes, profiling: no, cross_border: no"
+    # In the patron's words, not the CRM's codes.
+    assert messages[0]["channels"] == "web"
+    assert messages[0]["consents"] == (
+        "service messages: yes, messages from the library: yes, personalised service: no, channels abroad: no"
+    )
     assert messages[0]["messages"] == "0"
     with Session(crm_for_actions, future=True) as session:
         entry = session.execute(select(AuditLog)).scalar_one()
@@ -108,3 +111,23 @@ def test_unreachable_crm_gets_an_apology_not_a_crash(monkeypatch: pytest.MonkeyP
         )
     finally:
         crm_engine.cache_clear()
+
+
+def test_the_chinese_summary_shows_no_codes_and_counts_the_conversation_so_far(
+    crm_for_actions: Engine,
+) -> None:
+    """The summary answered "读者类型 undergraduate；兴趣 events；follow_up: 不同意", and "0 messages"
+    to a patron who had been chatting (the ingester had not caught up)."""
+    from actions.relationship import ActionPrivacySummary
+    from tests.test_actions import tracker as make
+
+    asking = make("你们有我哪些信息", language="zh")
+    asking.events = [{"event": "user", "text": "你好"}, {"event": "bot", "text": "您好"}, {"event": "user"}]
+    dispatcher = CollectingDispatcher()
+    ActionPrivacySummary().run(dispatcher, asking, {})
+    said = dispatcher.messages[0]
+    assert said["channels"] == "网页"
+    assert "follow_up" not in said["consents"]
+    assert "service" not in said["consents"]
+    assert said["consents"].startswith("服务消息：同意")
+    assert said["messages"] == "3"

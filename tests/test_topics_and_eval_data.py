@@ -111,3 +111,23 @@ def test_knowledge_intents_are_those_the_rules_answer_from_the_knowledge_base() 
     rule = next(r for r in rules if r["rule"] == name)
     assert rule["steps"][-1] == {"action": "action_answer_faq"}
     assert {step["intent"] for step in rule["steps"][0]["or"]} == KNOWLEDGE_INTENTS
+
+
+def test_no_dialogue_is_answered_by_a_training_example() -> None:
+    """tests/dialogues/ measures the bot: a patron's turn there (longer than a one- or two-word opener
+    such as "subscribe" or "你好") must not be an NLU training example word for word."""
+    import yaml as yaml_module
+
+    training = set().union(*(v for k, v in _project_texts().items() if k.startswith("nlu")))
+    turns = []
+    for path in sorted((PROJECT_ROOT / "tests" / "dialogues").glob("*.yml")):
+        for dialogue in (yaml_module.safe_load(path.read_text(encoding="utf-8")) or {}).get(
+            "dialogues"
+        ) or []:
+            turns += [str(turn["say"]) for turn in dialogue["turns"]]
+    tested = [
+        text
+        for text in turns
+        if (len(text) >= 8 and len(text.split()) >= 2) or (len(text) >= 6 and not text.isascii())
+    ]
+    assert sorted({text for text in tested if _normalise(text) in training}) == []

@@ -192,11 +192,18 @@ _CANCEL = {"cancel", "never mind", "nevermind", "forget it", "quit", "exit", "st
            "取消", "不评了", "不想评", "不填了", "不说了", "以后再说", "退出"}  # fmt: skip
 
 
+# Said anywhere in a short message, these leave what the bot asked ("nah, never mind then", "算了算了").
+_LEAVING = re.compile(
+    r"never ?mind|forget (?:it|about it)|算了|不用了|不评了|不说了|不填了|不想说了", re.IGNORECASE
+)
+
+
 def is_cancel(text: str) -> bool:
     """True when the patron leaves a form instead of answering ("never mind", "算了", "取消"): every
     way of declining counts, since a question the patron cannot leave is worse than a lost answer."""
     cleaned = text.strip().lower().rstrip("!.。！")
-    return cleaned in _CANCEL or cleaned in _SKIP
+    short = len(cleaned.split()) <= 5 and len(cleaned) <= 24
+    return cleaned in _CANCEL or cleaned in _SKIP or (short and bool(_LEAVING.search(cleaned)))
 
 
 def record_feedback(
