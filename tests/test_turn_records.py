@@ -66,14 +66,15 @@ def test_rows_written_during_a_turn_get_the_conversation_the_turn_begins(crm: En
     now = time.time()
     asked = user_event("rest:ann", "I want to complain: the renewal page never loads", timestamp=now - 1)
     rows = write_during_the_turn(crm)
+    written = time.time()  # the reply comes after the rows, however long writing them took
     assert conversation_ids(crm, *rows) == [None, None, None]  # no conversation row yet
     ingest(
         crm,
         [
             session_started("rest:ann", now - 2),
             asked,
-            action_event("rest:ann", "action_submit_report", timestamp=now + 0.5),
-            bot_event("rest:ann", "Recorded as no. 1", timestamp=now + 0.6),
+            action_event("rest:ann", "action_submit_report", timestamp=written + 0.5),
+            bot_event("rest:ann", "Recorded as no. 1", timestamp=written + 0.6),
         ],
     )
     [conversation] = conversations(crm, "rest:ann")
@@ -93,8 +94,9 @@ def test_rows_written_during_a_turn_get_the_conversation_that_existed_already(cr
     # The turn's own message reaches the CRM before its actions run (the tracker store's first commit).
     ingest(crm, [user_event("rest:ann", "the renewal page never loads", timestamp=now - 1)])
     rows = write_during_the_turn(crm)
-    ingest(crm, [action_event("rest:ann", "action_submit_report", timestamp=now + 0.5)])
-    ingest(crm, [bot_event("rest:ann", "Recorded as no. 1", timestamp=now + 0.6)])
+    written = time.time()
+    ingest(crm, [action_event("rest:ann", "action_submit_report", timestamp=written + 0.5)])
+    ingest(crm, [bot_event("rest:ann", "Recorded as no. 1", timestamp=written + 0.6)])
     assert conversation_ids(crm, *rows) == [conversation, conversation, conversation]
     assert conversations(crm, "rest:ann") == [conversation]
 
@@ -111,6 +113,7 @@ def test_rows_of_a_new_session_are_not_given_the_previous_one(crm: Engine) -> No
         ],
     )
     rows = write_during_the_turn(crm)
+    written = time.time()
     # Yesterday's last events arrive late (or are delivered again): the rows are not yesterday's.
     ingest(crm, [bot_event("rest:ann", "Hi!", timestamp=now - 86_398)])
     assert conversation_ids(crm, *rows) == [None, None, None]
@@ -119,7 +122,7 @@ def test_rows_of_a_new_session_are_not_given_the_previous_one(crm: Engine) -> No
         [
             session_started("rest:ann", now - 2),
             user_event("rest:ann", "I want to complain", timestamp=now - 1),
-            bot_event("rest:ann", "Recorded as no. 1", timestamp=now + 0.6),
+            bot_event("rest:ann", "Recorded as no. 1", timestamp=written + 0.6),
         ],
     )
     yesterday, today = conversations(crm, "rest:ann")
@@ -134,7 +137,10 @@ def test_other_conversations_rows_are_left_alone(crm: Engine) -> None:
         unkeyed = record_feedback(session=session, patron_id=None, csat=3).id  # written by an older action
     ingest(
         crm,
-        [user_event("rest:ann", "hi", timestamp=now - 1), bot_event("rest:ann", "Hi!", timestamp=now + 1)],
+        [
+            user_event("rest:ann", "hi", timestamp=now - 1),
+            bot_event("rest:ann", "Hi!", timestamp=time.time() + 1),  # after bob's rows
+        ],
     )
     assert conversation_ids(crm, *rows) == [None, None, None]
     with Session(crm, future=True) as session:
