@@ -64,7 +64,12 @@ class ValidateReportForm(FormValidationAction):  # type: ignore[misc]
     def extract_report_details(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
-        return told_not_asked(tracker, domain, "report_details")
+        told = told_not_asked(tracker, domain, "report_details")
+        if told and not has_details(told["report_details"]):
+            # "actually I'd rather just give feedback", "thanks": nothing about the report, so the
+            # rule for what the classifier read acts (a rating instead, leaving the form)
+            return {}
+        return told
 
     def validate_report_details(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict

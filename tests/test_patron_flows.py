@@ -309,7 +309,8 @@ def run_form(form: Any, typed: str, *, intent: str, requested: str) -> list[dict
 @pytest.mark.parametrize(
     ("typed", "intent"),
     [("the online renewal never works for me", "renewal"), ("网上续借总是失败", "renewal"),
-     ("the wifi on level 3 keeps dropping", "tech_services")],
+     ("the wifi on level 3 keeps dropping", "tech_services"),
+     ("the man at the loans desk was rude to me this morning", "give_feedback")],
 )  # fmt: skip
 def test_a_complaint_that_names_a_service_is_the_complaint(typed: str, intent: str) -> None:
     events = run_form(ValidateReportForm(), typed, intent=intent, requested="report_details")
@@ -320,7 +321,8 @@ def test_a_complaint_that_names_a_service_is_the_complaint(typed: str, intent: s
     ("typed", "intent"),
     [("how do I renew?", "renewal"), ("续借", "renewal"), ("图书馆几点开门", "ask_hours"),
      ("stop sending me messages", "unsubscribe"), ("put me through to a librarian", "human_handoff"),
-     ('/renewal', "renewal")],
+     ('/renewal', "renewal"), ("actually I'd rather just give feedback", "give_feedback"),
+     ("谢谢", "thanks"), ("再见", "goodbye")],
 )  # fmt: skip
 def test_a_question_or_a_command_in_the_complaint_form_is_not_the_complaint(typed: str, intent: str) -> None:
     # Nothing fills the slot: Rasa rejects the form's turn and the rules answer it (or act on it).
