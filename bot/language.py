@@ -162,7 +162,8 @@ def is_praise(text: str) -> bool:
 
 _REQUEST = re.compile(
     r"\b(?:please|can you|could you|would you|will you|fix|repair|turn|change|open|close|add|buy)\b"
-    r"|能不能|能否|可以|可不可以|麻烦|请|希望|建议|修|调|换|加|开|关",
+    r"|\b(?:order|more copies|(?:can|could|would|will) (?:the library|they|we))\b"
+    r"|能不能|能否|可以|可不可以|麻烦|请|希望|建议|修|调|换|加|开|关|采购|购买|买|订|多(?:放|采|订|开|加|配)",
     re.IGNORECASE,
 )
 
@@ -170,7 +171,8 @@ _REQUEST = re.compile(
 def asks_about_it(text: str) -> bool:
     """Whether a message that reports a fault asks about it rather than reports it or asks for something
     to be done: "My friend said the printers are broken, is that true?", "打印机是不是坏了？" ask; "why is
-    the wifi always down", "能不能把空调调高一点？" do not."""
+    the wifi always down", "能不能把空调调高一点？", "经济学教材能多采购几本吗" (a purchase asked for)
+    do not."""
     return is_question(text, keywords_ask=False) and not _REQUEST.search(text)
 
 

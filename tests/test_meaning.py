@@ -152,3 +152,17 @@ def test_a_short_message_that_says_never_mind_leaves_the_form(text: str, cancel:
     from bot.engagement.feedback import is_cancel
 
     assert is_cancel(text) is cancel
+
+
+@pytest.mark.parametrize(
+    ("text", "asks"),
+    [("My friend said the printers are broken, is that true?", True), ("打印机是不是坏了？", True),
+     ("why is the wifi always down", False), ("能不能把空调调高一点？", False),
+     ("经济学教材能多采购几本吗", False),
+     ("could the library get more copies of the statistics textbook?", False),
+     ("图书馆会买这本新书吗", False)],
+)  # fmt: skip
+def test_a_request_phrased_as_a_question_is_not_asking_about_a_fault(text: str, asks: bool) -> None:
+    from bot.language import asks_about_it
+
+    assert asks_about_it(text) is asks
