@@ -33,15 +33,23 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         print(f"patronbot: no trained model at {model}; run `patronbot train` first")
         return 2
     report: dict[str, Any] = {"model": str(model)}
-    if args.dialogues is not None:
+    if args.dialogues is not None or args.followups is not None:
         import tempfile
 
         from nlu.dialogues import evaluate_dialogues, load_dialogues
+        from nlu.followups import load_cases, summarise_last_turns
 
-        dialogues = load_dialogues([Path(path) for path in args.dialogues])
+        if args.followups is not None:
+            name, dialogues = "followups", load_cases([Path(path) for path in args.followups])
+        else:
+            name, dialogues = "dialogues", load_dialogues([Path(path) for path in args.dialogues])
         with tempfile.TemporaryDirectory(prefix="patronbot-dialogues-") as workdir:
-            report["dialogues"] = evaluate_dialogues(
-                model=model, dialogues=dialogues, workdir=Path(workdir), vector_dir=settings.vector_path
+            report[name] = evaluate_dialogues(
+                model=model,
+                dialogues=dialogues,
+                workdir=Path(workdir),
+                vector_dir=settings.vector_path,
+                summary=summarise_last_turns if name == "followups" else None,
             )
         print(json.dumps(report, ensure_ascii=False, indent=2) if args.format == "json" else _text(report))
         return 0
@@ -101,6 +109,18 @@ def _text(report: dict[str, Any]) -> str:
     if "public_scope" in report:
         lines.append(f"public out-of-scope detection (NLU): {report['public_scope']}")
         lines.append(f"public out-of-scope detection (whole turn): {report.get('public_scope_turn')}")
+    lines += _conversation_text(report)
+    if "retrieval" in report:
+        for lang, row in report["retrieval"]["by_language"].items():
+            lines.append(
+                f"retrieval {lang}: top-1 {row['top1']} top-3 {row['top3']} OOS AUROC {row['oos_auroc']}"
+            )
+    return "\n".join(lines)
+
+
+def _conversation_text(report: dict[str, Any]) -> list[str]:
+    """The lines for whole dialogues and multi-turn cases."""
+    lines: list[str] = []
     if "dialogues" in report:
         summary = report["dialogues"]
         for name, row in [
@@ -112,12 +132,20 @@ def _text(report: dict[str, Any]) -> str:
         for wrong in summary["wrong"]:
             lines.append(f"  wrong: {wrong['dialogue']} [{wrong['language']}]")
             lines += [f"    - {problem}" for problem in wrong["problems"]]
-    if "retrieval" in report:
-        for lang, row in report["retrieval"]["by_language"].items():
+    if "followups" in report:
+        summary = report["followups"]
+        for name, row in [
+            ("all", summary["overall"]),
+            *summary["by_language"].items(),
+            *summary["by_kind"].items(),
+        ]:
             lines.append(
-                f"retrieval {lang}: top-1 {row['top1']} top-3 {row['top3']} OOS AUROC {row['oos_auroc']}"
+                f"follow-ups {name}: last turn right {row['right']} of {row['n']} ({row['accuracy']})"
             )
-    return "\n".join(lines)
+        for wrong in summary["wrong"]:
+            lines.append(f"  wrong: {wrong['case']} [{wrong['language']} {wrong['kind']}] {wrong['turns']}")
+            lines += [f"    - {problem}" for problem in wrong["problems"]]
+    return lines
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -132,6 +160,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         metavar="FILE",
         help="talk whole dialogues with a bot started on the model and check its replies and CRM records "
         "(default: every file in tests/dialogues/)",
+    )
+    evaluate.add_argument(
+        "--followups",
+        nargs="*",
+        metavar="FILE",
+        help="talk multi-turn cases (follow-up questions, details added, new topics) and score each on "
+        "its last turn (default: tests/followups/en.yml and zh.yml)",
     )
     evaluate.add_argument("--format", choices=["text", "json"], default="text")
     evaluate.set_defaults(handler=cmd_eval)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ class Turn:
     expect: tuple[str, ...] = ()
     forbid: tuple[str, ...] = ()
     language: str | None = None  # the replies' language, where it is not the dialogue's
+    answer: str | None = None  # a knowledge-base entry one of the replies must be the answer of
+    answer_for: str | None = None  # with `answer`: the answer for this patron type
+    not_answer: str | None = None  # a knowledge-base entry no reply may be the answer of
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class Dialogue:
     language: str
     kind: str
     turns: tuple[Turn, ...]
-    records: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, Any] | None = field(default_factory=dict)  # None: the records are not checked
 
 
 @dataclass
@@ -54,6 +58,13 @@ class Outcome:
     dialogue: Dialogue
     replies: list[list[str]] = field(default_factory=list)  # the texts the webhook answered, per turn
     problems: list[str] = field(default_factory=list)
+    wrong_turns: set[int] = field(default_factory=set)  # numbers (from 1) of the turns with a problem
+    records_right: bool = True
+
+    @property
+    def last_turn_right(self) -> bool:
+        """The last turn's replies and the records are right (earlier turns are only its context)."""
+        return self.records_right and len(self.dialogue.turns) not in self.wrong_turns
 
     @property
     def right(self) -> bool:
@@ -75,6 +86,9 @@ def load_dialogues(paths: Sequence[Path] | None = None) -> list[Dialogue]:
                         expect=tuple(turn.get("expect") or ()),
                         forbid=tuple(turn.get("forbid") or ()),
                         language=turn.get("language"),
+                        answer=turn.get("answer"),
+                        answer_for=turn.get("for"),
+                        not_answer=turn.get("not_answer"),
                     )
                     for turn in item["turns"]
                 )
@@ -177,24 +191,70 @@ def check(session: Session, outcome: Outcome, *, sender: str) -> list[str]:
         )
     ).scalar_one_or_none()
     if patron_id is None:
+        outcome.records_right = False
         return ["the patron never reached the CRM"]
     crm_turns = _turns_in_crm(session, patron_id)
     if len(crm_turns) != len(dialogue.turns):
+        outcome.records_right = False
         problems.append(f"{len(crm_turns)} patron messages in the CRM for {len(dialogue.turns)} turns")
     for number, (turn, (_, replies), texts) in enumerate(
         zip(dialogue.turns, crm_turns, outcome.replies, strict=False), start=1
     ):
         said = [str(reply.produced_by or "") for reply in replies]
-        if not _subsequence(turn.expect, said):
-            problems.append(f"turn {number} ({turn.say!r}): expected {list(turn.expect)}, said {said}")
-        wrong = [name for name in turn.forbid if name in said]
-        if wrong:
-            problems.append(f"turn {number} ({turn.say!r}): said {wrong}, which it must not")
-        languages = {str(language) for text in texts if (language := detect_language(text)) is not None}
-        if languages - {turn.language or dialogue.language}:
-            problems.append(f"turn {number} ({turn.say!r}): replied in {sorted(languages)}")
-    problems += _check_records(session, patron_id, dialogue.records)
+        found = _turn_problems(turn, said, texts, dialogue.language)
+        if found:
+            outcome.wrong_turns.add(number)
+            problems += [f"turn {number} ({turn.say!r}): {problem}" for problem in found]
+    record_problems = [] if dialogue.records is None else _check_records(session, patron_id, dialogue.records)
+    outcome.records_right = outcome.records_right and not record_problems
+    return problems + record_problems
+
+
+def _turn_problems(turn: Turn, said: list[str], texts: list[str], language: str) -> list[str]:
+    problems = []
+    if not _subsequence(turn.expect, said):
+        problems.append(f"expected {list(turn.expect)}, said {said}")
+    wrong = [name for name in turn.forbid if name in said]
+    if wrong:
+        problems.append(f"said {wrong}, which it must not")
+    languages = {str(found) for text in texts if (found := detect_language(text)) is not None}
+    if languages - {turn.language or language}:
+        problems.append(f"replied in {sorted(languages)}")
+    if turn.answer is not None:
+        answered = answered_entries(texts, language)
+        wanted = (turn.answer, turn.answer_for)
+        if not any(
+            entry == turn.answer and (turn.answer_for is None or kind == turn.answer_for)
+            for entry, kind in answered
+        ):
+            problems.append(f"expected the answer {wanted}, answered {sorted(answered)}")
+    if turn.not_answer is not None and any(
+        entry == turn.not_answer for entry, _ in answered_entries(texts, language)
+    ):
+        problems.append(f"answered {turn.not_answer}, which it must not")
     return problems
+
+
+@functools.cache
+def _answers(language: str) -> dict[str, tuple[str, str | None]]:
+    """Each answer text of the knowledge base in `language`: its entry, and the patron type it is for."""
+    from bot.knowledge.entries import load_entries
+    from bot.settings import get_settings
+
+    settings = get_settings()
+    answers: dict[str, tuple[str, str | None]] = {}
+    for entry in load_entries(settings.path(settings.knowledge_base)):
+        if entry.lang == language:
+            answers[entry.answer.strip()] = (entry.id, None)
+            for patron_type, text in entry.audience.items():
+                answers[text.strip()] = (entry.id, patron_type)
+    return answers
+
+
+def answered_entries(texts: Sequence[str], language: str) -> set[tuple[str, str | None]]:
+    """The knowledge-base entries (and patron types) whose answers are among the replies."""
+    answers = _answers(language)
+    return {answers[text.strip()] for text in texts if text.strip() in answers}
 
 
 def _check_records(session: Session, patron_id: int, expected: dict[str, Any]) -> list[str]:
@@ -287,16 +347,23 @@ def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
 
 
 def evaluate_dialogues(
-    *, model: Path, dialogues: Sequence[Dialogue], workdir: Path, vector_dir: Path | None = None
+    *,
+    model: Path,
+    dialogues: Sequence[Dialogue],
+    workdir: Path,
+    vector_dir: Path | None = None,
+    summary: Callable[[Sequence[Outcome]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Start the bot on `model` (its own data folder and ports; the knowledge base's vectors from
-    `vector_dir` if given), talk every dialogue, then stop it."""
+    `vector_dir` if given), talk every dialogue, then stop it; `summary` makes the report (default:
+    whole dialogues right, `summarise`)."""
     from bot.runtime.launch import launch, stop
 
     env = {"PATRONBOT_VECTOR_DIR": str(vector_dir)} if vector_dir is not None else None
     bot = launch(workdir=workdir, model=model, env=env)
     try:
         crm_url = f"sqlite:///{bot.data_dir / 'patronbot.db'}"
-        return summarise(run_dialogues(webhook=bot.webhook, crm_url=crm_url, dialogues=dialogues))
+        outcomes = run_dialogues(webhook=bot.webhook, crm_url=crm_url, dialogues=dialogues)
+        return (summary or summarise)(outcomes)
     finally:
         stop(bot)
