@@ -86,14 +86,24 @@ class ActionHandoff(Action):  # type: ignore[misc]
 
 
 def _fallbacks_in_a_row(tracker: Tracker) -> int:
+    """The patron's messages in a row, this one included, that the bot said it did not understand.
+    A message a form took as its answer (a comment the classifier could not place) was understood,
+    whatever the classifier made of it, and ends the run."""
     count = 0
+    answered_by: str | None = None  # the first action after the user event being looked at
+    latest = True
     for event in reversed(tracker.events):
-        if event.get("event") != "user":
+        kind = event.get("event")
+        if kind == "action" and event.get("name") != "action_listen":
+            answered_by = event.get("name")
+            continue
+        if kind != "user":
             continue
         intent = ((event.get("parse_data") or {}).get("intent") or {}).get("name")
-        if intent != FALLBACK_INTENT:
+        if intent != FALLBACK_INTENT or (not latest and answered_by != "action_fallback"):
             break
         count += 1
+        latest, answered_by = False, None
     return count
 
 

@@ -21,6 +21,8 @@ from bot.knowledge.index import MULTILINGUAL
 from bot.knowledge.text import normalise_query
 from bot.language import Language
 from bot.settings import get_settings
+from bot.thread import FOLLOW_UP_WEIGHT, told_patron_type
+from bot.thread import PARSE_KEY as THREAD_KEY
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +54,24 @@ class ActionAnswerFaq(Action):  # type: ignore[misc]
         language = patron_language(tracker)
         # The NLU's e5 vector of this message, if it read the same text: then the turn encodes it once.
         e5 = query_vectors.unpack(latest.get(query_vectors.PARSE_KEY), normalise_query(text))
+        vectors = {MULTILINGUAL: e5} if e5 is not None else None
+        thread = latest.get(THREAD_KEY) or {}  # how nlu/context.py read it with the conversation
+        context = str(thread.get("query") or "")
         try:
-            decision = (
-                knowledge_service()
-                .retriever()
-                .decide(text, lang=language, vectors={MULTILINGUAL: e5} if e5 is not None else None)
-            )
+            retriever = knowledge_service().retriever()
+            # A follow-up ("那续借呢", "where is it") is read with the question it follows; a message
+            # the NLU found standing on its own is, if the knowledge base answers it outright.
+            decision = retriever.decide(text, lang=language, vectors=vectors)
+            if context and (thread.get("threaded") or decision.kind != "answer"):
+                threaded = query_vectors.unpack(thread.get(query_vectors.PARSE_KEY), normalise_query(context))
+                decision = retriever.decide_in_context(
+                    text,
+                    context,
+                    lang=language,
+                    weight=FOLLOW_UP_WEIGHT,
+                    vectors=vectors,
+                    context_vectors={MULTILINGUAL: threaded} if threaded is not None else None,
+                )
         except KnowledgeError as error:
             log.error("cannot answer from the knowledge base: %s", error)
             dispatcher.utter_message(response="utter_action_unavailable")
@@ -76,8 +90,11 @@ class ActionAnswerFaq(Action):  # type: ignore[misc]
     def _answer(
         dispatcher: CollectingDispatcher, tracker: Tracker, entry: Entry, *, text: str, language: Language
     ) -> list[dict[str, Any]]:
-        """The answer for the patron's type: the one named in the question, else the one they told."""
-        patron_type = mentioned_patron_type(text) or tracker.get_slot("patron_type")
+        """The answer for the patron's type: the one named in the question, else the one they said was
+        theirs earlier in the conversation, else the one their profile holds."""
+        patron_type = (
+            mentioned_patron_type(text) or told_patron_type(tracker.events) or tracker.get_slot("patron_type")
+        )
         events: list[dict[str, Any]] = [SlotSet("last_faq", entry.id)]
         if entry.audience and patron_type is None and not tracker.get_slot("profile_asked"):
             # The rule differs by patron type and the bot does not know theirs: ask, once.

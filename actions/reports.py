@@ -24,8 +24,9 @@ from actions.feedback import (
 from actions.handoff import open_escalation_for, when_staff_answer
 from actions.knowledge_base import knowledge_service
 from actions.language import patron_language
-from bot.engagement.feedback import has_details, is_cancel, record_report, report_kind
+from bot.engagement.feedback import add_report_detail, has_details, is_cancel, record_report, report_kind
 from bot.knowledge.entries import KnowledgeError
+from bot.thread import PARSE_KEY, REPORT_SLOT
 
 
 class ActionStartReport(Action):  # type: ignore[misc]
@@ -125,4 +126,40 @@ class ActionSubmitReport(Action):  # type: ignore[misc]
             return reset
         when = when_staff_answer(language) if complaint else ""
         dispatcher.utter_message(response="utter_report_recorded", number=str(number), when=when)
-        return reset
+        # The next message may add to it (a place, a time, a title): nlu/context.py reads this slot.
+        return [*reset, SlotSet(REPORT_SLOT, str(number))]
+
+
+class ActionAddReportDetail(Action):  # type: ignore[misc]
+    """A detail sent right after a complaint or suggestion was recorded ("三楼东边") is added to it, and
+    the patron told so; the librarian reads it with the report and its escalation."""
+
+    def name(self) -> str:
+        return "action_add_report_detail"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        latest = tracker.latest_message or {}
+        number = str((latest.get(PARSE_KEY) or {}).get("report") or tracker.get_slot(REPORT_SLOT) or "")
+        text = latest_text(tracker).strip()[:MAX_TEXT]
+        if not number.isdigit() or not text:
+            dispatcher.utter_message(response="utter_default")
+            return []
+
+        def add(session: Session) -> bool:
+            patron_id = patron_id_for(session, tracker)
+            return (
+                add_report_detail(session=session, patron_id=patron_id, report_id=int(number), text=text)
+                is not None
+            )
+
+        added = with_crm(add, doing="add to a complaint or suggestion")
+        if added is None:
+            dispatcher.utter_message(response="utter_action_unavailable")
+            return []
+        if not added:
+            dispatcher.utter_message(response="utter_default")
+            return [SlotSet(REPORT_SLOT, None)]
+        dispatcher.utter_message(response="utter_detail_added", number=number)
+        return [SlotSet(REPORT_SLOT, number)]

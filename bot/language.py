@@ -183,10 +183,23 @@ _ACKNOWLEDGEMENTS = {"ok", "okay", "k", "alright", "all right", "right", "sure",
 _THEN = re.compile(r"\s*(?:then|thanks?|呢|啦|了|吧|哈)$")
 
 
+# Words that, with an acknowledgement, still only acknowledge: "ok great", "got it thanks", "嗯嗯好".
+_ACKNOWLEDGING = re.compile(
+    r"\b(?:ok(?:ay)?|alright|all right|right|sure|fine|got it|i see|understood|noted|cool|great|perfect|"
+    r"nice|good|thanks?|thank you|then|so)\b|好的|好滴|好|嗯|哦|噢|知道了|明白了|明白|了解|收到|行|可以|"
+    r"谢谢|多谢|啦|了|吧|哈|呢|啊|呀|[\s.!。！,，~～]",
+    re.IGNORECASE,
+)
+
+
 def is_acknowledgement(text: str) -> bool:
-    """Whether a message only acknowledges what the bot said ("ok", "alright then", "好的呢")."""
+    """Whether a message only acknowledges what the bot said ("ok", "alright then", "好的呢", "ok great",
+    "嗯嗯好"): at least one acknowledgement and nothing else but thanks, praise words and particles."""
     cleaned = " ".join(text.casefold().split()).strip(" .!。！,，~～")
-    return cleaned in _ACKNOWLEDGEMENTS or _THEN.sub("", cleaned).strip(" ,，") in _ACKNOWLEDGEMENTS
+    if cleaned in _ACKNOWLEDGEMENTS or _THEN.sub("", cleaned).strip(" ,，") in _ACKNOWLEDGEMENTS:
+        return True
+    has_one = any(word in cleaned for word in _ACKNOWLEDGEMENTS if len(word) > 1 or word >= "\u4e00")
+    return has_one and not _ACKNOWLEDGING.sub("", cleaned)
 
 
 # A complaint or suggestion left for a rating: "actually I'd rather just give feedback", "我还是打个分吧".

@@ -144,13 +144,13 @@ class ConsequenceGuard(GraphComponent, IntentClassifier):  # type: ignore[misc]
         return messages
 
     def _read_as_meant(self, message: Message, intent: dict[str, Any], confidence: float) -> None:
-        """An acknowledgement taken for goodbye is thanks; a wish to rate instead ("I'd rather just give
-        feedback") is give_feedback; praise taken for a complaint or a request for a librarian is thanks;
-        a complaint or suggestion that asks about a fault ("is that true?") is the next intent the
-        classifier saw that records nothing, or a fallback."""
+        """An acknowledgement taken for goodbye or a greeting is thanks; a wish to rate instead ("I'd
+        rather just give feedback") is give_feedback; praise taken for a complaint or a request for a
+        librarian is thanks; a complaint or suggestion that asks about a fault ("is that true?") is the
+        next intent the classifier saw that records nothing, or a fallback."""
         name = intent.get(INTENT_NAME_KEY)
         text = str(message.get(TEXT) or "")
-        if name == "goodbye" and is_acknowledgement(text):  # "ok", "alright then" after an answer
+        if name in ("goodbye", "greet") and is_acknowledgement(text):  # "ok", "好的" after an answer
             self._replace(message, {INTENT_NAME_KEY: "thanks", PREDICTED_CONFIDENCE_KEY: confidence})
         elif name != "give_feedback" and wants_to_rate_instead(text):
             self._replace(message, {INTENT_NAME_KEY: "give_feedback", PREDICTED_CONFIDENCE_KEY: confidence})

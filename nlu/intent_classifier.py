@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 from rasa.engine.graph import ExecutionContext, GraphComponent
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
 from rasa.nlu.classifiers.classifier import IntentClassifier
+from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import (
     INTENT,
     INTENT_NAME_KEY,
@@ -23,6 +24,7 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from bot.knowledge import query_vectors
+from nlu.context import read_in_context, recent_events
 from nlu.features import Vector, embed_prepared
 from nlu.intent_model import SCOPE_SCORE_KEY, IntentModel, load_model, save_model
 
@@ -122,9 +124,37 @@ class E5IntentClassifier(GraphComponent, IntentClassifier):  # type: ignore[misc
     def process_training_data(self, training_data: TrainingData) -> TrainingData:
         return training_data
 
-    def process(self, messages: list[Message]) -> list[Message]:
+    def process(
+        self,
+        messages: list[Message],
+        tracker: Optional[DialogueStateTracker] = None,  # noqa: UP045 (Rasa's graph validation reads typing.Optional only)
+    ) -> list[Message]:
+        """Classifies each message on its own, then with the conversation before it (`tracker`, which
+        Rasa gives a component that asks for it: nlu/context.py)."""
         if self.model is None or not messages:
             return messages
+        self._classify(messages)
+        events = recent_events(tracker)
+        if events:
+            for message in messages:
+                read_in_context(message, events, self._rank)
+        return messages
+
+    def _rank(self, text: str) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+        """The intents of one text, best first, and its packed e5 vector (for retrieval)."""
+        assert self.model is not None
+        prepared, vectors = self._embed([text])
+        if not prepared[0] or not _WORD.search(text):
+            return [], None
+        decisions = self.model.decide([text], vectors)
+        ranking = [
+            {INTENT_NAME_KEY: self.model.classes[i], PREDICTED_CONFIDENCE_KEY: confidence}
+            for i, confidence in decisions.ranking(0, int(self.config["ranking_length"]))
+        ]
+        return ranking, query_vectors.pack(prepared[0], vectors[0])
+
+    def _classify(self, messages: list[Message]) -> None:
+        assert self.model is not None
         texts = [str(m.get(TEXT) or "") for m in messages]
         prepared, vectors = self._embed(texts)
         decisions = self.model.decide(texts, vectors)
@@ -151,4 +181,3 @@ class E5IntentClassifier(GraphComponent, IntentClassifier):  # type: ignore[misc
             message.set(INTENT_RANKING_KEY, ranking, add_to_output=True)
             if decisions.scope_scores is not None:
                 message.set(SCOPE_SCORE_KEY, float(decisions.scope_scores[row]), add_to_output=True)
-        return messages

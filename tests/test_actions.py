@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +74,12 @@ def test_broken_facts_file_gives_an_apology_not_a_crash(
     assert messages[0]["response"] == "utter_action_unavailable"
 
 
-def test_faq_action_answers_offers_or_admits_not_knowing(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+@pytest.fixture
+def small_kb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """A two-entry knowledge base (renewal; loan limits, with a postgraduate answer) on characters and
+    MiniLM, so that retrieval is quick and its answers known."""
     import yaml
 
-    from actions.knowledge import ActionAnswerFaq
     from actions.knowledge_base import knowledge_service
 
     kb = tmp_path / "faq.yml"
@@ -120,31 +121,61 @@ def test_faq_action_answers_offers_or_admits_not_knowing(
     monkeypatch.setenv("PATRONBOT_RETRIEVAL_TUNING", str(tuning))
     monkeypatch.setenv("PATRONBOT_MULTILINGUAL_MODEL", "false")
     knowledge_service.cache_clear()
-    try:
-        _, answered = run(ActionAnswerFaq(), "How can I renew a borrowed book?")
-        assert [m["text"] for m in answered] == ["Renew in My Library."]
-        _, chinese = run(ActionAnswerFaq(), "怎么续借图书？")
-        assert [m["text"] for m in chinese] == ["在我的图书馆里续借。"]
+    yield
+    knowledge_service.cache_clear()
 
+
+def test_faq_action_answers_offers_or_admits_not_knowing(small_kb: None) -> None:
+    from actions.knowledge import ActionAnswerFaq
+
+    _, answered = run(ActionAnswerFaq(), "How can I renew a borrowed book?")
+    assert [m["text"] for m in answered] == ["Renew in My Library."]
+    _, chinese = run(ActionAnswerFaq(), "怎么续借图书？")
+    assert [m["text"] for m in chinese] == ["在我的图书馆里续借。"]
+
+    dispatcher = CollectingDispatcher()
+    postgraduate = tracker("How many books can I borrow?")
+    postgraduate.slots["patron_type"] = "postgraduate"
+    ActionAnswerFaq().run(dispatcher, postgraduate, {})
+    assert [m["text"] for m in dispatcher.messages] == ["Thirty, for 60 days."]
+
+    _, unsure = run(ActionAnswerFaq(), "renewing stuff")
+    assert unsure[0]["response"] == "utter_faq_did_you_mean"
+    assert unsure[0]["buttons"][0]["payload"] == "How can I renew a borrowed book?"
+    assert unsure[0]["buttons"][-1] == {
+        "title": "None of these: ask a librarian",
+        "payload": "/human_handoff",
+    }
+
+    _, unknown = run(ActionAnswerFaq(), "zzzz qqqq")
+    assert unknown[0]["response"] == "utter_faq_unknown"
+    assert unknown[0]["phone"] == FACTS.phone
+
+
+def test_a_follow_up_is_answered_with_its_thread_and_the_type_told_earlier(small_kb: None) -> None:
+    from actions.knowledge import ActionAnswerFaq
+    from bot.thread import PARSE_KEY
+
+    def answer(*, thread: dict[str, Any] | None, earlier: list[dict[str, Any]]) -> list[Any]:
+        message = tracker("and how long for me")
+        message.latest_message["intent"] = {"name": "borrowing_rules", "confidence": 0.6}
+        if thread is not None:
+            message.latest_message[PARSE_KEY] = thread
+        message.events = earlier
         dispatcher = CollectingDispatcher()
-        postgraduate = tracker("How many books can I borrow?")
-        postgraduate.slots["patron_type"] = "postgraduate"
-        ActionAnswerFaq().run(dispatcher, postgraduate, {})
-        assert [m["text"] for m in dispatcher.messages] == ["Thirty, for 60 days."]
+        ActionAnswerFaq().run(dispatcher, message, {})
+        return [m.get("text") or m.get("response") for m in dispatcher.messages]
 
-        _, unsure = run(ActionAnswerFaq(), "renewing stuff")
-        assert unsure[0]["response"] == "utter_faq_did_you_mean"
-        assert unsure[0]["buttons"][0]["payload"] == "How can I renew a borrowed book?"
-        assert unsure[0]["buttons"][-1] == {
-            "title": "None of these: ask a librarian",
-            "payload": "/human_handoff",
-        }
-
-        _, unknown = run(ActionAnswerFaq(), "zzzz qqqq")
-        assert unknown[0]["response"] == "utter_faq_unknown"
-        assert unknown[0]["phone"] == FACTS.phone
-    finally:
-        knowledge_service.cache_clear()
+    said_type = [{"event": "user", "text": "I'm a postgraduate student", "parse_data": {}}]
+    threaded = {"query": "How many books can I borrow? and how long for me", "threaded": True}
+    # Alone, "and how long for me" is nothing the knowledge base can answer.
+    assert answer(thread=None, earlier=said_type) in (["utter_faq_unknown"], ["utter_faq_did_you_mean"])
+    # With the question it follows, and the type the patron told earlier: the postgraduate answer,
+    # without asking the patron type again.
+    assert answer(thread=threaded, earlier=said_type)[:1] == ["Thirty, for 60 days."]
+    # Told for someone else, the type is not theirs: the general answer and the question.
+    someone = [{"event": "user", "text": "asking for my professor", "parse_data": {}}]
+    assert answer(thread=threaded, earlier=someone) == ["Twenty.", "utter_ask_patron_type"]
 
 
 def test_faq_action_scores_with_the_nlu_vector_of_the_same_text(

@@ -631,3 +631,32 @@ def test_a_removed_entry_leaves_the_vector_file_when_the_knowledge_base_is_rebui
     os.utime(kb, ns=(kb.stat().st_mtime_ns + 10**9, kb.stat().st_mtime_ns + 10**9))
     service.retriever()
     assert sorted(_read_vectors(file)) == ["q kept", "q kept a kept"]
+
+
+def test_a_follow_up_is_read_alone_and_with_its_thread(kb_file: Path, encoders: dict[str, Encoder]) -> None:
+    """Retriever.decide_in_context: the reading that answers if only one does; otherwise each entry
+    scores (1 - weight) of its score alone and weight of its score with the thread."""
+    entries = load_entries(kb_file)
+    retriever = Retriever(entries, encoders=encoders, tuning={"en": LanguageTuning(answer=0.6, suggest=0.3)})
+    thread = "How many books can I borrow?"
+    assert retriever.decide("and zzz qqq", lang="en").kind != "answer"
+    alone_unsure = retriever.decide_in_context("and zzz qqq", f"{thread} and zzz qqq", lang="en", weight=0.8)
+    assert alone_unsure.kind == "answer"
+    assert alone_unsure.best is not None
+    assert alone_unsure.best.entry.id == "loan-limits"
+
+    lenient = Retriever(entries, encoders=encoders, tuning={"en": LanguageTuning(answer=0.0, suggest=0.0)})
+    renew, printing = "How can I renew a borrowed book?", "Where can I print in the library?"
+    for weight, expected in ((0.0, "renew"), (1.0, "printing")):
+        decision = lenient.decide_in_context(renew, printing, lang="en", weight=weight)
+        assert decision.best is not None
+        assert decision.best.entry.id == expected
+    own = {hit.entry.id: hit.score for hit in lenient.search(renew, lang="en", k=3)}
+    threaded = {hit.entry.id: hit.score for hit in lenient.search(printing, lang="en", k=3)}
+    blended = lenient.decide_in_context(renew, printing, lang="en", weight=0.3)
+    for hit in blended.hits:
+        assert hit.score == pytest.approx(0.7 * own[hit.entry.id] + 0.3 * threaded[hit.entry.id])
+    # The same entry either way: that reading, as it is.
+    same = lenient.decide_in_context(renew, f"{renew} please", lang="en", weight=0.5)
+    assert same.best is not None
+    assert same.best.entry.id == "renew"

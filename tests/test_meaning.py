@@ -132,7 +132,21 @@ def test_a_bare_yes_is_an_affirmation(text: str, yes: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "ack"), [("ok", True), ("alright then", True), ("好的呢", True), ("ok bye", False)]
+    ("text", "ack"),
+    [
+        ("ok", True),
+        ("alright then", True),
+        ("好的呢", True),
+        ("ok bye", False),
+        # With thanks or praise, still only an acknowledgement (issue 23: "ok great" was greeted).
+        ("ok great", True),
+        ("got it thanks", True),
+        ("嗯嗯好", True),
+        ("好的谢谢", True),
+        ("good morning", False),
+        ("ok and what about e-books", False),
+        ("sure, book it", False),
+    ],
 )
 def test_a_bare_acknowledgement_is_not_goodbye(text: str, ack: bool) -> None:
     from bot.language import is_acknowledgement

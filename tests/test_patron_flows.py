@@ -287,6 +287,36 @@ def test_a_complaint_form_can_be_left_and_records_nothing(crm_for_actions: Engin
     assert rows(crm_for_actions, Escalation) == []
 
 
+def test_a_detail_sent_after_the_report_is_added_to_it(crm_for_actions: Engine) -> None:
+    from actions.reports import ActionAddReportDetail
+    from bot.thread import PARSE_KEY
+
+    complaint = {"report_kind": "complaint", "report_details": "阅览室空调太冷了，能不能调高一点"}
+    events, _ = run(ActionSubmitReport(), make_tracker("x", intent="complaint", slots=complaint))
+    number = slot_values(events)["last_report"]
+    [report] = rows(crm_for_actions, Suggestion)
+    assert number == str(report.id)
+
+    def add(text: str, *, sender: str = "rest:patron-1") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        tracker = make_tracker(text, intent="add_detail", sender=sender, slots={"last_report": number})
+        tracker.latest_message[PARSE_KEY] = {"report": number}
+        return run(ActionAddReportDetail(), tracker)
+
+    events, said = add("三楼东边")
+    assert said[0]["response"] == "utter_detail_added"
+    assert said[0]["number"] == number
+    assert slot_values(events) == {"last_report": number}
+    [report] = rows(crm_for_actions, Suggestion)
+    assert report.text == "阅览室空调太冷了，能不能调高一点\n+ 三楼东边"
+    # The escalation the librarian works is the report's: it reads the report with its details.
+    [escalation] = rows(crm_for_actions, Escalation)
+    assert report.escalation_id == escalation.id
+    # Another patron cannot add to it: not understood, and the report unchanged.
+    _, other = add("我也觉得冷", sender="rest:someone-else")
+    assert other[0]["response"] == "utter_default"
+    assert rows(crm_for_actions, Suggestion)[0].text == report.text
+
+
 def domain_file() -> dict[str, Any]:
     """domain.yml as Rasa hands it to the action server (the slots' mappings with their not_intent)."""
     from bot.settings import PROJECT_ROOT
@@ -520,8 +550,15 @@ def test_handoff_outside_staffed_hours_says_when_and_keeps_the_bot(
 
 
 def fallback_events(count: int) -> list[dict[str, Any]]:
+    """`count` messages not understood, each but the latest answered by action_fallback."""
     user = {"event": "user", "parse_data": {"intent": {"name": "nlu_fallback"}}}
-    return [{"event": "action", "name": "action_listen"}, user] * count
+    answered = {"event": "action", "name": "action_fallback"}
+    events: list[dict[str, Any]] = []
+    for number in range(count):
+        events += [{"event": "action", "name": "action_listen"}, user]
+        if number < count - 1:
+            events.append(answered)
+    return events
 
 
 def test_the_second_fallback_in_a_row_reaches_a_librarian(crm_for_actions: Engine) -> None:
@@ -533,7 +570,12 @@ def test_the_second_fallback_in_a_row_reaches_a_librarian(crm_for_actions: Engin
     assert slot_values(events) == {"handoff_active": True}
     assert [e.reason for e in rows(crm_for_actions, Escalation)] == ["fallback"]
     # Understood messages in between reset the count.
-    between = [*fallback_events(1), {"event": "user", "parse_data": {"intent": {"name": "greet"}}}]
+    between = [
+        *fallback_events(1),
+        {"event": "action", "name": "action_fallback"},
+        {"event": "user", "parse_data": {"intent": {"name": "greet"}}},
+        {"event": "action", "name": "utter_greet"},
+    ]
     _, again = run(ActionFallback(), make_tracker("qwzx", events=[*between, *fallback_events(1)]))
     assert again[0]["response"] == "utter_default"
     # After a handoff the count starts again: the third misunderstanding in a row is asked again,
@@ -543,6 +585,20 @@ def test_the_second_fallback_in_a_row_reaches_a_librarian(crm_for_actions: Engin
     _, fourth = run(ActionFallback(), make_tracker("qwzx", events=fallback_events(4)))
     assert fourth[0]["response"] == "utter_fallback_handoff"
     assert [e.reason for e in rows(crm_for_actions, Escalation)] == ["fallback"]
+
+
+def test_a_message_a_form_took_as_its_answer_is_not_a_misunderstanding(crm_for_actions: Engine) -> None:
+    # "I want to give feedback" -> "5" -> "great service, ..." (the comment: the classifier could not
+    # place it, the form took it) -> a stray "9": one misunderstanding, not the second in a row.
+    comment = [
+        {"event": "action", "name": "action_listen"},
+        {"event": "user", "parse_data": {"intent": {"name": "nlu_fallback"}}},
+        {"event": "action", "name": "feedback_form"},
+        {"event": "action", "name": "action_submit_feedback"},
+    ]
+    _, said = run(ActionFallback(), make_tracker("9", events=[*comment, *fallback_events(1)]))
+    assert said[0]["response"] == "utter_default"
+    assert rows(crm_for_actions, Escalation) == []
 
 
 def test_the_profile_is_kept_with_consent_and_the_answer_given_for_the_type(crm_for_actions: Engine) -> None:

@@ -73,7 +73,15 @@ def test_no_shared_evaluation_utterance_is_in_training_data_or_the_knowledge_bas
     assert len(evaluation) > 500
     found = []
     paths = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
-    for folder in ("nlu", "data", "knowledge", "tests/data", "tests/conversations", "tests/dialogues"):
+    for folder in (
+        "nlu",
+        "data",
+        "knowledge",
+        "tests/data",
+        "tests/conversations",
+        "tests/dialogues",
+        "tests/followups",
+    ):
         paths += [
             path for path in (PROJECT_ROOT / folder).rglob("*") if path.suffix in {".yml", ".yaml", ".jsonl"}
         ]
@@ -114,8 +122,8 @@ def test_knowledge_intents_are_those_the_rules_answer_from_the_knowledge_base() 
 
 
 def test_no_dialogue_is_answered_by_a_training_example() -> None:
-    """tests/dialogues/ measures the bot: a patron's turn there (longer than a one- or two-word opener
-    such as "subscribe" or "你好") must not be an NLU training example word for word."""
+    """tests/dialogues/ and tests/followups/ measure the bot: a patron's turn there (longer than a one-
+    or two-word opener such as "subscribe" or "你好") must not be an NLU training example word for word."""
     import yaml as yaml_module
 
     training = set().union(*(v for k, v in _project_texts().items() if k.startswith("nlu")))
@@ -125,6 +133,10 @@ def test_no_dialogue_is_answered_by_a_training_example() -> None:
             "dialogues"
         ) or []:
             turns += [str(turn["say"]) for turn in dialogue["turns"]]
+    # The multi-turn cases (tests/followups/, dev/ included) measure the bot the same way.
+    for path in sorted((PROJECT_ROOT / "tests" / "followups").rglob("*.yml")):
+        for case in (yaml_module.safe_load(path.read_text(encoding="utf-8")) or {}).get("cases") or []:
+            turns += [str(text) for text in case["turns"]]
     tested = [
         text
         for text in turns

@@ -333,6 +333,23 @@ def record_report(
     return row
 
 
+# How a detail sent after the report is kept in its text, for the librarian who reads it, and the
+# most a report's text grows to with its details (the patron's own message is at most 4,000).
+DETAIL_PREFIX = "\n+ "
+MAX_REPORT_TEXT = 8000
+
+
+def add_report_detail(*, session: Session, patron_id: int, report_id: int, text: str) -> Suggestion | None:
+    """Adds what the patron sent after their complaint or suggestion was recorded ("三楼东边") to its
+    text, which staff read with it (and its escalation); None if it is not this patron's report."""
+    row = session.get(Suggestion, report_id)
+    if row is None or row.patron_id != patron_id:
+        return None
+    row.text = f"{row.text or ''}{DETAIL_PREFIX}{text.strip()}"[:MAX_REPORT_TEXT]
+    session.flush()
+    return row
+
+
 _GENERIC = re.compile(
     r"\b(i|i'd|i'm|i want|would|like|to|make|file|a|an|the|have|got|some|want|please|about|how|do|can|"
     r"complain|complaint|complaints|suggest|suggestion|suggestions|idea|ideas|feedback|report|one|"

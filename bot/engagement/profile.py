@@ -59,7 +59,8 @@ _SOMEONE_ELSE = re.compile(
 )
 # The patron speaking of themselves: "I'm a", "as a", "我是", "本人是", "作为".
 _SELF = re.compile(
-    r"\b(?:i'?m|i am|as an?|i study|i teach|i work)\b|我是|本人是|作为|我在读|我读", re.IGNORECASE
+    r"\b(?:i'?m|i am|as an?|i study|i teach|i work)\b|我是|本人是|作为|我在读|我读|我在.{0,10}(?:上班|工作)",
+    re.IGNORECASE,
 )
 
 

@@ -165,6 +165,67 @@ class Retriever:
         kind = self.kind(lang, [hit.score for hit in hits])
         return Decision(kind=kind, hits=tuple(hits), suggest=self.tuning_for(lang).suggest)
 
+    def decide_in_context(
+        self,
+        query: str,
+        context: str,
+        *,
+        lang: str,
+        weight: float,
+        k: int = 3,
+        vectors: Mapping[str, NDArray[np.float32]] | None = None,
+        context_vectors: Mapping[str, NDArray[np.float32]] | None = None,
+    ) -> Decision:
+        """A follow-up ("那续借呢" after a question about loans), read alone and with `context` (the
+        question it follows, then the follow-up): the reading that answers, if only one does; if
+        both answer with different entries, or neither answers, each entry's score blends the two,
+        `weight` for the reading with the context. Chosen on tests/followups/dev/ (docs/evaluation.md)."""
+        alone = self.decide(query, lang=lang, k=k, vectors=vectors)
+        threaded = self.decide(context, lang=lang, k=k, vectors=context_vectors)
+        if alone.kind == "answer" and threaded.kind != "answer":
+            return alone
+        if threaded.kind == "answer" and (
+            alone.kind != "answer" or alone.hits[0].entry == threaded.hits[0].entry
+        ):
+            return threaded
+        return self._blend(
+            query, context, lang=lang, weight=weight, k=k, vectors=vectors, context_vectors=context_vectors
+        )
+
+    def _blend(
+        self,
+        query: str,
+        context: str,
+        *,
+        lang: str,
+        weight: float,
+        k: int,
+        vectors: Mapping[str, NDArray[np.float32]] | None,
+        context_vectors: Mapping[str, NDArray[np.float32]] | None,
+    ) -> Decision:
+        index = self.indexes.get(lang)
+        every = len(index.entries) if index is not None else k
+        own = self.search(query, lang=lang, k=every, vectors=vectors)
+        threaded = self.search(context, lang=lang, k=every, vectors=context_vectors)
+        if not own or not threaded:
+            return self.decide(context, lang=lang, k=k, vectors=context_vectors)
+        own_scores = {id(hit.entry): hit.score for hit in own}
+        threaded_scores = {id(hit.entry): hit.score for hit in threaded}
+        found = {id(hit.entry): hit for hit in [*threaded, *own]}
+        # An entry a large index left out of one search counts with that search's lowest score.
+        floor_own, floor_threaded = own[-1].score, threaded[-1].score
+        scores = {
+            key: (1 - weight) * own_scores.get(key, floor_own)
+            + weight * threaded_scores.get(key, floor_threaded)
+            for key in found
+        }
+        best = sorted(scores, key=lambda key: scores[key], reverse=True)[:k]
+        hits = tuple(
+            Hit(entry=found[key].entry, score=float(scores[key]), signals=found[key].signals) for key in best
+        )
+        kind = self.kind(lang, [hit.score for hit in hits])
+        return Decision(kind=kind, hits=hits, suggest=self.tuning_for(lang).suggest)
+
     def kind(self, lang: str, scores: Sequence[float]) -> str:
         """What a lookup in `lang` whose best scores are `scores` (best first) decides: answer, suggest
         (also a near tie) or unknown."""
