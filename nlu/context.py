@@ -105,8 +105,14 @@ def read_in_context(message: Message, events: Sequence[Mapping[str, Any]], rank:
     if name in _ACTS_INSTEAD and confidence >= ACTS_INSTEAD_CONFIDENCE and not _asks_about_thread(text, name):
         return
     query = combined_query(thread, text)
-    ranking, vector = rank(query)
-    chosen, threaded = _read_with_thread(text, name, confidence, thread_intent=thread.intent, ranking=ranking)
+    chosen, threaded, vector = None, False, None
+    # Only a message that may lean on the thread is classified with it (a second encoding, about
+    # 15 ms): one that points back, a fragment, or a question the classifier cannot place.
+    if points_back(text) or is_fragment(text) or (confidence < WEAK and asks(text)):
+        ranking, vector = rank(query)
+        chosen, threaded = _read_with_thread(
+            text, name, confidence, thread_intent=thread.intent, ranking=ranking
+        )
     if chosen is not None:
         message.set(INTENT, dict(chosen), add_to_output=True)
         message.set(INTENT_RANKING_KEY, _first(chosen, ranking), add_to_output=True)
