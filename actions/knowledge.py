@@ -59,6 +59,8 @@ class ActionAnswerFaq(Action):  # type: ignore[misc]
         context = str(thread.get("query") or "")
         try:
             retriever = knowledge_service().retriever()
+            # Encoded once for both readings below.
+            vectors = retriever.needed_vectors(text, language, vectors)
             # A follow-up ("那续借呢", "where is it") is read with the question it follows; a message
             # the NLU found standing on its own is, if the knowledge base answers it outright.
             decision = retriever.decide(text, lang=language, vectors=vectors)

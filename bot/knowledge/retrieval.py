@@ -179,41 +179,28 @@ class Retriever:
         """A follow-up ("那续借呢" after a question about loans), read alone and with `context` (the
         question it follows, then the follow-up): the reading that answers, if only one does; if
         both answer with different entries, or neither answers, each entry's score blends the two,
-        `weight` for the reading with the context. Chosen on tests/followups/dev/ (docs/evaluation.md)."""
-        alone = self.decide(query, lang=lang, k=k, vectors=vectors)
-        threaded = self.decide(context, lang=lang, k=k, vectors=context_vectors)
+        `weight` for the reading with the context. Chosen on tests/followups/dev/ (docs/evaluation.md).
+        Each text is encoded once and searched once (over the whole index, for the blend)."""
+        index = self.indexes.get(lang)
+        every = max(len(index.entries), k) if index is not None else k
+        own = self.search(query, lang=lang, k=every, vectors=self.needed_vectors(query, lang, vectors))
+        threaded_hits = self.search(
+            context, lang=lang, k=every, vectors=self.needed_vectors(context, lang, context_vectors)
+        )
+        alone, threaded = self._decision(own[:k], lang), self._decision(threaded_hits[:k], lang)
         if alone.kind == "answer" and threaded.kind != "answer":
             return alone
         if threaded.kind == "answer" and (
             alone.kind != "answer" or alone.hits[0].entry == threaded.hits[0].entry
         ):
             return threaded
-        return self._blend(
-            query, context, lang=lang, weight=weight, k=k, vectors=vectors, context_vectors=context_vectors
-        )
-
-    def _blend(
-        self,
-        query: str,
-        context: str,
-        *,
-        lang: str,
-        weight: float,
-        k: int,
-        vectors: Mapping[str, NDArray[np.float32]] | None,
-        context_vectors: Mapping[str, NDArray[np.float32]] | None,
-    ) -> Decision:
-        index = self.indexes.get(lang)
-        every = len(index.entries) if index is not None else k
-        own = self.search(query, lang=lang, k=every, vectors=vectors)
-        threaded = self.search(context, lang=lang, k=every, vectors=context_vectors)
-        if not own or not threaded:
-            return self.decide(context, lang=lang, k=k, vectors=context_vectors)
+        if not own or not threaded_hits:
+            return threaded
         own_scores = {id(hit.entry): hit.score for hit in own}
-        threaded_scores = {id(hit.entry): hit.score for hit in threaded}
-        found = {id(hit.entry): hit for hit in [*threaded, *own]}
+        threaded_scores = {id(hit.entry): hit.score for hit in threaded_hits}
+        found = {id(hit.entry): hit for hit in [*threaded_hits, *own]}
         # An entry a large index left out of one search counts with that search's lowest score.
-        floor_own, floor_threaded = own[-1].score, threaded[-1].score
+        floor_own, floor_threaded = own[-1].score, threaded_hits[-1].score
         scores = {
             key: (1 - weight) * own_scores.get(key, floor_own)
             + weight * threaded_scores.get(key, floor_threaded)
@@ -225,6 +212,20 @@ class Retriever:
         )
         kind = self.kind(lang, [hit.score for hit in hits])
         return Decision(kind=kind, hits=hits, suggest=self.tuning_for(lang).suggest)
+
+    def needed_vectors(
+        self, query: str, lang: str, given: Mapping[str, NDArray[np.float32]] | None = None
+    ) -> dict[str, NDArray[np.float32]]:
+        """The vectors of `query` for the models `lang`'s tuning weighs (those `given` kept, the others
+        encoded), so that several searches of the same text encode it once."""
+        names = [name for name in self.encoders if self.tuning_for(lang).weight(name, self.signals) > 0]
+        return self.query_vectors(normalise_query(query), names, given)
+
+    def _decision(self, hits: Sequence[Hit], lang: str) -> Decision:
+        if not hits:
+            return Decision(kind="unknown", hits=(), suggest=self.tuning_for(lang).suggest)
+        kind = self.kind(hits[0].entry.lang, [hit.score for hit in hits])
+        return Decision(kind=kind, hits=tuple(hits), suggest=self.tuning_for(hits[0].entry.lang).suggest)
 
     def kind(self, lang: str, scores: Sequence[float]) -> str:
         """What a lookup in `lang` whose best scores are `scores` (best first) decides: answer, suggest
