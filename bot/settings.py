@@ -65,6 +65,31 @@ class Settings(BaseSettings):
         None,
         description="the secret that keys patrons' pseudonyms; default: data_dir/secret.key, made once",
     )
+    rest_token: SecretStr | None = Field(
+        None,
+        description="bearer token the REST channel requires; unset: it answers only this machine (loopback)",
+    )
+    telegram_token: SecretStr | None = Field(
+        None, description="Telegram bot token from @BotFather; unset: Telegram off"
+    )
+    telegram_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Telegram's X-Telegram-Bot-Api-Secret-Token; set: webhook mode, unset: polling",
+    )
+    telegram_api_url: str = Field(
+        "https://api.telegram.org/bot",
+        description="Telegram Bot API base URL (a local Bot API server, tests)",
+    )
+    wechat_token: SecretStr | None = Field(
+        None, description="WeChat Official Account server token; unset: WeChat off"
+    )
+    wechat_appid: str = Field("", description="WeChat Official Account AppID")
+    wechat_secret: SecretStr | None = Field(None, description="WeChat Official Account AppSecret")
+    wechat_api_url: str = Field("https://api.weixin.qq.com", description="WeChat API base URL (tests)")
+    wechat_template_id: str = Field(
+        "", description="approved WeChat template for messages outside the 48-hour window; unset: skipped"
+    )
+    webchat: bool = Field(False, description="serve the website chat widget (socket.io) on the Rasa port")
 
     class Config:
         env_prefix = ENV_PREFIX
@@ -119,6 +144,19 @@ class Settings(BaseSettings):
         if value and urlsplit(value).scheme not in (*_SQL_SCHEMES, "amqp"):
             raise ValueError(f"must be a sqlite://, postgresql:// or amqp:// URL, got {redact_url(value)!r}")
         return value
+
+    @property
+    def telegram_on(self) -> bool:
+        return self.telegram_token is not None and bool(self.telegram_token.get_secret_value())
+
+    @property
+    def wechat_on(self) -> bool:
+        return (
+            self.wechat_token is not None
+            and bool(self.wechat_token.get_secret_value())
+            and bool(self.wechat_appid)
+            and self.wechat_secret is not None
+        )
 
     def path(self, value: Path) -> Path:
         """An absolute path for a setting given relative to the project root."""

@@ -305,7 +305,7 @@ def test_the_number_the_patron_was_told_finds_the_escalation_and_the_report(
     assert shown.stdout.splitlines()[0] == "escalation 2: complaint, high priority, open, report 4"
     assert "patron: alice writes" in shown.stdout
     assert "bob writes" not in shown.stdout
-    assert "reply sent to escalation 2's patron" in replied.stdout
+    assert "reply recorded for escalation 2's patron" in replied.stdout
     header, *rows = [line.split() for line in reports.stdout.splitlines()]
     assert header[:3] == ["report", "kind", "status"]
     # report, kind, status, topic, created (date and time), escalation

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,6 +18,7 @@ from bot.crm.models import (
     AuditLog,
     ChannelIdentity,
     Conversation,
+    DeliveryAttempt,
     Escalation,
     Interaction,
     OutboxMessage,
@@ -35,7 +37,8 @@ from bot.engagement.escalations import (
     staff_reply,
 )
 from bot.knowledge.facts import LibraryFacts
-from bot.outbound.outbox import deliver, register_sender, send, take_pending, unregister_sender
+from bot.outbound.dispatcher import SENT, Attempt, Dispatcher
+from bot.outbound.outbox import send, take_pending
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 WEDNESDAY_10 = dt.datetime(2026, 11, 25, 10, 0, tzinfo=SHANGHAI)
@@ -233,13 +236,14 @@ def test_a_push_channel_delivers_once_recorded_and_a_failed_push_stays_pending(c
     one the channel refused waits (with those after it, so the patron never gets them out of order)."""
     pushed: list[tuple[str, str]] = []
 
-    def push(message: OutboxMessage) -> None:
+    async def push(message: OutboxMessage) -> Attempt:
         # The message is committed before it is pushed: another connection sees it.
         with Session(crm, future=True) as other:
             assert other.get(OutboxMessage, message.id) is not None
         if message.text == "fail":
-            raise ConnectionError("channel down")
+            return Attempt("retry", reason="http_502")
         pushed.append((str(message.recipient), str(message.text)))
+        return SENT
 
     def record_in(session: Session, *texts: str) -> list[int]:
         patron = Patron(language="zh")
@@ -267,22 +271,35 @@ def test_a_push_channel_delivers_once_recorded_and_a_failed_push_stays_pending(c
             assert ids
             raise RuntimeError("the caller's transaction fails after send")
 
-    register_sender("telegram", push)
-    try:
+    async def scenario() -> tuple[list[int], int]:
+        dispatcher = Dispatcher(engine=crm)
+        dispatcher.register("telegram", push)
         with pytest.raises(RuntimeError, match="fails after send"):
             record_then_fail()
-        assert pushed == []  # nothing left for a transaction that did not commit
-        delivered, failed, after = record("hi", "fail", "later")
+        assert await dispatcher.drain_once() == 0  # nothing left for a transaction that did not commit
+        ids = record("hi", "fail", "later")
         assert pushed == []  # recorded, not yet pushed
-        assert deliver(engine=crm, channel="telegram", recipient="telegram:42") == 1
-    finally:
-        unregister_sender("telegram")
+        sent = await dispatcher.drain_once()
+        assert await dispatcher.drain_once() == 0  # the failed one waits for its retry time
+        return ids, sent
+
+    (delivered, failed, after), sent = asyncio.run(scenario())
+    assert sent == 1
     assert pushed == [("telegram:42", "hi")]
     with Session(crm, future=True) as session:
-        assert session.get(OutboxMessage, delivered).delivered_at is not None  # type: ignore[union-attr]
-        assert session.get(OutboxMessage, failed).delivered_at is None  # type: ignore[union-attr]
-        assert session.get(OutboxMessage, after).delivered_at is None  # type: ignore[union-attr]
+        assert session.get(OutboxMessage, delivered).status == "delivered"  # type: ignore[union-attr]
+        waiting = session.get(OutboxMessage, failed)
+        assert waiting is not None
+        assert waiting.status == "pending"
+        assert waiting.next_attempt_at is not None
+        assert session.get(OutboxMessage, after).status == "pending"  # type: ignore[union-attr]
         assert session.execute(select(func.count()).select_from(OutboxMessage)).scalar_one() == 3
+        outcomes = session.execute(
+            select(DeliveryAttempt.outbox_id, DeliveryAttempt.outcome, DeliveryAttempt.reason).order_by(
+                DeliveryAttempt.id
+            )
+        ).all()
+    assert outcomes == [(delivered, "sent", None), (failed, "retry", "http_502")]
 
 
 @pytest.mark.parametrize("language", ["zh", "en"])

@@ -524,3 +524,24 @@ def test_a_message_sent_before_the_patron_was_ingested_still_updates_their_langu
         ingest_events(session=session, events=second, state=IngestState())
     with Session(crm, future=True) as session:
         assert session.execute(select(Patron.language)).scalar_one() == "en"
+
+
+def test_how_a_patron_arrived_is_kept_from_their_first_message_that_says_so(crm: Engine) -> None:
+    """A channel puts the deep link's payload or QR scene in the message's metadata as `source`: the
+    identity keeps the first one, whether the patron is new in that batch or known from an earlier one."""
+    plain = user_event("telegram:7", "hello", timestamp=1_795_000_000.0)
+    poster = user_event("telegram:7", "/greet", timestamp=1_795_000_001.0)
+    poster.data["metadata"] = {"source": "poster-east"}
+    later = user_event("telegram:7", "/greet", timestamp=1_795_000_002.0)
+    later.data["metadata"] = {"source": "campaign-2027"}
+    fresh = user_event("telegram:8", "/greet", timestamp=1_795_000_003.0)
+    fresh.data["metadata"] = {"source": "website", "other": 1}
+    odd = user_event("telegram:9", "hi", timestamp=1_795_000_004.0)
+    odd.data["metadata"] = {"source": 42}
+    with session_scope(crm) as session:
+        ingest_events(session=session, events=[plain], state=IngestState())
+    with session_scope(crm) as session:
+        ingest_events(session=session, events=[poster, later, fresh, odd], state=IngestState())
+    with Session(crm, future=True) as session:
+        sources = dict(session.execute(select(ChannelIdentity.external_id, ChannelIdentity.source)).all())
+    assert sources == {"7": "poster-east", "8": "website", "9": None}

@@ -8,7 +8,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -24,7 +23,7 @@ from bot.engagement.escalations import (
 )
 from bot.engagement.reports import escalation_of_report, report_numbers
 from bot.knowledge.facts import load_facts
-from bot.outbound.outbox import deliver
+from bot.outbound.dispatcher import PUSH_CHANNELS
 from bot.settings import Settings
 
 
@@ -132,17 +131,11 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _deliver(settings: Settings, conversations: list[tuple[str, str]]) -> None:
-    """Push what was recorded and committed to channels that push (a channel without keeps it for the
-    patron's client)."""
-    engine = make_engine(settings.crm_database_url)
-    try:
-        for channel, recipient in conversations:
-            deliver(engine=engine, channel=channel, recipient=recipient)
-    except SQLAlchemyError as error:
-        raise DatabaseError(describe_error(error, settings.crm_database_url)) from None
-    finally:
-        engine.dispose()
+def _how_it_goes(channel: str) -> str:
+    """Where a recorded reply goes from here, for the staff member who wrote it."""
+    if channel in PUSH_CHANNELS:
+        return f"the running bot sends it on {channel} within a second or two"
+    return "it waits for the patron's client to fetch it"
 
 
 def cmd_reply(settings: Settings, args: argparse.Namespace) -> int:
@@ -150,9 +143,11 @@ def cmd_reply(settings: Settings, args: argparse.Namespace) -> int:
         number = escalation_id(session, args.id)
         outbox_id = staff_reply(session=session, escalation_id=number, staff=args.staff, text=args.text)
         message = session.get(OutboxMessage, outbox_id)
-        channel, recipient = (str(message.channel), str(message.recipient)) if message else ("", "")
-    _deliver(settings, [(channel, recipient)])
-    print(f"reply sent to escalation {number}'s patron (outbox message {outbox_id})")
+        channel = str(message.channel) if message else ""
+    print(
+        f"reply recorded for escalation {number}'s patron (outbox message {outbox_id}):",
+        _how_it_goes(channel),
+    )
     return 0
 
 
@@ -161,12 +156,6 @@ def cmd_resolve(settings: Settings, args: argparse.Namespace) -> int:
         escalation = resolve_escalation(
             session=session, escalation_id=escalation_id(session, args.id), staff=args.staff, note=args.note
         )
-        waiting = session.execute(
-            select(OutboxMessage.channel, OutboxMessage.recipient)
-            .where(OutboxMessage.recipient == escalation.rasa_sender_id, OutboxMessage.delivered_at.is_(None))
-            .distinct()
-        ).all()
-    _deliver(settings, [(str(channel), str(recipient)) for channel, recipient in waiting])
     print(f"resolved escalation {escalation.id}: the bot answers the patron's next message again")
     return 0
 

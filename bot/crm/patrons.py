@@ -95,8 +95,10 @@ def touch_patrons(
     keys: Iterable[PatronKey],
     last_seen: Mapping[PatronKey, dt.datetime],
     languages: Mapping[PatronKey, str],
+    sources: Mapping[PatronKey, str] | None = None,
 ) -> dict[PatronKey, int]:
-    """Patron ids for all keys (creating new patrons), with last-seen time and language updated.
+    """Patron ids for all keys (creating new patrons), with last-seen time and language updated, and
+    each identity's source (how the patron arrived) set where it has none yet.
 
     Works in bulk (the ingester calls it once per batch of events): one lookup, one flush for the new
     patrons, one executemany for the updates. A concurrent writer creating the same patron makes the
@@ -116,7 +118,12 @@ def touch_patrons(
                     seen = min(last_seen.get(key, now), now)
                     patron = Patron(language=languages.get(key), created_at=now, last_seen_at=seen)
                     patron.identities.append(
-                        ChannelIdentity(channel=key.channel, external_id=key.external_id, created_at=now)
+                        ChannelIdentity(
+                            channel=key.channel,
+                            external_id=key.external_id,
+                            source=(sources or {}).get(key),
+                            created_at=now,
+                        )
                     )
                     created[key] = patron
                 session.add_all(created.values())
@@ -124,7 +131,24 @@ def touch_patrons(
             ids.update({key: int(patron.id) for key, patron in created.items()})
         except IntegrityError:
             for key in missing:
-                ids[key] = get_or_create_patron(session=session, key=key, language=languages.get(key))
+                ids[key] = get_or_create_patron(
+                    session=session, key=key, language=languages.get(key), source=(sources or {}).get(key)
+                )
+    if sources:
+        identities = ChannelIdentity.__table__
+        session.execute(
+            update(identities)
+            .where(
+                identities.c.channel == bindparam("b_channel"),
+                identities.c.external_id == bindparam("b_external"),
+                identities.c.source.is_(None),
+            )
+            .values(source=bindparam("b_source")),
+            [
+                {"b_channel": key.channel, "b_external": key.external_id, "b_source": source}
+                for key, source in sources.items()
+            ],
+        )
     table = Patron.__table__
     for with_language in (True, False):
         batch = [

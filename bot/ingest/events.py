@@ -194,6 +194,28 @@ def patron_keys(events: Sequence[BrokerEvent]) -> dict[str, PatronKey]:
     return keys
 
 
+def _what_patrons_showed(
+    messages: Sequence[BrokerEvent], keys: dict[str, PatronKey]
+) -> tuple[dict[PatronKey, dt.datetime], dict[PatronKey, str], dict[PatronKey, str]]:
+    """Per patron in a batch: when they were last seen, their language, and how they arrived."""
+    last_seen: dict[PatronKey, dt.datetime] = {}
+    languages: dict[PatronKey, str] = {}
+    sources: dict[PatronKey, str] = {}
+    for event in messages:
+        if event.data.get("event") == "user":
+            key = keys[event.sender_id]
+            last_seen[key] = max(_timestamp(event.data), last_seen.get(key, _timestamp(event.data)))
+            language = _fit(Patron, "language", _user_language(event.data))
+            if language:
+                languages[key] = language
+            # How the patron arrived (a deep link's payload, a QR code's scene): the first one is kept.
+            raw = _mapping(event.data.get("metadata")).get("source")
+            source = _fit(ChannelIdentity, "source", raw.strip()) if isinstance(raw, str) else None
+            if source and key not in sources:
+                sources[key] = source
+    return last_seen, languages, sources
+
+
 def _ingest_messages(
     *,
     session: Session,
@@ -206,17 +228,9 @@ def _ingest_messages(
     if not messages and not any(e.data.get("event") == "session_started" for e in relevant):
         _remember_actions(relevant, state)
         return 0
-    last_seen: dict[PatronKey, dt.datetime] = {}
-    languages: dict[PatronKey, str] = {}
-    for event in messages:
-        if event.data.get("event") == "user":
-            key = keys[event.sender_id]
-            last_seen[key] = max(_timestamp(event.data), last_seen.get(key, _timestamp(event.data)))
-            language = _fit(Patron, "language", _user_language(event.data))
-            if language:
-                languages[key] = language
+    last_seen, languages, sources = _what_patrons_showed(messages, keys)
     patron_ids = touch_patrons(
-        session=session, keys=set(keys.values()), last_seen=last_seen, languages=languages
+        session=session, keys=set(keys.values()), last_seen=last_seen, languages=languages, sources=sources
     )
 
     # Rasa's conversation id as the conversation table holds it (cut to its column, like every string).

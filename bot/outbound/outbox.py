@@ -1,45 +1,25 @@
 """The one path to a patron for messages no Rasa turn produced: staff replies now, campaigns later.
 
 In this order: `send` records the message as an outgoing interaction (so the CRM history shows it) and
-as an outbox row, in the caller's transaction; the caller commits; `deliver` then pushes it through its
-channel's sender and records the outcome in a transaction of its own. So a failed commit never leaves
-a message sent but not recorded, and a failed push leaves it waiting. Channels with a push API register
-a sender; for the others (the REST channel) the row waits in the outbox until the patron's client takes it.
+as an outbox row, in the caller's transaction; the caller commits; the running bot's dispatcher
+(bot/outbound/dispatcher.py) then pushes it through its channel (Telegram, WeChat, the widget) and
+records each attempt. So a failed commit never leaves a message sent but not recorded, and a failed
+push leaves it waiting. On the REST channel the row waits until the patron's client takes it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
 
 from sqlalchemy import select, update
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from bot.crm.database import session_scope
 from bot.crm.models import Conversation, Interaction, OutboxMessage, Patron, utcnow
 from bot.crm.patrons import PatronNotFoundError, find_patron_ids, patron_key
-from bot.pseudonyms import fingerprint
-from bot.redaction import describe_failure, failure_stack
 
 log = logging.getLogger(__name__)
-
-# A channel's push delivery: raises if the channel did not take the message.
-Sender = Callable[[OutboxMessage], None]
-
-_senders: dict[str, Sender] = {}
-
-
-def register_sender(channel: str, sender: Sender) -> None:
-    """Deliver `channel`'s messages by pushing them (Telegram, WeChat) instead of queueing them."""
-    _senders[channel] = sender
-
-
-def unregister_sender(channel: str) -> None:
-    """Queue `channel`'s messages in the outbox again (tests, or a channel switched off)."""
-    _senders.pop(channel, None)
 
 
 def send(
@@ -98,54 +78,6 @@ def send(
     return message.id
 
 
-def deliver(*, engine: Engine, channel: str, recipient: str) -> int:
-    """Push the conversation's waiting messages through its channel's sender, oldest first, each marked
-    delivered in a transaction of its own once the channel took it; returns how many were delivered.
-
-    Call it after the transaction that recorded them committed. A channel without a sender (REST) keeps
-    them for the patron's client; a failed push leaves the message, and those after it, waiting
-    (logged without the text), so the patron never gets them out of order.
-    """
-    push = _senders.get(channel)
-    if push is None:
-        return 0
-    with session_scope(engine) as session:
-        waiting = list(
-            session.execute(
-                select(OutboxMessage)
-                .where(
-                    OutboxMessage.channel == channel,
-                    OutboxMessage.recipient == recipient,
-                    OutboxMessage.delivered_at.is_(None),
-                )
-                .order_by(OutboxMessage.id)
-            ).scalars()
-        )
-    delivered = 0
-    for message in waiting:
-        try:
-            push(message)
-        except Exception as error:
-            log.error(
-                "%s: pushing outbox message %s to %s failed (%s)\n%s",
-                channel,
-                message.id,
-                fingerprint(recipient),
-                describe_failure(error),
-                failure_stack(error),
-            )
-            break
-        with session_scope(engine) as session:
-            session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == message.id, OutboxMessage.delivered_at.is_(None))
-                .values(delivered_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-        delivered += 1
-    return delivered
-
-
 def _patron_of(*, session: Session, channel: str, recipient: str) -> int:
     key = patron_key(recipient, channel)
     found = find_patron_ids(session=session, keys=[key])
@@ -178,11 +110,12 @@ def take_pending(
         claimed = session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id == message.id, OutboxMessage.delivered_at.is_(None))
-            .values(delivered_at=delivered_at)
+            .values(delivered_at=delivered_at, status="delivered")
             .execution_options(synchronize_session=False)
         )
         if claimed.rowcount == 1:  # type: ignore[attr-defined]
             set_committed_value(message, "delivered_at", delivered_at)
+            set_committed_value(message, "status", "delivered")
             taken.append(message)
     return taken
 
@@ -195,7 +128,7 @@ def release(*, session: Session, ids: list[int], delivered_at: dt.datetime) -> i
     result = session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id.in_(ids), OutboxMessage.delivered_at == delivered_at)
-        .values(delivered_at=None)
+        .values(delivered_at=None, status="pending")
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from bot.crm.audit import log_access
 from bot.crm.database import erasure_lock
 from bot.crm.models import (
+    ChannelUpdate,
     ErasedSender,
     Escalation,
     Interaction,
@@ -135,6 +136,14 @@ def erase_patron(
                 blanks["conversation_id"] = None
             result = session.execute(update(table).where(condition).values(patron_id=None, **blanks))
             anonymised[table.name] = int(result.rowcount or 0)
+    if senders:
+        # Updates a channel recorded to handle once keep their key (a redelivery is still recognised)
+        # but lose the message they held and whose they were.
+        updates: Any = ChannelUpdate.__table__
+        result = session.execute(
+            update(updates).where(updates.c.sender.in_(sorted(senders))).values(sender=None, body=None)
+        )
+        anonymised[updates.name] = int(result.rowcount or 0)
     if still_open:
         # After the anonymising above, which blanks every resolution note.
         session.execute(

@@ -1,4 +1,4 @@
-"""The CRM's tables, by domain: patrons and consent, conversations, feedback, outreach, outbox, staff."""
+"""The CRM's tables, by domain: patrons, conversations, feedback, outreach, outbox, channels, staff."""
 
 from bot.crm.models.base import Base, BigId, UTCDateTime, utcnow
 from bot.crm.models.conversation import (
@@ -10,12 +10,18 @@ from bot.crm.models.conversation import (
     InteractionStat,
 )
 from bot.crm.models.feedback import Escalation, Feedback, Suggestion
-from bot.crm.models.outbound import OutboxMessage
+from bot.crm.models.channel import ChannelToken, ChannelUpdate
+from bot.crm.models.outbound import ATTEMPT_OUTCOMES, OUTBOX_STATUSES, DeliveryAttempt, OutboxMessage
 from bot.crm.models.outreach import Campaign, Delivery, Segment, SegmentMembership
 from bot.crm.models.patron import CONSENT_PURPOSES, PATRON_TYPES, ChannelIdentity, Consent, Patron
 from bot.crm.models.staff import AuditLog, StaffUser
 
 __all__ = [
+    "ATTEMPT_OUTCOMES",
+    "OUTBOX_STATUSES",
+    "ChannelToken",
+    "ChannelUpdate",
+    "DeliveryAttempt",
     "CONSENT_PURPOSES",
     "CONVERSATION_STATUSES",
     "PATRON_TYPES",

@@ -1,0 +1,251 @@
+"""Sending the outbox through the channels that push (Telegram, WeChat, the widget), once per message.
+
+A channel registers an async sender that answers each message with an `Attempt`. The dispatcher, in
+the Rasa server's event loop, claims each conversation's due messages in order (a lease in the
+outbox row, with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several processes share the work and no
+message goes twice), sends them, and records every attempt and its outcome in the CRM: sent; retry
+later (a 429's retry_after, a 5xx); blocked (the patron blocked the bot: marked unreachable, not
+retried); unknown (the request went out and no answer came: not blindly sent again); skipped by rule
+(WeChat's closed 48-hour window). A staff reply made anywhere (the CLI, the console) is sent within
+POLL seconds, or at once when `wake` is called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.engine import Engine
+
+from bot.crm.database import session_scope
+from bot.crm.models import DeliveryAttempt, OutboxMessage, Patron, utcnow
+from bot.pseudonyms import fingerprint
+from bot.redaction import describe_failure
+
+log = logging.getLogger(__name__)
+
+# The channels whose messages the running bot pushes (the REST channel's wait for its client).
+PUSH_CHANNELS = ("telegram", "wechat", "webchat")
+# How often the outbox is looked at when nothing wakes the dispatcher.
+POLL = 1.0
+# A process holds the messages it claimed this long; if it dies, another sends them after.
+LEASE = dt.timedelta(seconds=60)
+# Retries of a message the channel asked to send again later, before it is given up as failed.
+MAX_ATTEMPTS = 8
+# The wait before the n-th retry when the channel names none (doubling, at most an hour).
+FIRST_BACKOFF = 5.0
+MAX_BACKOFF = 3600.0
+# The most messages one look at the outbox claims, per channel.
+BATCH = 200
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What came of sending one message: an outcome of ATTEMPT_OUTCOMES, why, and when to retry."""
+
+    outcome: str
+    reason: str | None = None
+    retry_after: float = 0.0
+
+
+SENT = Attempt("sent")
+
+# A channel's push: sends one message and says what came of it (it does not raise for a refusal).
+ChannelSender = Callable[[OutboxMessage], Awaitable[Attempt]]
+# Whether this process can reach a recipient (the widget: only the process holding their socket).
+Holds = Callable[[str], bool]
+
+
+@dataclass
+class _Channel:
+    send: ChannelSender
+    holds: Holds | None
+
+
+def claim_due(
+    *, engine: Engine, channel: str, holds: Holds | None = None, limit: int = BATCH
+) -> list[OutboxMessage]:
+    """The channel's due messages, each conversation's in order and only up to its first message that
+    is not due (a retry waiting, or another process's claim), claimed for this process."""
+    now = utcnow()
+    with session_scope(engine) as session:
+        query = (
+            select(OutboxMessage)
+            .where(OutboxMessage.channel == channel, OutboxMessage.status == "pending")
+            .order_by(OutboxMessage.id)
+            .limit(limit)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        stopped: set[str] = set()
+        claimed: list[OutboxMessage] = []
+        for message in session.execute(query).scalars().all():
+            recipient = str(message.recipient)
+            if recipient in stopped:
+                continue
+            due = message.next_attempt_at is None or message.next_attempt_at <= now
+            free = message.claimed_until is None or message.claimed_until < now
+            if not (due and free) or (holds is not None and not holds(recipient)):
+                stopped.add(recipient)
+                continue
+            taken = session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id == message.id,
+                    OutboxMessage.status == "pending",
+                    or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+                )
+                .values(claimed_until=now + LEASE)
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                stopped.add(recipient)
+                continue
+            claimed.append(message)
+        session.expunge_all()
+        return claimed
+
+
+def record_attempt(*, engine: Engine, message: OutboxMessage, attempt: Attempt) -> str:
+    """Record one attempt and move the message on; returns its new status."""
+    now = utcnow()
+    attempts = int(message.attempts or 0) + 1
+    values: dict[str, object] = {"attempts": attempts, "claimed_until": None}
+    if attempt.outcome == "sent":
+        values |= {"status": "delivered", "delivered_at": now}
+    elif attempt.outcome == "retry" and attempts < MAX_ATTEMPTS:
+        wait = attempt.retry_after or min(FIRST_BACKOFF * 2 ** (attempts - 1), MAX_BACKOFF)
+        values |= {"next_attempt_at": now + dt.timedelta(seconds=wait)}
+    elif attempt.outcome == "skipped":
+        values |= {"status": "skipped"}
+    elif attempt.outcome == "unknown":
+        values |= {"status": "unknown"}
+    else:  # blocked, failed, or retried too often
+        values |= {"status": "failed"}
+    with session_scope(engine) as session:
+        session.add(
+            DeliveryAttempt(
+                outbox_id=message.id,
+                channel=message.channel,
+                attempted_at=now,
+                outcome=attempt.outcome,
+                reason=(attempt.reason or None) and str(attempt.reason)[:64],
+            )
+        )
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message.id)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if attempt.outcome == "blocked" and message.patron_id is not None:
+            session.execute(
+                update(Patron)
+                .where(Patron.id == message.patron_id)
+                .values(reachable=False)
+                .execution_options(synchronize_session=False)
+            )
+    return str(values.get("status", "pending"))
+
+
+def release_claims(*, engine: Engine, ids: list[int]) -> None:
+    """Give back messages claimed but not attempted (the conversation stopped at an earlier one)."""
+    if not ids:
+        return
+    with session_scope(engine) as session:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids), OutboxMessage.status == "pending")
+            .values(claimed_until=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
+class Dispatcher:
+    """Drains the outbox of the channels registered in this process."""
+
+    def __init__(self, *, engine: Engine, poll: float = POLL) -> None:
+        self.engine = engine
+        self.poll = poll
+        self.channels: dict[str, _Channel] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def register(self, channel: str, send: ChannelSender, *, holds: Holds | None = None) -> None:
+        self.channels[channel] = _Channel(send=send, holds=holds)
+        self.wake()
+
+    def wake(self) -> None:
+        """Look at the outbox now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self.run(), name="patronbot-outbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.drain_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the CRM is down, say: try again at the next poll
+                log.error("outbox: sending failed (%s)", describe_failure(error))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
+
+    async def drain_once(self) -> int:
+        """Claim and send what is due on every registered channel; returns how many were sent."""
+        sent = 0
+        for name, channel in list(self.channels.items()):
+            claimed = await asyncio.to_thread(
+                claim_due, engine=self.engine, channel=name, holds=channel.holds
+            )
+            by_recipient: dict[str, list[OutboxMessage]] = {}
+            for message in claimed:
+                by_recipient.setdefault(str(message.recipient), []).append(message)
+            results = await asyncio.gather(
+                *(self._send_in_order(channel, messages) for messages in by_recipient.values())
+            )
+            sent += sum(results)
+        return sent
+
+    async def _send_in_order(self, channel: _Channel, messages: list[OutboxMessage]) -> int:
+        """One conversation's messages in order, stopping at the first that is not sent."""
+        sent = 0
+        for index, message in enumerate(messages):
+            try:
+                attempt = await channel.send(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a sender bug: recorded, retried later like a 5xx
+                log.error(
+                    "%s: sending outbox message %s to %s failed (%s)",
+                    message.channel,
+                    message.id,
+                    fingerprint(str(message.recipient)),
+                    describe_failure(error),
+                )
+                attempt = Attempt("retry", reason=type(error).__name__)
+            status = await asyncio.to_thread(
+                record_attempt, engine=self.engine, message=message, attempt=attempt
+            )
+            if status != "delivered":
+                await asyncio.to_thread(
+                    release_claims, engine=self.engine, ids=[int(later.id) for later in messages[index + 1 :]]
+                )
+                break
+            sent += 1
+        return sent
