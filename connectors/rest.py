@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 from sqlalchemy.engine import Engine
 
+from bot.channels.access import is_loopback
 from bot.crm.database import make_engine, session_scope, tune_every_sqlite_connection
 from bot.crm.models import utcnow
 from bot.language import detect_language, is_payload
@@ -243,6 +245,27 @@ async def _as_tapped(
     return payload, {**message.metadata, "typed": message.text}
 
 
+def refusal(request: Request, token: str | None) -> HTTPResponse | None:
+    """Who may speak as a patron on the REST channel: with a token set, a request that brings it
+    (`Authorization: Bearer <token>`, compared in constant time); without one, only this machine. A
+    sender id is what "what do you know about me" and "delete my data" trust, so a stranger must not
+    choose one. None when the request may go on; else the 401 or 403 to answer."""
+    if token:
+        scheme, _, given = str(request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return None
+        return response.json(
+            {"error": "this channel needs 'Authorization: Bearer <token>' (PATRONBOT_REST_TOKEN)"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="patronbot"'},
+        )
+    if is_loopback(str(request.ip or "")):
+        return None
+    return response.json(
+        {"error": "without PATRONBOT_REST_TOKEN the REST channel answers only this machine"}, status=403
+    )
+
+
 class RestInput(InputChannel):  # type: ignore[misc]
     """Rasa's REST channel made strict: bad requests get a 400 with the reason, never a 500.
 
@@ -256,7 +279,9 @@ class RestInput(InputChannel):  # type: ignore[misc]
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         webhook = Blueprint("patronbot_rest_webhook", __name__)
-        max_chars = get_settings().max_message_chars
+        settings = get_settings()
+        max_chars = settings.max_message_chars
+        token = settings.rest_token.get_secret_value() if settings.rest_token is not None else None
 
         @webhook.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:
@@ -264,6 +289,9 @@ class RestInput(InputChannel):  # type: ignore[misc]
 
         @webhook.route("/webhook", methods=["POST"])
         async def receive(request: Request) -> HTTPResponse | None:
+            refused = refusal(request, token)
+            if refused is not None:
+                return refused
             try:
                 message = parse_request(request.body, max_chars=max_chars)
             except BadRequestError as error:
@@ -298,6 +326,9 @@ class RestInput(InputChannel):  # type: ignore[misc]
 
         @webhook.route("/outbox", methods=["GET"])
         async def outbox(request: Request) -> HTTPResponse | None:
+            refused = refusal(request, token)
+            if refused is not None:
+                return refused
             try:
                 sender = parse_sender(request.args.get("sender"))
             except BadRequestError as error:

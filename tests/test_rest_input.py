@@ -103,6 +103,7 @@ async def _echo(message: UserMessage) -> None:
 async def _exchange(
     requests: list[tuple[str, str, dict[str, Any]]],
     bot: Callable[[UserMessage], Awaitable[None]] = _echo,
+    client: tuple[str, int] = ("127.0.0.1", 50000),
 ) -> list[httpx.Response]:
     """Send requests to a Sanic app serving the REST channel, whose bot answers "bot: TEXT"."""
 
@@ -120,8 +121,9 @@ async def _exchange(
     server = asyncio.create_task(app({"type": "lifespan"}, lifespan.get, lifespan_send))
     await asyncio.wait_for(started.wait(), 10)
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bot") as client:
-            return [await client.request(method, path, **options) for method, path, options in requests]
+        transport = httpx.ASGITransport(app=app, client=client)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bot") as http:
+            return [await http.request(method, path, **options) for method, path, options in requests]
     finally:
         server.cancel()
 
@@ -297,3 +299,54 @@ def test_a_staff_reply_whose_response_never_left_goes_back_to_the_outbox(
         _exchange([("POST", "/webhooks/rest/webhook", {"json": {"sender": "alice", "message": "hello?"}})])
     )
     assert again.json()[0] == {"recipient_id": "alice", "text": "Librarian here."}
+
+
+def _heard() -> tuple[list[str], Callable[[UserMessage], Awaitable[None]]]:
+    heard: list[str] = []
+
+    async def bot(message: UserMessage) -> None:
+        heard.append(message.sender_id)
+        await _echo(message)
+
+    return heard, bot
+
+
+def test_without_a_token_only_this_machine_may_speak_as_a_patron(channel_crm: Engine) -> None:
+    """A sender id is what "delete my data" trusts: without PATRONBOT_REST_TOKEN a request from
+    elsewhere is refused before anything is read, and this machine (the website backend beside it, the
+    terminal chat) is served."""
+    heard, bot = _heard()
+    say = ("POST", "/webhooks/rest/webhook", {"json": {"sender": "alice", "message": "delete my data"}})
+    outbox = ("GET", "/webhooks/rest/outbox", {"params": {"sender": "alice"}})
+    refused = asyncio.run(_exchange([say, outbox], bot, client=("203.0.113.5", 4000)))
+    assert [r.status_code for r in refused] == [403, 403]
+    assert "PATRONBOT_REST_TOKEN" in refused[0].json()["error"]
+    assert heard == []
+    for local in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        (served,) = asyncio.run(_exchange([say], bot, client=(local, 4000)))
+        assert served.status_code == 200, local
+    assert heard == ["rest:alice"] * 3
+
+
+def test_with_a_token_every_request_must_bring_it(
+    channel_crm: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "s3cret-token-for-the-website-backend"
+    monkeypatch.setenv("PATRONBOT_REST_TOKEN", token)
+    get_settings.cache_clear()
+    heard, bot = _heard()
+    message = {"json": {"sender": "alice", "message": "hi"}}
+    requests = [
+        ("POST", "/webhooks/rest/webhook", message),
+        ("POST", "/webhooks/rest/webhook", {**message, "headers": {"Authorization": "Bearer wrong"}}),
+        ("POST", "/webhooks/rest/webhook", {**message, "headers": {"Authorization": f"Basic {token}"}}),
+        ("GET", "/webhooks/rest/outbox", {"params": {"sender": "alice"}}),
+        ("POST", "/webhooks/rest/webhook", {**message, "headers": {"Authorization": f"Bearer {token}"}}),
+    ]
+    # Even from this machine: the token, once set, is the rule.
+    answers = asyncio.run(_exchange(requests, bot))
+    assert [r.status_code for r in answers] == [401, 401, 401, 401, 200]
+    assert answers[0].headers["www-authenticate"].startswith("Bearer")
+    assert heard == ["rest:alice"]
+    (remote,) = asyncio.run(_exchange(requests[-1:], bot, client=("203.0.113.5", 4000)))
+    assert remote.status_code == 200

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.channels.access import is_loopback_host
+from bot.channels.credentials import channel_webhooks, write_credentials
 from bot.crm.database import DatabaseError, describe_error
 from bot.crm.migrate import current_revision, upgrade
 from bot.pseudonyms import load_key
@@ -25,7 +27,9 @@ log = logging.getLogger("patronbot")
 READY_TIMEOUT = 300.0
 
 
-def children(settings: Settings, endpoints: Path, output: ProcessOutput | None = None) -> list[Child]:
+def children(
+    settings: Settings, endpoints: Path, output: ProcessOutput | None = None, credentials: Path | None = None
+) -> list[Child]:
     """The processes of a running bot, in start order."""
     env = rasa_environment()
     rasa = rasa_executable()
@@ -53,7 +57,7 @@ def children(settings: Settings, endpoints: Path, output: ProcessOutput | None =
                 "--endpoints",
                 str(endpoints),
                 "--credentials",
-                str(PROJECT_ROOT / "credentials.yml"),
+                str(credentials or PROJECT_ROOT / "credentials.yml"),
                 "--interface",
                 host,
                 "--port",
@@ -95,6 +99,12 @@ def _run(*, settings: Settings, train_first: bool, output: ProcessOutput) -> int
         log.info("CRM database %s is at revision %s", redact_url(url), current_revision(url=url))
     except SQLAlchemyError as error:
         raise DatabaseError(describe_error(error, url)) from None
+    if settings.rest_token is None and not is_loopback_host(settings.host):
+        log.warning(
+            "listening on %s without PATRONBOT_REST_TOKEN: the REST channel answers only requests from this"
+            " machine; set the token for a website backend or app elsewhere",
+            settings.host,
+        )
     if train_first:
         train(settings=settings)
     if not settings.path(settings.model_path).is_file():
@@ -103,7 +113,9 @@ def _run(*, settings: Settings, train_first: bool, output: ProcessOutput) -> int
     log.info(
         "starting the action server, the ingester and the Rasa server (their whole output: %s)", output.path
     )
-    supervisor = Supervisor(children(settings, write_endpoints(settings), output))
+    supervisor = Supervisor(
+        children(settings, write_endpoints(settings), output, credentials=write_credentials(settings))
+    )
     supervisor.install_signal_handlers()
     supervisor.start()
     try:
@@ -113,7 +125,12 @@ def _run(*, settings: Settings, train_first: bool, output: ProcessOutput) -> int
             log.error("patronbot did not start; see the messages above and %s", output.path)
             return 1
         ready = f"patronbot is ready: POST messages to {settings.webhook_url} (Ctrl-C stops)"
-        print(f"{ready}\n  talk to it in the terminal: make chat (or .venv/bin/patronbot chat)", flush=True)
+        channels = "".join(f"\n  {name}: {where}" for name, where in channel_webhooks(settings).items())
+        print(
+            f"{ready}\n  channels on:{channels}\n  talk to it in the terminal: make chat"
+            " (or .venv/bin/patronbot chat)",
+            flush=True,
+        )
         output.keep("patronbot", ready)
         return supervisor.supervise()
     finally:
