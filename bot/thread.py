@@ -11,11 +11,10 @@ from typing import Any
 from bot.engagement.profile import described_patron_type
 from bot.language import is_acknowledgement
 
-# Questions the bot answers, whose topic a follow-up can continue.
-TOPIC_INTENTS = frozenset(
+# The intents answered from the knowledge base (the rule "library service questions are answered from
+# the knowledge base" in data/rules.yml; tests/test_topics_and_eval_data.py checks that they agree).
+KNOWLEDGE_INTENTS = frozenset(
     {
-        "ask_hours",
-        "ask_contact",
         "card_account",
         "borrowing_rules",
         "renewal",
@@ -30,6 +29,8 @@ TOPIC_INTENTS = frozenset(
         "research_help",
     }
 )
+# Questions the bot answers, whose topic a follow-up can continue: those and the library's facts.
+TOPIC_INTENTS = KNOWLEDGE_INTENTS | {"ask_hours", "ask_contact"}
 # The key in a message's parse data that says how the conversation's thread was used to read it.
 PARSE_KEY = "thread"
 # The slot that holds the number of the complaint or suggestion recorded in the latest turn.

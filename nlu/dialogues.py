@@ -317,16 +317,17 @@ def _check_records(session: Session, patron_id: int, expected: dict[str, Any]) -
     return problems
 
 
+def tally(selected: Sequence[Outcome], *, right: Callable[[Outcome], bool], label: str) -> dict[str, Any]:
+    """How many of `selected` are `right`, and their share under `label` (None when there are none)."""
+    count = sum(right(outcome) for outcome in selected)
+    return {"n": len(selected), "right": count, label: round(count / len(selected), 3) if selected else None}
+
+
 def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """The share of dialogues right, overall, per language and per kind, and what went wrong."""
 
     def share(selected: list[Outcome]) -> dict[str, Any]:
-        right = sum(outcome.right for outcome in selected)
-        return {
-            "n": len(selected),
-            "right": right,
-            "share": round(right / len(selected), 3) if selected else None,
-        }
+        return tally(selected, right=lambda outcome: outcome.right, label="share")
 
     return {
         "overall": share(list(outcomes)),

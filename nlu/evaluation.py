@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import yaml
 
 from bot.settings import PROJECT_ROOT
+from bot.thread import KNOWLEDGE_INTENTS
 
 if TYPE_CHECKING:
     from bot.knowledge.retrieval import Retriever
@@ -20,24 +21,6 @@ if TYPE_CHECKING:
 TOPICS_FILE = PROJECT_ROOT / "nlu" / "topics.yml"
 OUT_OF_SCOPE = "out_of_scope"
 FALLBACK = "nlu_fallback"
-# The intents answered from the knowledge base (the rule "library service questions are answered from
-# the knowledge base" in data/rules.yml; tests/test_topics_and_eval_data.py checks that they agree).
-KNOWLEDGE_INTENTS = frozenset(
-    {
-        "card_account",
-        "borrowing_rules",
-        "renewal",
-        "holds",
-        "returns",
-        "fines_lost",
-        "interlibrary_loan",
-        "study_spaces",
-        "tech_services",
-        "e_resources",
-        "events",
-        "research_help",
-    }
-)
 # In the whole turn's out-of-scope score, how much each unit of retrieval score below the suggest
 # threshold weighs against the NLU's confidence. Chosen on knowledge/eval/queries_dev.jsonl by
 # scripts/tune_scope.py (the best of 0.5 to 1,000 there; from 200 on they tie, 50 and 100 within

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from bot.settings import PROJECT_ROOT
-from nlu.dialogues import Dialogue, DialogueFileError, Outcome, Turn
+from nlu.dialogues import Dialogue, DialogueFileError, Outcome, Turn, tally
 
 FOLLOWUPS = PROJECT_ROOT / "tests" / "followups"
 KINDS = ("follow_up", "remembered", "detail", "new_topic", "acknowledgement", "no_context")
@@ -66,12 +66,7 @@ def summarise_last_turns(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """Last-turn accuracy overall, per language, and per language and kind, and the cases it missed."""
 
     def share(selected: list[Outcome]) -> dict[str, Any]:
-        right = sum(outcome.last_turn_right for outcome in selected)
-        return {
-            "n": len(selected),
-            "right": right,
-            "accuracy": round(right / len(selected), 3) if selected else None,
-        }
+        return tally(selected, right=lambda outcome: outcome.last_turn_right, label="accuracy")
 
     return {
         "overall": share(list(outcomes)),
