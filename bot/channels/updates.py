@@ -94,3 +94,21 @@ def forget_handled(*, engine: Engine, older_than: dt.timedelta = REMEMBER) -> in
             .execution_options(synchronize_session=False)
         )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def renew_claims(*, engine: Engine, channel: str, keys: list[str]) -> None:
+    """Keep holding updates this process is still handling (a queue of turns may outlast LEASE), so no
+    other process takes them over while it is alive."""
+    if not keys:
+        return
+    with session_scope(engine) as session:
+        session.execute(
+            update(ChannelUpdate)
+            .where(
+                ChannelUpdate.channel == channel,
+                ChannelUpdate.update_key.in_(keys),
+                ChannelUpdate.handled_at.is_(None),
+            )
+            .values(claimed_until=utcnow() + LEASE)
+            .execution_options(synchronize_session=False)
+        )
