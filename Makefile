@@ -24,8 +24,14 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	@touch $(STAMP)
 	@echo "installed: $$($(BIN)/patronbot --version)"
 
+# The web chat widget (rasa-webchat from the npm registry, integrity-checked), served by the bot.
+WEBCHAT := connectors/static/webchat/vendor/rasa-webchat.json
+$(WEBCHAT): scripts/fetch_webchat.py | $(STAMP)
+	@$(BIN)/python scripts/fetch_webchat.py
+	@touch $@
+
 .PHONY: install
-install: $(STAMP)  ## create .venv and install the locked dependencies (only when the lock changed)
+install: $(STAMP) $(WEBCHAT)  ## create .venv and install the locked dependencies (only when the lock changed)
 
 .PHONY: lock
 lock:  ## regenerate requirements/lock.txt from requirements/*.in (needs the package registry)

@@ -106,7 +106,11 @@ def running_bot(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -
     facts, kb = tmp / "library.yml", tmp / "faq.yml"
     facts.write_bytes((PROJECT_ROOT / "knowledge" / "library.yml").read_bytes())
     kb.write_bytes((PROJECT_ROOT / "knowledge" / "faq.yml").read_bytes())
-    extra = {"PATRONBOT_LIBRARY_FACTS": str(facts), "PATRONBOT_KNOWLEDGE_BASE": str(kb)}
+    extra = {
+        "PATRONBOT_LIBRARY_FACTS": str(facts),
+        "PATRONBOT_KNOWLEDGE_BASE": str(kb),
+        "PATRONBOT_WEBCHAT": "true",  # the widget's browser tests use this bot's demo page
+    }
     bot = start_bot(tmp, trained_model, extra)
     yield bot
     code = stop_bot(bot)
