@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rasa.core.channels.channel import UserMessage
 from sanic import Sanic
 from sqlalchemy import select
@@ -350,3 +352,43 @@ def test_with_a_token_every_request_must_bring_it(
     assert heard == ["rest:alice"]
     (remote,) = asyncio.run(_exchange(requests[-1:], bot, client=("203.0.113.5", 4000)))
     assert remote.status_code == 200
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    authorization=st.one_of(
+        st.none(),
+        st.text(max_size=80),
+        st.builds(lambda t: f"Bearer {t}", st.text(max_size=60)),
+        st.just("Bearer  s3cret-token-for-the-website-backend-x"),
+        st.just("bearer s3cret-token-for-the-website-backend"),
+    ),
+    body=st.one_of(st.binary(max_size=300), st.just(b'{"sender": "alice", "message": "hi"}')),
+)
+def test_fuzzed_headers_and_bodies_never_reach_the_bot_without_the_token(
+    authorization: str | None, body: bytes
+) -> None:
+    """Whatever a stranger sends, without the exact token nothing reaches the bot and nothing is a 5xx;
+    with it, a bad body is a 4xx with a reason."""
+    token = "s3cret-token-for-the-website-backend"
+    heard, bot = _heard()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATRONBOT_REST_TOKEN", token)
+        get_settings.cache_clear()
+        headers = {"Content-Type": "application/json"}
+        if authorization is not None and authorization.isascii() and "\n" not in authorization:
+            headers["Authorization"] = authorization
+        (answer,) = asyncio.run(
+            _exchange([("POST", "/webhooks/rest/webhook", {"content": body, "headers": headers})], bot)
+        )
+        get_settings.cache_clear()
+    assert answer.status_code < 500
+    allowed = headers.get("Authorization", "").partition(" ")
+    if not (allowed[0].lower() == "bearer" and allowed[2].strip() == token):
+        assert answer.status_code == 401
+        assert heard == []
+    elif answer.status_code == 200:
+        assert heard == ["rest:alice"]
+    else:
+        assert answer.status_code in (400, 413)
+        assert heard == []
