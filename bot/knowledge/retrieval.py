@@ -218,8 +218,14 @@ class Retriever:
     ) -> dict[str, NDArray[np.float32]]:
         """The vectors of `query` for the models `lang`'s tuning weighs (those `given` kept, the others
         encoded), so that several searches of the same text encode it once."""
+        text = normalise_query(query)
         names = [name for name in self.encoders if self.tuning_for(lang).weight(name, self.signals) > 0]
-        return self.query_vectors(normalise_query(query), names, given)
+        vectors = self.query_vectors(text, [name for name in names if name in (given or {})], given)
+        # The models still to encode it run side by side (they release the GIL), as in `search`.
+        encoding = {
+            name: WORKERS.submit(self.query_vectors, text, [name]) for name in names if name not in vectors
+        }
+        return vectors | {name: future.result()[name] for name, future in encoding.items()}
 
     def _decision(self, hits: Sequence[Hit], lang: str) -> Decision:
         if not hits:
