@@ -31,6 +31,7 @@ from bot.outbound.outbox import release, take_pending
 from bot.pseudonyms import fingerprint
 from bot.redaction import describe_failure, failure_stack
 from bot.settings import get_settings
+from connectors.replies import APOLOGY
 from connectors.typed_buttons import MAX_TITLE_CHARS, offered_buttons, typed_payload
 from rasa_server.speedups import install as install_rasa_speedups
 
@@ -47,13 +48,6 @@ MAX_METADATA_BYTES = 2048
 MAX_METADATA_DEPTH = 3
 KEPT_METADATA = ("source",)  # how the patron arrived (a page, a poster's QR code, a campaign)
 MAX_SOURCE_CHARS = 200
-
-# Said when the bot produced no reply (the action server is down, say) or Rasa failed; by then the
-# message is in the tracker store, so it is recorded.
-APOLOGY = {
-    "zh": "抱歉，我暂时无法回答，您的消息已记录。请稍后再试。",
-    "en": "Sorry, I can't answer that right now. Your message has been recorded; please try again shortly.",
-}
 
 
 class BadRequestError(ValueError):

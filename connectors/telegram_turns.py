@@ -23,7 +23,7 @@ from bot.crm.database import session_scope
 from bot.crm.models import ChannelUpdate
 from bot.pseudonyms import fingerprint
 from bot.redaction import describe_failure, failure_stack
-from connectors.rest import APOLOGY
+from connectors.replies import APOLOGY, text_only
 from connectors.telegram_send import mark_unreachable, send_replies
 from connectors.telegram_updates import (
     COMMAND_INTENTS,
@@ -47,11 +47,6 @@ FORGET_SECONDS = 3600.0
 TURNS_AT_ONCE = 2
 # On stop, how long turns under way may finish before they are cancelled (then taken over later).
 DRAIN_SECONDS = 5.0
-# Said to a photo, a sticker, a voice message, a location...
-TEXT_ONLY = {
-    "zh": "抱歉，我目前只能看懂文字消息。请用文字写下您的问题。",
-    "en": "Sorry, I can only read text messages for now. Please type your question.",
-}
 
 OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
 
@@ -138,9 +133,7 @@ class UpdateHandler:
             if incoming.kind == "turn":
                 await self._turn(job)
             elif incoming.kind == "media":
-                language = incoming.language
-                text = TEXT_ONLY[language] if language else f"{TEXT_ONLY['zh']}\n{TEXT_ONLY['en']}"
-                await self._send(job, [{"text": text}])
+                await self._send(job, [{"text": text_only(incoming.language)}])
             elif incoming.kind == "kicked" and incoming.chat_id is not None:
                 await asyncio.to_thread(mark_unreachable, engine=self.engine, chat_id=incoming.chat_id)
             await asyncio.to_thread(mark_handled, engine=self.engine, channel=CHANNEL, key=key)

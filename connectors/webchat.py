@@ -35,7 +35,8 @@ from bot.pseudonyms import fingerprint, load_key
 from bot.redaction import describe_failure, failure_stack
 from bot.settings import get_settings
 from connectors.outbound import dispatcher
-from connectors.rest import APOLOGY, BadRequestError, clean_text, parse_metadata
+from connectors.replies import APOLOGY
+from connectors.rest import BadRequestError, clean_text, parse_metadata
 from connectors.socketio_compat import enter_room, leave_room, patch_sanic_websocket_wait
 from connectors.typed_buttons import MAX_TITLE_CHARS, offered_buttons, typed_payload
 from connectors.webchat_sessions import CHANNEL, issue_session, sender_of

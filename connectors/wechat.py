@@ -29,7 +29,8 @@ from bot.pseudonyms import fingerprint
 from bot.redaction import describe_failure, failure_stack
 from bot.settings import Settings, get_settings
 from connectors.outbound import dispatcher
-from connectors.rest import APOLOGY, BadRequestError, crm_engine
+from connectors.replies import APOLOGY
+from connectors.rest import BadRequestError, crm_engine
 from connectors.typed_buttons import MAX_TITLE_CHARS, offered_buttons, typed_payload
 from connectors.wechat_messages import (
     ONLY_TEXT,

@@ -16,6 +16,7 @@ from wechatpy.replies import TextReply
 from wechatpy.utils import WeChatSigner
 
 from bot.language import is_payload
+from connectors.replies import text_only
 from connectors.rest import MAX_SOURCE_CHARS, BadRequestError, TooLargeError, clean_text
 
 # WeChat's pushes are small (a text message holds at most 2048 bytes): anything far larger is not one.
@@ -28,10 +29,7 @@ _DIGITS = re.compile(r"[0-9]{1,20}")
 
 # The answer to a message the bot cannot read (an image, a location): it says so in both languages,
 # since WeChat tells nothing of the patron's language and there are no words to tell it by.
-ONLY_TEXT = (
-    "抱歉，我目前只能读懂文字消息，请用文字提问。\n"
-    "Sorry, I can only read text messages for now: please type your question."
-)
+ONLY_TEXT = text_only(None)
 # The greeting turn a new follower (or a poster's QR code scanned) starts.
 GREETING = "/greet"
 # WeChat's answer that there is nothing to reply passively.

@@ -24,7 +24,7 @@ from bot.outbound.outbox import send
 from bot.pseudonyms import load_key
 from bot.settings import get_settings
 from connectors.outbound import dispatcher
-from connectors.rest import APOLOGY
+from connectors.replies import APOLOGY
 from connectors.webchat_sessions import issue_session, sender_of
 from scripts import fetch_webchat
 from tests.webchat_server import Served, Widget, serving

@@ -11,7 +11,7 @@ import pytest
 
 from bot.knowledge.facts import load_facts
 from bot.settings import PROJECT_ROOT
-from connectors.rest import APOLOGY
+from connectors.replies import APOLOGY
 from tests.e2e.conftest import RunningBot
 from tests.e2e.test_rest_conversation import crm_rows, sender
 
