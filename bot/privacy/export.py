@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from typing import Any
 
@@ -24,6 +25,8 @@ EXPORT_FORMAT = "patronbot-patron-export/1"
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
+    if isinstance(value, bytes):  # a stored vector (patron_interest): its bytes, readable as text
+        return base64.b64encode(value).decode("ascii")
     return value
 
 

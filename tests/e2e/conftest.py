@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -63,8 +64,21 @@ class RunningBot(LaunchedBot):
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
 
-    def child_pid(self, marker: str) -> int:
-        """The pid of the supervised child whose command line contains `marker`."""
+    def child_pid(self, marker: str, *, wait: float = 0) -> int:
+        """The pid of the supervised child whose command line contains `marker`.
+
+        `wait` seconds are given to a supervisor that is restarting the child.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return self._child_pid(marker)
+            except LookupError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _child_pid(self, marker: str) -> int:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue

@@ -12,7 +12,22 @@ from bot.crm.models.conversation import (
 from bot.crm.models.feedback import Escalation, Feedback, Suggestion
 from bot.crm.models.channel import ChannelToken, ChannelUpdate
 from bot.crm.models.outbound import ATTEMPT_OUTCOMES, OUTBOX_STATUSES, DeliveryAttempt, OutboxMessage
-from bot.crm.models.outreach import Campaign, Delivery, Segment, SegmentMembership
+from bot.crm.models.outreach import (
+    CAMPAIGN_KINDS,
+    CAMPAIGN_STATUSES,
+    DELIVERY_STATES,
+    SKIP_REASONS,
+    TRIGGER_EVENTS,
+    Campaign,
+    CampaignRun,
+    Delivery,
+    PatronInterest,
+    Persona,
+    SchedulerLease,
+    Segment,
+    SegmentMembership,
+    SenderWorker,
+)
 from bot.crm.models.patron import CONSENT_PURPOSES, PATRON_TYPES, ChannelIdentity, Consent, Patron
 from bot.crm.models.staff import AuditLog, StaffUser
 
@@ -28,7 +43,11 @@ __all__ = [
     "AuditLog",
     "Base",
     "BigId",
+    "CAMPAIGN_KINDS",
+    "CAMPAIGN_STATUSES",
     "Campaign",
+    "CampaignRun",
+    "DELIVERY_STATES",
     "ChannelIdentity",
     "Consent",
     "Conversation",
@@ -41,10 +60,16 @@ __all__ = [
     "InteractionStat",
     "OutboxMessage",
     "Patron",
+    "PatronInterest",
+    "Persona",
+    "SKIP_REASONS",
+    "SchedulerLease",
     "Segment",
     "SegmentMembership",
+    "SenderWorker",
     "StaffUser",
     "Suggestion",
+    "TRIGGER_EVENTS",
     "UTCDateTime",
     "utcnow",
 ]

@@ -44,6 +44,8 @@ class Feedback(Base):
     comment = Column(Text, nullable=True)
     topic = Column(String(40), nullable=True)
     helpful = Column(Boolean, nullable=True)  # a one-tap "did this help?" answer
+    # The follow-up question this answers (a campaign's delivery), when it answers one.
+    delivery_id = Column(BigId(), ForeignKey("delivery.id", ondelete="SET NULL"), nullable=True, index=True)
     created_at = Column(UTCDateTime, nullable=False, default=utcnow, index=True)
 
 

@@ -42,6 +42,9 @@ class OutboxMessage(Base):
     # Not sent before this (a channel asked to wait); a sender holds the row until claimed_until.
     next_attempt_at = Column(UTCDateTime, nullable=True)
     claimed_until = Column(UTCDateTime, nullable=True)
+    # Set just before the request goes out: a row still in flight when its claim ran out was being
+    # sent by a process that died, so its outcome is unknown and it is not sent again.
+    in_flight_at = Column(UTCDateTime, nullable=True)
 
 
 class DeliveryAttempt(Base):

@@ -32,6 +32,9 @@ class Patron(Base):
     time_zone = Column(String(64), nullable=True)
     # False once a channel reports the patron cannot be reached (blocked the bot, left the channel).
     reachable = Column(Boolean, nullable=False, default=True, server_default=true())
+    # Campaign messages held until then ("pause" / "暂停推送"); the bot still answers.
+    paused_until = Column(UTCDateTime, nullable=True)
+    persona_id = Column(BigId(), ForeignKey("persona.id", ondelete="SET NULL"), nullable=True, index=True)
     created_at = Column(UTCDateTime, nullable=False, default=utcnow)
     last_seen_at = Column(UTCDateTime, nullable=False, default=utcnow, index=True)
 
