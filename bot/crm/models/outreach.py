@@ -120,6 +120,8 @@ class Campaign(Base):
     message = Column(JSON, nullable=False)  # {"zh": "...", "en": "..."}
     # announcement: sent as written; question: asked through Rasa, the answer recorded against it.
     kind = Column(String(16), nullable=False, default="announcement", server_default="announcement")
+    # What a question asks (csat, nps, helpful, open): how the patron's answer is recorded.
+    asks = Column(String(16), nullable=True)
     buttons = Column(JSON, nullable=True)  # [{"title": {"en":..,"zh":..}, "payload": ".."}]
     # {"at": iso} | {"cron": "0 9 * * MON"} | {"after": {"event": .., "days": ..}}
     schedule = Column(JSON, nullable=True)

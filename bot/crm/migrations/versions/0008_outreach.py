@@ -121,6 +121,7 @@ def upgrade() -> None:  # noqa: PLR0915 (one step per table, as generated)
         batch_op.add_column(
             sa.Column("kind", sa.String(length=16), server_default="announcement", nullable=False)
         )
+        batch_op.add_column(sa.Column("asks", sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column("buttons", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("schedule", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("trigger_event", sa.String(length=40), nullable=True))
@@ -265,6 +266,7 @@ def downgrade() -> None:  # noqa: PLR0915
         batch_op.drop_column("trigger_event")
         batch_op.drop_column("schedule")
         batch_op.drop_column("buttons")
+        batch_op.drop_column("asks")
         batch_op.drop_column("kind")
     _restore_sqlite_sequence("campaign", seq)
 
