@@ -13,7 +13,15 @@ from sqlalchemy.orm import Session
 
 from bot.crm.database import session_scope
 from bot.crm.models import DeliveryAttempt, OutboxMessage, Patron, utcnow
-from bot.outbound.dispatcher import MAX_ATTEMPTS, SENT, Attempt, Dispatcher, claim_due, record_attempt
+from bot.outbound.dispatcher import (
+    MAX_ATTEMPTS,
+    SENT,
+    Attempt,
+    Dispatcher,
+    claim_due,
+    mark_in_flight,
+    record_attempt,
+)
 from bot.outbound.outbox import send
 
 
@@ -195,3 +203,45 @@ def test_a_claim_is_taken_over_once_its_lease_ran_out_and_holds_filters_recipien
             .values(claimed_until=utcnow() - dt.timedelta(seconds=1))
         )
     assert [int(m.id) for m in claim_due(engine=crm, channel="telegram")] == [here]
+
+
+def test_a_message_whose_sender_died_in_flight_is_unknown_and_not_sent_again(crm: Engine) -> None:
+    patron_id = _patron(crm)
+    first, second = _queue(crm, patron_id, "telegram:5", "under way", "after it")
+    claimed = claim_due(engine=crm, channel="telegram")
+    assert [int(m.id) for m in claimed] == [first, second]
+    mark_in_flight(engine=crm, message=claimed[0])
+    # The process dies here, the request out; its claims run out.
+    with session_scope(crm) as session:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_([first, second]))
+            .values(claimed_until=utcnow() - dt.timedelta(seconds=1))
+        )
+    again = claim_due(engine=crm, channel="telegram")
+    assert _status(crm, first) == "unknown"
+    assert _attempts(crm) == [(first, "unknown", "sender_died_in_flight")]
+    # The conversation waits for the next look, then goes on with the message never under way.
+    assert again == []
+    assert [int(m.id) for m in claim_due(engine=crm, channel="telegram")] == [second]
+
+
+def test_a_sent_message_is_no_longer_in_flight(crm: Engine) -> None:
+    patron_id = _patron(crm)
+    (only,) = _queue(crm, patron_id, "telegram:6", "hello")
+    sent: list[int] = []
+
+    async def channel(message: OutboxMessage) -> Attempt:
+        with Session(crm, future=True) as session:
+            row = session.get(OutboxMessage, message.id)
+            assert row is not None and row.in_flight_at is not None  # marked before the request
+        sent.append(int(message.id))
+        return SENT
+
+    dispatcher = Dispatcher(engine=crm)
+    dispatcher.register("telegram", channel)
+    assert asyncio.run(dispatcher.drain_once()) == 1
+    assert sent == [only]
+    with Session(crm, future=True) as session:
+        row = session.get(OutboxMessage, only)
+        assert row is not None and row.in_flight_at is None and row.status == "delivered"

@@ -5,9 +5,9 @@ the Rasa server's event loop, claims each conversation's due messages in order (
 outbox row, with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several processes share the work and no
 message goes twice), sends them, and records every attempt and its outcome in the CRM: sent; retry
 later (a 429's retry_after, a 5xx); blocked (the patron blocked the bot: marked unreachable, not
-retried); unknown (the request went out and no answer came: not blindly sent again); skipped by rule
-(WeChat's closed 48-hour window). A staff reply made anywhere (the CLI, the console) is sent within
-POLL seconds, or at once when `wake` is called.
+retried); unknown (the request went out and no answer came, or the process sending it died: not
+blindly sent again); skipped by rule (WeChat's closed 48-hour window). A staff reply made anywhere (the
+CLI, the console) is sent within POLL seconds, or at once when `wake` is called.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from bot.crm.database import session_scope
 from bot.crm.models import DeliveryAttempt, OutboxMessage, Patron, utcnow
@@ -90,6 +91,12 @@ def claim_due(
                 continue
             due = message.next_attempt_at is None or message.next_attempt_at <= now
             free = message.claimed_until is None or message.claimed_until < now
+            if free and message.in_flight_at is not None:
+                # Its sender died with the request under way: whether it arrived is unknown, and a
+                # patron must not get it twice, so it is not sent again.
+                _give_up_in_flight(session, message, now)
+                stopped.add(recipient)
+                continue
             if not (due and free) or (holds is not None and not holds(recipient)):
                 stopped.add(recipient)
                 continue
@@ -111,11 +118,47 @@ def claim_due(
         return claimed
 
 
+def _give_up_in_flight(session: Session, message: OutboxMessage, now: dt.datetime) -> None:
+    taken = session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == message.id,
+            OutboxMessage.status == "pending",
+            OutboxMessage.in_flight_at.is_not(None),
+            or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+        )
+        .values(status="unknown", claimed_until=None, attempts=OutboxMessage.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if taken.rowcount == 1:  # type: ignore[attr-defined]
+        session.add(
+            DeliveryAttempt(
+                outbox_id=message.id,
+                channel=message.channel,
+                attempted_at=now,
+                outcome="unknown",
+                reason="sender_died_in_flight",
+            )
+        )
+        session.flush()  # before claim_due lets go of its objects
+
+
+def mark_in_flight(*, engine: Engine, message: OutboxMessage) -> None:
+    """Note that the request for `message` is about to go out (see claim_due)."""
+    with session_scope(engine) as session:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message.id)
+            .values(in_flight_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
 def record_attempt(*, engine: Engine, message: OutboxMessage, attempt: Attempt) -> str:
     """Record one attempt and move the message on; returns its new status."""
     now = utcnow()
     attempts = int(message.attempts or 0) + 1
-    values: dict[str, object] = {"attempts": attempts, "claimed_until": None}
+    values: dict[str, object] = {"attempts": attempts, "claimed_until": None, "in_flight_at": None}
     if attempt.outcome == "sent":
         values |= {"status": "delivered", "delivered_at": now}
     elif attempt.outcome == "retry" and attempts < MAX_ATTEMPTS:
@@ -227,6 +270,7 @@ class Dispatcher:
         sent = 0
         for index, message in enumerate(messages):
             try:
+                await asyncio.to_thread(mark_in_flight, engine=self.engine, message=message)
                 attempt = await channel.send(message)
             except asyncio.CancelledError:
                 raise
