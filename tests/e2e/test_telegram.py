@@ -37,6 +37,7 @@ TOKEN = "424242:E2E-token"
 SECRET = "e2e-secret_token"
 FULL = os.environ.get("PATRONBOT_TEST_TELEGRAM_FULL") == "1"
 UPDATES, CHATS, KILLS = (1000, 50, 5) if FULL else (200, 50, 1)
+KILL_SPACING = 25.0
 QUESTIONS = [
     "hello",
     "what are your opening hours?",
@@ -115,15 +116,20 @@ def test_every_update_gets_one_turn_and_its_replies_through_kills(
     rng.shuffle(deliveries)
     deadline = time.monotonic() + (2400 if FULL else 900)
     kill_points = {len(deliveries) * (k + 1) // (KILLS + 1) for k in range(KILLS)}
+    last_kill = -KILL_SPACING
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        futures = []
+        futures: list[concurrent.futures.Future[None]] = []
         for index, update in enumerate(deliveries):
             if index in kill_points:
-                # Kill a server that is answering again (not the supervisor's restart under way).
+                # Kill a server that is answering again (not the supervisor's restart under way), and no
+                # sooner than KILL_SPACING after the last kill: the supervisor gives up on a server that
+                # crashes more than 3 times a minute, as it should.
                 wait_until(
                     lambda: sum(not future.done() for future in futures) <= 16, 600, "the bot to answer again"
                 )
+                time.sleep(max(0.0, last_kill + KILL_SPACING - time.monotonic()))
                 os.kill(webhook_bot.child_pid("--model", wait=120), signal.SIGKILL)
+                last_kill = time.monotonic()
             futures.append(pool.submit(deliver, webhook_bot, update, deadline=deadline))
             if index % 8 == 7:
                 time.sleep(0.05)
