@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseSettings, Field, SecretStr, ValidationError, validator
 
+from bot.outreach.quiet_hours import QuietHours, QuietHoursError
 from bot.redaction import redact_url
 
 ENV_PREFIX = "PATRONBOT_"
@@ -90,6 +91,13 @@ class Settings(BaseSettings):
         "", description="approved WeChat template for messages outside the 48-hour window; unset: skipped"
     )
     webchat: bool = Field(False, description="serve the website chat widget (socket.io) on the Rasa port")
+    quiet_hours: str = Field(
+        "21:00-08:00", description="no campaign message in these hours of the patron's day; empty: none"
+    )
+    campaign_cap: int = Field(2, description="most campaign messages a patron gets in 7 days")
+    campaign_grace_seconds: int = Field(
+        3600, description="how late a scheduled campaign run may still start; later it is recorded as missed"
+    )
 
     class Config:
         env_prefix = ENV_PREFIX
@@ -101,6 +109,20 @@ class Settings(BaseSettings):
     def _port_in_range(cls, value: int) -> int:  # noqa: N805 (pydantic validators take cls)
         if not 1 <= value <= 65535:
             raise ValueError(f"must be a port number from 1 to 65535, got {value}")
+        return value
+
+    @validator("quiet_hours")
+    def _quiet_hours(cls, value: str) -> str:  # noqa: N805
+        try:
+            QuietHours.parse(value)
+        except QuietHoursError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @validator("campaign_cap", "campaign_grace_seconds")
+    def _not_negative(cls, value: int) -> int:  # noqa: N805
+        if value < 0:
+            raise ValueError(f"must be 0 or more, got {value}")
         return value
 
     @validator("max_message_chars", "retention_days")

@@ -54,7 +54,7 @@ def test_withdrawing_cancels_pending_deliveries_at_once_and_keeps_history(crm: E
     assert change.cancelled_deliveries == 1
     with Session(crm, future=True) as session:
         states = dict(session.execute(select(Campaign.purpose, Delivery.state).join(Campaign)).all())
-        assert states == {"follow_up": "cancelled", "service": "pending"}
+        assert states == {"follow_up": "skipped", "service": "pending"}
         assert not has_consent(session=session, patron_id=patron, purpose="follow_up")
         history = session.execute(select(Consent.granted).order_by(Consent.id)).scalars().all()
         assert history == [True, False]

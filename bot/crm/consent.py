@@ -63,7 +63,7 @@ def record_consent(
     """Record a patron's decision. Repeating their last recorded decision changes nothing (no new
     row); a first explicit decision is recorded even when it equals the default.
 
-    Withdrawing takes effect at once: pending deliveries that need the purpose are cancelled, and
+    Withdrawing takes effect at once: pending deliveries that need the purpose are skipped (opted_out), and
     withdrawing profiling clears the interests and rule-made segment memberships built on it.
     """
     if purpose not in CONSENT_PURPOSES:
@@ -100,7 +100,7 @@ def _withdraw_effects(*, session: Session, patron_id: int, purpose: str) -> int:
         .where(
             Delivery.patron_id == patron_id, Delivery.state == "pending", Delivery.campaign_id.in_(campaigns)
         )
-        .values(state="cancelled", last_error="consent withdrawn")
+        .values(state="skipped", reason="opted_out", last_error="consent withdrawn")
         .execution_options(synchronize_session=False)
     )
     if purpose == "profiling":
