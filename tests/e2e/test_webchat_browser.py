@@ -221,6 +221,8 @@ def test_the_widget_works_with_the_keyboard_alone_and_passes_axe(running_bot: Ru
     focus_by_tab(page, "button.rw-launcher")
     page.keyboard.press("Enter")  # open
     expect(page.locator(".rw-new-message")).to_be_visible()
+    # Opening took the focus into the window, to the message field.
+    expect(page.locator(".rw-new-message")).to_be_focused()
     wait_for_reply(page, 0)
     focus_by_tab(page, ".rw-new-message")
     page.keyboard.type("I want to give feedback")
@@ -243,3 +245,10 @@ def test_the_widget_works_with_the_keyboard_alone_and_passes_axe(running_bot: Ru
     page.keyboard.press("Enter")  # choose "2"
     assert wait_for_reply(page, before)[before:] == [response_text("utter_ask_comment", "en")]
     shot(page, "6-keyboard-chosen")
+
+    # Escape closes the window, and the focus goes back to the launcher.
+    focus_by_tab(page, ".rw-new-message")
+    page.keyboard.press("Escape")
+    expect(page.locator(".rw-conversation-container")).to_have_count(0)
+    expect(page.locator("button.rw-launcher")).to_be_focused()
+    assert page.locator("button.rw-launcher").get_attribute("aria-expanded") == "false"

@@ -3,7 +3,8 @@
  *   <script src="https://BOT/webhooks/webchat/static/embed.js" data-source="website" defer></script>
  *
  * It loads the rasa-webchat 1.0.1 widget from the bot, starts it against the bot's socket.io endpoint,
- * and adds what the widget lacks for keyboard and screen-reader use (names, roles, focus). data-source
+ * and adds what the widget lacks for keyboard and screen-reader use (names, roles, focus into the window
+ * and back, Escape to close). data-source
  * says where the patron met the bot (the CRM's channel_identity.source); data-lang ("zh" or "en")
  * chooses the labels, by default the page's <html lang>.
  */
@@ -54,6 +55,30 @@
     }
   }
 
+  var wasOpen = false;
+
+  // Opening the window takes the focus to its message field, closing it gives it back to the launcher
+  // (WCAG 2.4.3), when the patron was using the widget (never stolen from the page on load).
+  function moveFocus(root, launcher, isOpen) {
+    if (isOpen === wasOpen) {
+      return;
+    }
+    wasOpen = isOpen;
+    var active = document.activeElement;
+    var inWidget = !active || active === document.body || root.contains(active);
+    if (!inWidget) {
+      return;
+    }
+    if (isOpen) {
+      var input = root.querySelector(".rw-new-message");
+      if (input) {
+        input.focus();
+      }
+    } else if (launcher) {
+      launcher.focus();
+    }
+  }
+
   // The widget renders with React and re-renders often: its elements are named again after each change.
   function mend(root) {
     // The launcher opens the window, and closes it (showing a cross) while it is open.
@@ -63,6 +88,7 @@
       label(launcher, isOpen ? L.close : L.open);
       launcher.setAttribute("aria-expanded", isOpen ? "true" : "false");
     }
+    moveFocus(root, launcher, isOpen);
     label(root.querySelector(".rw-close-button"), L.close);
     // The widget's title is an <h4>: a page's outline wants the level after the page's own sections.
     var title = root.querySelector(".rw-title");
@@ -96,6 +122,18 @@
 
   document.addEventListener("keydown", function (event) {
     var target = event.target;
+    // Escape closes the open window from anywhere inside it.
+    var root = document.getElementById("patronbot-webchat");
+    if (event.key === "Escape" && root && target && root.contains(target)) {
+      if (root.querySelector(".rw-conversation-container")) {
+        var closer = root.querySelector(".rw-close-button") || root.querySelector(".rw-launcher");
+        if (closer) {
+          event.preventDefault();
+          closer.click();
+        }
+      }
+      return;
+    }
     if (!target || !target.classList || !target.classList.contains("rw-reply") || target.tagName === "BUTTON") {
       return;
     }
