@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseSettings, Field, SecretStr, ValidationError, validator
 
-from bot.outreach.quiet_hours import QuietHours, QuietHoursError
+from bot.quiet_hours import QuietHours, QuietHoursError
 from bot.redaction import redact_url
 
 ENV_PREFIX = "PATRONBOT_"
@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         "", description="approved WeChat template for messages outside the 48-hour window; unset: skipped"
     )
     webchat: bool = Field(False, description="serve the website chat widget (socket.io) on the Rasa port")
+    telegram_rate: float = Field(
+        29.6,
+        description="Telegram messages a second this process sends; the processes sending for one bot "
+        "must add up to 30 at most",
+    )
     quiet_hours: str = Field(
         "21:00-08:00", description="no campaign message in these hours of the patron's day; empty: none"
     )
@@ -117,6 +122,12 @@ class Settings(BaseSettings):
             QuietHours.parse(value)
         except QuietHoursError as error:
             raise ValueError(str(error)) from None
+        return value
+
+    @validator("telegram_rate")
+    def _rate(cls, value: float) -> float:  # noqa: N805
+        if not 0 < value <= 30:
+            raise ValueError(f"must be more than 0 and at most 30 (Telegram's limit), got {value}")
         return value
 
     @validator("campaign_cap", "campaign_grace_seconds")

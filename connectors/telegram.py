@@ -84,7 +84,11 @@ class TelegramRuntime:
         token = self.settings.telegram_token
         if token is None or not token.get_secret_value():
             return
-        bot = make_bot(token=token.get_secret_value(), api_url=self.settings.telegram_api_url)
+        bot = make_bot(
+            token=token.get_secret_value(),
+            api_url=self.settings.telegram_api_url,
+            per_second=self.settings.telegram_rate,
+        )
         try:
             await bot.initialize()
         except TelegramError as error:  # the Bot API unreachable for now: each request tries again

@@ -27,10 +27,10 @@ from bot.crm.models import (
     utcnow,
 )
 from bot.outbound.dispatcher import SENT, Attempt, Dispatcher
-from bot.outreach.quiet_hours import QuietHours
 from bot.outreach.report import campaign_report
 from bot.outreach.runs import add_deliveries
 from bot.outreach.sender import SendRules, release_due
+from bot.quiet_hours import QuietHours
 
 UTC = dt.UTC
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -350,3 +350,37 @@ def test_the_report_counts_outcomes_skips_replies_opt_outs_and_ratings(crm: Engi
     assert (report.replies, report.opt_outs) == (1, 1)
     assert report.ratings["csat_count"] == 1
     assert report.ratings["csat_mean"] == 5.0
+
+
+def test_campaign_run_and_report_from_the_command_line(
+    crm: Engine, crm_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli.main import main
+    from bot.crm.models import SegmentMembership
+
+    monkeypatch.setenv("PATRONBOT_DATABASE_URL", crm_url)
+    monkeypatch.setenv("PATRONBOT_QUIET_HOURS", "")
+    campaign = _campaign(crm, status="draft")
+    amy = _patron(crm, name="amy", channel="rest")
+    bo = _patron(crm, name="bo", channel="rest", consent=None)
+    with session_scope(crm) as session:
+        segment = session.execute(select(Campaign.segment_id).where(Campaign.id == campaign)).scalar_one()
+        session.execute(update(Segment).where(Segment.id == segment).values(definition=None))  # by hand
+        session.add_all([SegmentMembership(segment_id=segment, patron_id=p) for p in (amy, bo)])
+    assert main(["campaign", "run", str(campaign), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "2 deliveries" in out
+    assert "no_consent 1" in out
+    with Session(crm, future=True) as session:
+        waiting = session.execute(select(OutboxMessage.recipient, OutboxMessage.status)).all()
+    assert waiting == [("rest:amy", "pending")]  # the REST client fetches it
+    # Run again: nobody gets a one-off campaign twice.
+    assert main(["campaign", "run", str(campaign), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["campaign", "report", str(campaign), "--format", "json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert (report["deliveries"], report["queued"], report["skipped"]) == (2, 1, {"no_consent": 1})
+    assert main(["campaign", "report", "999"]) == 2
+    assert "no campaign 999" in capsys.readouterr().err

@@ -10,7 +10,17 @@ from sqlalchemy.orm import Session
 from bot.crm.audit import AuditReasonError, read_patron_record
 from bot.crm.consent import current_consents, has_consent, record_consent
 from bot.crm.database import session_scope
-from bot.crm.models import AuditLog, Campaign, Consent, Delivery, Patron, Segment, SegmentMembership
+from bot.crm.models import (
+    AuditLog,
+    Campaign,
+    Consent,
+    Delivery,
+    Patron,
+    PatronInterest,
+    Persona,
+    Segment,
+    SegmentMembership,
+)
 from bot.crm.patrons import PatronKey, PatronNotFoundError, get_or_create_patron
 
 
@@ -76,6 +86,11 @@ def test_withdrawing_profiling_clears_what_was_built_on_it(crm: Engine) -> None:
     with session_scope(crm) as session:
         record_consent(session=session, patron_id=patron, purpose="profiling", granted=True)
         session.get(Patron, patron).interests = ["history", "law"]
+        persona = Persona(key="p1", name_en="law", name_zh="法律", topics=[], words={}, size=1)
+        session.add(persona)
+        session.flush()
+        session.get(Patron, patron).persona_id = persona.id
+        session.add(PatronInterest(patron_id=patron, vector=b"\0\0\x80?", dims=1, model="m", messages=1))
         by_rule = Segment(name="law readers", definition={"interest": "law"})
         by_hand = Segment(name="volunteers")
         session.add_all([by_rule, by_hand])
@@ -90,6 +105,8 @@ def test_withdrawing_profiling_clears_what_was_built_on_it(crm: Engine) -> None:
         record_consent(session=session, patron_id=patron, purpose="profiling", granted=False)
     with Session(crm, future=True) as session:
         assert session.get(Patron, patron).interests == []
+        assert session.get(Patron, patron).persona_id is None
+        assert session.get(PatronInterest, patron) is None
         segments = session.execute(select(Segment.name).join(SegmentMembership)).scalars().all()
         assert segments == ["volunteers"]
 

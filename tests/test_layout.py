@@ -187,6 +187,12 @@ def test_patronbot_help_lists_every_group_and_each_group_has_help() -> None:
         "escalations",
         "reports",
         "faq",
+        "segment",
+        "interests",
+        "personas",
+        "campaign",
+        "scheduler",
+        "sender",
         "eval",
     ]
     listed = re.findall(r"^ {4}(\w+)", result.stdout, flags=re.MULTILINE)

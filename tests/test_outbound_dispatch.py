@@ -234,7 +234,8 @@ def test_a_sent_message_is_no_longer_in_flight(crm: Engine) -> None:
     async def channel(message: OutboxMessage) -> Attempt:
         with Session(crm, future=True) as session:
             row = session.get(OutboxMessage, message.id)
-            assert row is not None and row.in_flight_at is not None  # marked before the request
+            assert row is not None
+            assert row.in_flight_at is not None  # marked before the request
         sent.append(int(message.id))
         return SENT
 
@@ -244,4 +245,6 @@ def test_a_sent_message_is_no_longer_in_flight(crm: Engine) -> None:
     assert sent == [only]
     with Session(crm, future=True) as session:
         row = session.get(OutboxMessage, only)
-        assert row is not None and row.in_flight_at is None and row.status == "delivered"
+        assert row is not None
+        assert row.in_flight_at is None
+        assert row.status == "delivered"

@@ -130,9 +130,7 @@ def populate(crm: Engine) -> int:
                     resolution_note="called her back",
                 ),
                 SegmentMembership(segment_id=segment.id, patron_id=alice),
-                PatronInterest(
-                    patron_id=alice, vector=b"\x00\x00\x80\x3f", dims=1, model="test", messages=1
-                ),
+                PatronInterest(patron_id=alice, vector=b"\x00\x00\x80\x3f", dims=1, model="test", messages=1),
                 Delivery(campaign_id=campaign.id, patron_id=alice, channel="rest"),
                 AuditLog(actor="li.wei", action="read", patron_id=alice, reason="answering her escalation"),
                 OutboxMessage(

@@ -8,7 +8,19 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, entry_points, version
 
-from bot.cli import db, escalations, faq, privacy, reports, runtime
+from bot.cli import (
+    campaign_run,
+    campaigns,
+    db,
+    escalations,
+    faq,
+    personas,
+    privacy,
+    reports,
+    runtime,
+    scheduler,
+    segments,
+)
 from bot.cli.privacy import PatronRefError
 from bot.crm.database import DatabaseError
 from bot.engagement.escalations import EscalationError
@@ -16,6 +28,11 @@ from bot.engagement.reports import ReportError
 from bot.knowledge.entries import KnowledgeError
 from bot.knowledge.evaluation import QueryFileError
 from bot.knowledge.facts import FactsError, load_facts
+from bot.outreach.campaigns import CampaignError
+from bot.outreach.personas import PersonaError
+from bot.outreach.report import CampaignNotFoundError
+from bot.outreach.segments import SegmentError
+from bot.outreach.spec import SpecError
 from bot.runtime.logs import configure_logging
 from bot.runtime.supervisor import PortTakenError
 from bot.runtime.training import TrainingError
@@ -35,10 +52,27 @@ OPERATOR_ERRORS = (
     QueryFileError,
     EscalationError,
     ReportError,
+    SpecError,
+    SegmentError,
+    CampaignError,
+    CampaignNotFoundError,
+    PersonaError,
 )
 
 # The groups of bot/; groups that live elsewhere (the NLU's `eval`) come from the entry point group below.
-GROUPS = (runtime, db, privacy, escalations, reports, faq)
+GROUPS = (
+    runtime,
+    db,
+    privacy,
+    escalations,
+    reports,
+    faq,
+    segments,
+    personas,
+    campaigns,
+    scheduler,
+    campaign_run,
+)
 PLUGIN_GROUP = "patronbot.commands"
 
 

@@ -14,6 +14,7 @@ from bot.crm.models import (
     Consent,
     Delivery,
     Patron,
+    PatronInterest,
     Segment,
     SegmentMembership,
     utcnow,
@@ -64,7 +65,8 @@ def record_consent(
     row); a first explicit decision is recorded even when it equals the default.
 
     Withdrawing takes effect at once: pending deliveries that need the purpose are skipped (opted_out), and
-    withdrawing profiling clears the interests and rule-made segment memberships built on it.
+    withdrawing profiling clears the interests, interest vector, persona and rule-made segment
+    memberships built on it.
     """
     if purpose not in CONSENT_PURPOSES:
         raise ValueError(f"unknown consent purpose {purpose!r}; one of {', '.join(CONSENT_PURPOSES)}")
@@ -107,7 +109,13 @@ def _withdraw_effects(*, session: Session, patron_id: int, purpose: str) -> int:
         session.execute(
             update(Patron)
             .where(Patron.id == patron_id)
-            .values(interests=[])
+            .values(interests=[], persona_id=None)
+            .execution_options(synchronize_session=False)
+        )
+        # The vector made of their questions, and so the interest segments built on it.
+        session.execute(
+            delete(PatronInterest)
+            .where(PatronInterest.patron_id == patron_id)
             .execution_options(synchronize_session=False)
         )
         rule_segments = select(Segment.id).where(Segment.definition.is_not(None)).scalar_subquery()

@@ -15,9 +15,18 @@ from bot.crm.database import make_engine
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+# Tables the CRM database holds but the models do not: SQLite's own, and APScheduler's job store
+# (bot/outreach/scheduler.py), which APScheduler creates and manages itself.
+UNMANAGED_TABLES = ("sqlite_sequence", "apscheduler_jobs")
+
+
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    """Leave databases' own bookkeeping tables (SQLite's sqlite_sequence) out of autogenerate."""
-    return not (type_ == "table" and name == "sqlite_sequence")
+    """Leave tables Alembic does not manage (SQLite's sqlite_sequence, APScheduler's jobs) out of
+    autogenerate, with their indexes."""
+    if type_ == "table":
+        return name not in UNMANAGED_TABLES
+    table = getattr(getattr(obj, "table", None), "name", None)
+    return table not in UNMANAGED_TABLES
 
 
 def alembic_config(*, url: str) -> Config:

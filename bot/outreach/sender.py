@@ -35,7 +35,7 @@ from bot.crm.models import (
 )
 from bot.outbound.outbox import send
 from bot.outreach.messages import campaign_text, patron_fields
-from bot.outreach.quiet_hours import QuietHours
+from bot.quiet_hours import QuietHours
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from bot.crm.database import session_scope
 from bot.crm.models import Delivery, OutboxMessage, utcnow
 from bot.knowledge.facts import load_facts
 from bot.outbound.dispatcher import Dispatcher
-from bot.outreach.quiet_hours import QuietHours
 from bot.outreach.sender import Released, SendRules, release_due
+from bot.quiet_hours import QuietHours
 from bot.redaction import describe_failure
 from bot.settings import Settings
 

@@ -67,6 +67,9 @@ def children(
             ready_url=rasa_health,
             output=output,
         ),
+        # Campaigns and follow-ups: a standby until it holds the lease, so a second `patronbot run`
+        # (or a separate `patronbot scheduler`) on the same CRM stands by rather than run campaigns too.
+        Child(name="campaign scheduler", argv=[patronbot, "scheduler"], env=env, output=output),
     ]
 
 
@@ -111,7 +114,9 @@ def _run(*, settings: Settings, train_first: bool, output: ProcessOutput) -> int
         print(f"patronbot: no model at {settings.model_path}; run `patronbot train`", file=sys.stderr)
         return 2
     log.info(
-        "starting the action server, the ingester and the Rasa server (their whole output: %s)", output.path
+        "starting the action server, the ingester, the Rasa server and the campaign scheduler"
+        " (their whole output: %s)",
+        output.path,
     )
     supervisor = Supervisor(
         children(settings, write_endpoints(settings), output, credentials=write_credentials(settings))
