@@ -17,28 +17,14 @@ from bot.crm.models import (
 )
 from bot.language import LANGUAGES
 from bot.outreach.spec import Spec, SpecError, check_fields, load_spec
+from bot.thread import TOPIC_INTENTS
 
 # The channels patrons reach the library on (the connectors' names).
 CHANNELS = ("telegram", "wechat", "webchat", "rest")
 # The topics of questions: the intents the bot answers (bot.thread.TOPIC_INTENTS), as the ingester
 # stores them in interaction.intent for every patron message. Feedback.topic only exists for rated
 # answers, so the intent is the one topic every question has.
-TOPICS = (
-    "card_account",
-    "borrowing_rules",
-    "renewal",
-    "holds",
-    "returns",
-    "fines_lost",
-    "interlibrary_loan",
-    "study_spaces",
-    "tech_services",
-    "e_resources",
-    "events",
-    "research_help",
-    "ask_hours",
-    "ask_contact",
-)
+TOPICS: tuple[str, ...] = tuple(sorted(TOPIC_INTENTS))
 ESCALATION_CHOICES = ("open", "resolved", "any", "none")
 RULES = (
     "patron_type",
@@ -319,6 +305,3 @@ def definition_of(segment: Segment) -> SegmentDefinition:
         return parse_segment(spec)
     except SpecError as error:
         raise SegmentError(f"segment {segment.name} as stored cannot be used: {error}") from None
-
-
-# --- storing -----------------------------------------------------------------------------------------
