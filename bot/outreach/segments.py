@@ -8,32 +8,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, literal, or_, select, update
+from sqlalchemy import delete, func, insert, literal, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Select
-from sqlalchemy.sql.elements import ColumnElement
 
 from bot.crm.database import session_scope
 from bot.crm.models import (
     ChannelIdentity,
-    Conversation,
-    Escalation,
-    Feedback,
-    Interaction,
     Patron,
     PatronInterest,
     Persona,
     Segment,
     SegmentMembership,
-    Suggestion,
     utcnow,
 )
-from bot.crm.models.feedback import ACTIVE_ESCALATION_STATUSES
 from bot.outreach.interests import PURPOSE as INTEREST_PURPOSE
 from bot.outreach.interests import QueryEncoder, consent_in_force, interest_vectors, model_key
-
-# The segment API is read from here; the file's rules are in segment_rules.
 from bot.outreach.segment_rules import (
     CHANNELS,
     ESCALATION_CHOICES,
@@ -49,9 +39,10 @@ from bot.outreach.segment_rules import (
     load_segment_file,
     parse_segment,
 )
+from bot.outreach.segment_sql import member_query
 
-# Members whose interest is compared with the description at a time (one matrix product each), and
-# memberships deleted at a time.
+# The segment API is read from here: the file's rules are in segment_rules, the member query in
+# segment_sql.
 __all__ = [
     "CHANNELS",
     "ESCALATION_CHOICES",
@@ -59,15 +50,25 @@ __all__ = [
     "TOPICS",
     "AskedAbout",
     "InterestLike",
+    "PreviewPatron",
     "RatingAtMost",
     "SegmentDefinition",
     "SegmentError",
+    "SegmentPreview",
     "SegmentRules",
     "definition_of",
+    "find_segment",
+    "list_segments",
     "load_segment_file",
+    "member_query",
     "parse_segment",
+    "preview",
+    "refresh_membership",
+    "save_segment",
 ]
 
+# Members whose interest is compared with the description at a time (one matrix product each), and
+# memberships deleted at a time.
 _VECTOR_CHUNK = 5000
 _DELETE_CHUNK = 500
 
