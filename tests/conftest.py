@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -10,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _pytest.logging import LogCaptureHandler
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
 from bot.crm.database import make_engine
 from bot.crm.migrate import upgrade
 from bot.knowledge.facts import LibraryFacts, parse_facts
+from bot.runtime.logs import QUIET_LOGGERS
 from bot.settings import PROJECT_ROOT
 
 POSTGRES_URL = os.environ.get("PATRONBOT_TEST_POSTGRES_URL", "")
@@ -60,6 +63,23 @@ def _database(kind: str, tmp_path: Path, name: str) -> Iterator[str]:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _restored_logging() -> Iterator[None]:
+    """A test that runs the command line in-process (which configures logging) leaves the next test
+    the logging it found."""
+    root = logging.getLogger()
+    # pytest's capture handlers are its own per phase; the rest are what the test found.
+    handlers = [handler for handler in root.handlers if not isinstance(handler, LogCaptureHandler)]
+    level = root.level
+    quiet = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    yield
+    root.handlers[:] = [handler for handler in root.handlers if isinstance(handler, LogCaptureHandler)]
+    root.handlers += handlers
+    root.setLevel(level)
+    for name, quiet_level in quiet.items():
+        logging.getLogger(name).setLevel(quiet_level)
 
 
 @pytest.fixture(params=DATABASES)

@@ -33,6 +33,9 @@ class TerminalFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+QUIET_LOGGERS = ("alembic", "httpx", "httpcore")
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(RECORD_FORMAT))
@@ -41,7 +44,10 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Alembic narrates every plugin and migration step at INFO; operators need only its warnings.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+    # httpx and httpcore log every request's full URL at INFO: Telegram's carries the bot token, and
+    # a channel's URL can carry a patron's id.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 def log_steps_to_terminal(*, extra: logging.Handler | None = None) -> None:
