@@ -1,4 +1,4 @@
-"""`patronbot reports ...`: patrons' complaints and suggestions, by the number the patron was told."""
+"""`patronbot reports ...` (or `suggestions`): patrons' complaints and suggestions, by their number."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from bot.cli.escalations import library_zone, local_time, print_table, staff_crm
 from bot.crm.models.feedback import SUGGESTION_STATUSES
 from bot.engagement.feedback import REPORT_KINDS
-from bot.engagement.reports import ReportError, list_reports, read_report
+from bot.engagement.reports import ReportError, answer_report, list_reports, read_report
 from bot.settings import Settings
 
 
@@ -63,9 +63,27 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_answer(settings: Settings, args: argparse.Namespace) -> int:
+    with staff_crm(settings) as session:
+        answered = answer_report(
+            session=session,
+            report_id=_number(args.number),
+            staff=args.staff,
+            text=args.text,
+            status=args.status,
+        )
+    print(
+        f"report {answered.report_id} answered ({answered.status}); the answer goes to the patron on"
+        f" {answered.channel} (outbox message {answered.outbox_id})"
+    )
+    return 0
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     reports = commands.add_parser(
-        "reports", help="patrons' complaints and suggestions, by the number the patron was told"
+        "reports",
+        aliases=["suggestions"],
+        help="patrons' complaints, suggestions and purchase requests, by the number the patron was told",
     )
     reports.add_argument("--kind", choices=REPORT_KINDS, help="only reports of this kind")
     reports.add_argument("--status", choices=SUGGESTION_STATUSES, help="only reports with this status")
@@ -78,3 +96,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         "--staff", required=True, help="your staff username (created as a librarian on first use; audited)"
     )
     show.set_defaults(handler=cmd_show)
+
+    answer = actions.add_parser(
+        "answer", help="record the library's answer to a report and send it to the patron on their channel"
+    )
+    answer.add_argument("number", help="the report's number, as the patron was told it (9)")
+    answer.add_argument("text", help="the answer, as the patron will read it")
+    answer.add_argument(
+        "--status",
+        choices=SUGGESTION_STATUSES,
+        help="the report's status now (default: new becomes under_review)",
+    )
+    answer.add_argument(
+        "--staff", required=True, help="your staff username (created as a librarian on first use; audited)"
+    )
+    answer.set_defaults(handler=cmd_answer)
