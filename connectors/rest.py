@@ -27,7 +27,7 @@ from bot.channels.access import is_loopback
 from bot.crm.database import make_engine, session_scope, tune_every_sqlite_connection
 from bot.crm.models import utcnow
 from bot.language import detect_language, is_payload
-from bot.outbound.outbox import release, take_pending
+from bot.outbound.outbox import buttons_of, release, take_pending
 from bot.pseudonyms import fingerprint
 from bot.redaction import describe_failure, failure_stack
 from bot.settings import get_settings
@@ -153,7 +153,7 @@ def crm_engine(url: str) -> Engine:
 class Claimed:
     """Outbox messages handed to one response: the replies, and what gives them back if it fails."""
 
-    replies: list[dict[str, str]]
+    replies: list[dict[str, Any]]
     ids: list[int]
     at: dt.datetime | None
 
@@ -163,7 +163,11 @@ def pending_replies(*, engine: Engine, conversation_id: str, recipient_id: str) 
     at = utcnow()
     with session_scope(engine) as session:
         messages = take_pending(session=session, channel=RestInput.name(), recipient=conversation_id, now=at)
-        replies = [{"recipient_id": recipient_id, "text": str(message.text)} for message in messages]
+        replies = [
+            {"recipient_id": recipient_id, "text": str(message.text)}
+            | ({"buttons": buttons_of(message)} if buttons_of(message) else {})
+            for message in messages
+        ]
         return Claimed(replies=replies, ids=[int(message.id) for message in messages], at=at)
 
 

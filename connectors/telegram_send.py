@@ -23,6 +23,7 @@ from typing_extensions import override
 from bot.crm.database import session_scope
 from bot.crm.models import ChannelIdentity, OutboxMessage, Patron
 from bot.outbound.dispatcher import Attempt
+from bot.outbound.outbox import buttons_of
 from bot.pseudonyms import fingerprint
 from bot.redaction import describe_failure
 from connectors.telegram_updates import callback_data
@@ -264,10 +265,14 @@ def outbox_sender(bot: ExtBot[int]) -> Callable[[OutboxMessage], Coroutine[Any, 
         pieces = split_text(str(message.text or ""))
         if chat_id is None or not pieces:
             return Attempt("failed", reason="not_a_telegram_chat" if chat_id is None else "empty")
+        keyboard = inline_keyboard(buttons_of(message))
         sent = 0
         try:
-            for piece in pieces:
-                await bot.send_message(chat_id, piece)
+            for index, piece in enumerate(pieces):
+                # The buttons go under the last piece, as with the bot's own replies.
+                await bot.send_message(
+                    chat_id, piece, reply_markup=keyboard if index == len(pieces) - 1 else None
+                )
                 sent += 1
         except TelegramError as error:
             attempt = attempt_for(error)

@@ -37,6 +37,16 @@ def offered_buttons(events: Iterable[Any]) -> list[Mapping[str, Any]]:
     return [button for button in buttons if isinstance(button, Mapping)]
 
 
+def last_written(events: Iterable[Any]) -> float | None:
+    """When the patron last wrote (a Unix time), from the tracker's events; None if never."""
+    for event in reversed(list(events)):
+        kind = event.get("event") if isinstance(event, dict) else getattr(event, "type_name", None)
+        if kind == "user":
+            stamp = event.get("timestamp") if isinstance(event, dict) else getattr(event, "timestamp", None)
+            return float(stamp) if isinstance(stamp, (int, float)) else None
+    return None
+
+
 def typed_payload(text: str, buttons: Iterable[Mapping[str, Any]]) -> str | None:
     """The payload of the offered button whose title the patron typed ("好的", "Yes, please", "Skip";
     either half of a bilingual "好的 / Yes"), or, under the consent question, of Yes or No for a plain

@@ -31,6 +31,7 @@ from socketio import AsyncServer  # type: ignore[import-untyped]
 from bot.crm.models import OutboxMessage
 from bot.language import detect_language, is_payload
 from bot.outbound.dispatcher import SENT, Attempt
+from bot.outbound.outbox import buttons_of
 from bot.pseudonyms import fingerprint, load_key
 from bot.redaction import describe_failure, failure_stack
 from bot.settings import get_settings
@@ -66,6 +67,16 @@ NO_SOCKET_RETRY = 2.0
 
 def _refusal(code: str, message: str) -> dict[str, str]:
     return {"error": code, "message": message}
+
+
+def widget_message(message: OutboxMessage) -> dict[str, Any]:
+    """An outbox message as the widget shows a bot message: its text, and its buttons as quick replies
+    (as Rasa's socket.io channel sends them)."""
+    shown: dict[str, Any] = {"text": str(message.text)}
+    buttons = buttons_of(message)
+    if buttons:
+        shown["quick_replies"] = [{"content_type": "text", **button} for button in buttons]
+    return shown
 
 
 class _CountingOutput(SocketIOOutput):  # type: ignore[misc]
@@ -124,7 +135,7 @@ class WebChatInput(SocketIOInput):  # type: ignore[misc]
         recipient = str(message.recipient)
         if self.sio is None or not self.holds(recipient):
             return Attempt("retry", reason="no_open_widget", retry_after=NO_SOCKET_RETRY)
-        await self.sio.emit(BOT_EVENT, {"text": str(message.text)}, room=recipient)
+        await self.sio.emit(BOT_EVENT, widget_message(message), room=recipient)
         return SENT
 
     async def _bind(self, sio: AsyncServer, sid: str, sender: str) -> None:

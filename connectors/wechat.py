@@ -8,9 +8,10 @@ dispatcher, within the 48-hour window or as a template message (bot/channels/wec
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
@@ -25,13 +26,14 @@ from bot.channels.wechat_api import CHANNEL, WeChatApi, WeChatSender
 from bot.crm.database import session_scope
 from bot.crm.models import ChannelIdentity, Patron
 from bot.language import detect_language, is_payload
+from bot.outbound.outbox import buttons_sent_since
 from bot.pseudonyms import fingerprint
 from bot.redaction import describe_failure, failure_stack
 from bot.settings import Settings, get_settings
 from connectors.outbound import dispatcher
 from connectors.replies import APOLOGY
 from connectors.rest import BadRequestError, crm_engine
-from connectors.typed_buttons import MAX_TITLE_CHARS, offered_buttons, typed_payload
+from connectors.typed_buttons import MAX_TITLE_CHARS, last_written, offered_buttons, typed_payload
 from connectors.wechat_messages import (
     ONLY_TEXT,
     SUCCESS,
@@ -302,11 +304,20 @@ class WeChatInput(InputChannel):  # type: ignore[misc]
             return text, inbound.metadata
         if tracker is None:
             return text, inbound.metadata
-        buttons = offered_buttons(tracker.events)
+        buttons = offered_buttons(tracker.events) or await asyncio.to_thread(
+            self._outbox_options, inbound.sender, last_written(tracker.events)
+        )
         payload = numbered_payload(text, buttons) or typed_payload(text, buttons)
         if payload is None:
             return text, inbound.metadata
         return payload, {**inbound.metadata, "typed": text}
+
+    def _outbox_options(self, sender: str, since: float | None) -> list[Mapping[str, Any]]:
+        """The options of a campaign or staff message sent since the patron last wrote (never in the
+        tracker, as no Rasa turn produced them)."""
+        after = dt.datetime.fromtimestamp(since, tz=dt.UTC) if since is not None else None
+        with session_scope(self.engine) as session:
+            return list(buttons_sent_since(session=session, recipient=sender, since=after))
 
     async def _push(self, inbound: Inbound, text: str) -> None:
         """A slow turn's replies through the customer-service API (the patron just wrote, so the window

@@ -18,6 +18,7 @@ from bot.channels.wechat_token import SharedToken
 from bot.crm.database import session_scope
 from bot.crm.models import ChannelUpdate, OutboxMessage, utcnow
 from bot.outbound.dispatcher import SENT, Attempt
+from bot.outbound.outbox import buttons_of
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,12 @@ def window_open(*, engine: Engine, sender: str, now: dt.datetime | None = None) 
     return last is not None and (now or utcnow()) - last < WINDOW
 
 
+def with_options(text: str, titles: list[str]) -> str:
+    """A message's buttons as numbered lines under its text: WeChat's text messages have no buttons,
+    so the patron types the number or the title (connectors/wechat.py maps it back)."""
+    return "\n".join([text, *(f"{number}. {title}" for number, title in enumerate(titles, start=1))])
+
+
 class WeChatSender:
     """The outbox's WeChat sender (registered with the dispatcher as "wechat"): a customer-service
     message within the 48-hour window; outside it a template message when a template is set, else
@@ -195,7 +202,7 @@ class WeChatSender:
         channel, _, openid = sender.partition(":")
         if channel != CHANNEL or not openid:
             return Attempt("failed", reason="not_a_wechat_recipient")
-        text = str(message.text)
+        text = with_options(str(message.text), [button["title"] for button in buttons_of(message)])
         if window_open(engine=self.engine, sender=sender):
             attempt = self.api.send_text(openid=openid, text=text)
             if attempt.reason != "window_closed" or not self.template_id:

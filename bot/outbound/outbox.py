@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -30,8 +31,10 @@ def send(
     text: str,
     produced_by: str,
     patron_id: int | None = None,
+    buttons: Sequence[Mapping[str, str]] | None = None,
 ) -> int:
-    """Record `text` for the conversation `recipient` (a Rasa sender id, "rest:abc"); return the outbox id.
+    """Record `text` (and any Rasa `buttons`, {"title", "payload"}) for the conversation `recipient` (a
+    Rasa sender id, "rest:abc"); return the outbox id.
 
     Runs in the caller's transaction: the interaction and the outbox row land together or not at all.
     Nothing is pushed here: once the caller has committed, `deliver` pushes what waits.
@@ -49,6 +52,7 @@ def send(
         recipient=recipient,
         patron_id=patron_id,
         text=text,
+        buttons=[dict(button) for button in buttons] if buttons else None,
         produced_by=produced_by,
         created_at=now,
     )
@@ -84,6 +88,32 @@ def _patron_of(*, session: Session, channel: str, recipient: str) -> int:
     if key not in found:
         raise PatronNotFoundError(f"no patron known on {channel} for this recipient: nothing sent")
     return found[key]
+
+
+def buttons_of(message: OutboxMessage) -> list[dict[str, str]]:
+    """The message's buttons ({"title", "payload"}, each with a title), as stored; [] if none."""
+    stored = message.buttons if isinstance(message.buttons, list) else []
+    return [
+        {"title": str(b["title"]), "payload": str(b.get("payload") or "")}
+        for b in stored
+        if isinstance(b, dict) and b.get("title")
+    ]
+
+
+def buttons_sent_since(
+    *, session: Session, recipient: str, since: dt.datetime | None
+) -> list[dict[str, str]]:
+    """The buttons of the messages delivered to `recipient` since `since` (the patron's last message),
+    oldest first: on a channel without buttons the patron answers one by typing its number or title."""
+    query = select(OutboxMessage).where(
+        OutboxMessage.recipient == recipient,
+        OutboxMessage.buttons.is_not(None),
+        OutboxMessage.status == "delivered",
+    )
+    if since is not None:
+        query = query.where(OutboxMessage.delivered_at > since)
+    messages = session.execute(query.order_by(OutboxMessage.id.desc()).limit(5)).scalars().all()
+    return [button for message in reversed(messages) for button in buttons_of(message)]
 
 
 def take_pending(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, CheckConstraint, Column, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped
 
 from bot.crm.models.base import Base, BigId, UTCDateTime, utcnow
@@ -34,6 +34,8 @@ class OutboxMessage(Base):
     recipient = Column(String(255), nullable=False)
     patron_id = Column(BigId(), ForeignKey("patron.id", ondelete="CASCADE"), nullable=True, index=True)
     text = Column(Text, nullable=False)
+    # Rasa buttons ([{"title": ..., "payload": ...}]) shown with the text, as each channel can.
+    buttons = Column(JSON(none_as_null=True), nullable=True)
     produced_by = Column(String(100), nullable=False)  # "staff:<username>", or the service that sent it
     created_at = Column(UTCDateTime, nullable=False, default=utcnow)
     delivered_at = Column(UTCDateTime, nullable=True)
