@@ -30,8 +30,14 @@ $(WEBCHAT): scripts/fetch_webchat.py | $(STAMP)
 	@$(BIN)/python scripts/fetch_webchat.py
 	@touch $@
 
+# The staff console's browser libraries (htmx from the npm registry, integrity-checked).
+CONSOLE_ASSETS := console/static/vendor/assets.json
+$(CONSOLE_ASSETS): scripts/fetch_console_assets.py | $(STAMP)
+	@$(BIN)/python scripts/fetch_console_assets.py
+	@touch $@
+
 .PHONY: install
-install: $(STAMP) $(WEBCHAT)  ## create .venv and install the locked dependencies (only when the lock changed)
+install: $(STAMP) $(WEBCHAT) $(CONSOLE_ASSETS)  ## create .venv and install the locked dependencies (only when the lock changed)
 
 .PHONY: lock
 lock:  ## regenerate requirements/lock.txt from requirements/*.in (needs the package registry)

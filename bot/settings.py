@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="interface the Rasa server and action server listen on")
     rasa_port: int = Field(5005, description="port of the Rasa server (REST webhook)")
     action_port: int = Field(5055, description="port of the rasa-sdk action server")
+    console_port: int = Field(8000, description="port of the staff console (the librarians' web app)")
+    console_secure_cookies: bool = Field(
+        False, description="mark the console's session cookie Secure (set it when staff reach it over HTTPS)"
+    )
     model_path: Path = Field(Path("models/patronbot.tar.gz"), description="trained Rasa model")
     library_facts: Path = Field(Path("knowledge/library.yml"), description="the library's facts file")
     knowledge_base: Path = Field(
@@ -110,7 +114,7 @@ class Settings(BaseSettings):
         env_file_encoding = "utf-8"
         case_sensitive = False
 
-    @validator("rasa_port", "action_port")
+    @validator("rasa_port", "action_port", "console_port")
     def _port_in_range(cls, value: int) -> int:  # noqa: N805 (pydantic validators take cls)
         if not 1 <= value <= 65535:
             raise ValueError(f"must be a port number from 1 to 65535, got {value}")

@@ -14,6 +14,7 @@ import yaml
 from _pytest.logging import LogCaptureHandler
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
+from starlette.testclient import TestClient
 
 from bot.crm.database import make_engine
 from bot.crm.migrate import upgrade
@@ -115,3 +116,14 @@ def facts() -> LibraryFacts:
     raw["staffed_hours"] |= {"friday": "09:00-17:00", "saturday": "closed", "sunday": "closed"}
     raw["staff_response_minutes"] = 45
     return parse_facts(raw)
+
+
+@pytest.fixture
+def console(crm: Engine, crm_url: str) -> Iterator[TestClient]:
+    """The staff console on the test CRM, through Starlette's test client."""
+    from bot.settings import Settings
+    from console.app import create_app
+
+    settings = Settings(_env_file=None, database_url=crm_url)  # type: ignore[call-arg]
+    with TestClient(create_app(settings=settings, engine=crm), base_url="http://console.test") as client:
+        yield client

@@ -29,7 +29,7 @@ from bot.crm.models.outreach import (
     SenderWorker,
 )
 from bot.crm.models.patron import CONSENT_PURPOSES, PATRON_TYPES, ChannelIdentity, Consent, Patron
-from bot.crm.models.staff import AuditLog, StaffUser
+from bot.crm.models.staff import AuditLog, EscalationNote, LoginAttempt, StaffSession, StaffUser
 
 __all__ = [
     "ATTEMPT_OUTCOMES",
@@ -54,8 +54,10 @@ __all__ = [
     "Delivery",
     "ErasedSender",
     "Escalation",
+    "EscalationNote",
     "Feedback",
     "IngestCursor",
+    "LoginAttempt",
     "Interaction",
     "InteractionStat",
     "OutboxMessage",
@@ -67,6 +69,7 @@ __all__ = [
     "Segment",
     "SegmentMembership",
     "SenderWorker",
+    "StaffSession",
     "StaffUser",
     "Suggestion",
     "TRIGGER_EVENTS",
