@@ -23,7 +23,7 @@ from bot.engagement.escalations import (
 )
 from console.accounts import sign_in
 from console.answers import answer, error
-from console.gate import Staff, engine_of, staff_only
+from console.gate import Staff, engine_of, one_route, staff_only
 from console.records import escalation_state, escalation_view
 from console.sessions import COOKIE, IDLE, Signed, close_session, open_session
 
@@ -263,16 +263,14 @@ async def transfer(request: Request, staff: Staff) -> Response:
 
 
 ROUTES = [
-    Route("/api/session", create_session, methods=["POST"]),
-    Route("/api/session", current_session, methods=["GET"]),
-    Route("/api/session", delete_session, methods=["DELETE"]),
+    one_route("/api/session", {"GET": current_session, "POST": create_session, "DELETE": delete_session}),
     Route("/api/me/language", set_language, methods=["POST"]),
     Route("/api/escalations", list_escalations, methods=["GET"]),
-    Route("/api/escalations/{escalation_id:int}", show_escalation, methods=["GET"]),
-    Route("/api/escalations/{escalation_id:int}/claim", claim_escalation, methods=["POST"]),
-    Route("/api/escalations/{escalation_id:int}/reply", reply_to_escalation, methods=["POST"]),
-    Route("/api/escalations/{escalation_id:int}/resolve", resolve, methods=["POST"]),
-    Route("/api/escalations/{escalation_id:int}/give-back", give_back, methods=["POST"]),
-    Route("/api/escalations/{escalation_id:int}/notes", add_note, methods=["POST"]),
-    Route("/api/escalations/{escalation_id:int}/transfer", transfer, methods=["POST"]),
+    Route("/api/escalations/{escalation_id:id}", show_escalation, methods=["GET"]),
+    Route("/api/escalations/{escalation_id:id}/claim", claim_escalation, methods=["POST"]),
+    Route("/api/escalations/{escalation_id:id}/reply", reply_to_escalation, methods=["POST"]),
+    Route("/api/escalations/{escalation_id:id}/resolve", resolve, methods=["POST"]),
+    Route("/api/escalations/{escalation_id:id}/give-back", give_back, methods=["POST"]),
+    Route("/api/escalations/{escalation_id:id}/notes", add_note, methods=["POST"]),
+    Route("/api/escalations/{escalation_id:id}/transfer", transfer, methods=["POST"]),
 ]

@@ -7,9 +7,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -51,6 +52,15 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+async def http_error(request: Request, problem: Exception) -> Response:
+    """No such page or method: JSON on the API (as the document says), plain text elsewhere."""
+    assert isinstance(problem, HTTPException)
+    headers = dict(problem.headers or {})
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": problem.detail}, status_code=problem.status_code, headers=headers)
+    return PlainTextResponse(problem.detail, status_code=problem.status_code, headers=headers)
+
+
 async def openapi(_: Request) -> Response:
     return JSONResponse(document())
 
@@ -66,6 +76,7 @@ def create_app(*, settings: Settings, engine: Engine | None = None) -> Starlette
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={HTTPException: http_error},
     )
     app.state.engine = engine or make_engine(settings.crm_database_url, hide_parameters=True)
     app.state.secure_cookies = settings.console_secure_cookies

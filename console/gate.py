@@ -13,8 +13,10 @@ from urllib.parse import quote
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
 
 from bot.crm.database import session_scope
 from bot.crm.models import StaffUser
@@ -118,3 +120,27 @@ async def _csrf_given(request: Request) -> str | None:
         value: Any = form.get(CSRF_FIELD)
         return value if isinstance(value, str) else None
     return None
+
+
+class RowId(Convertor[int]):
+    """A row id in a path: 1 to 18 digits (so never past a 64-bit integer); anything else is 404."""
+
+    regex = "[0-9]{1,18}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("id", RowId())
+
+
+def one_route(path: str, handlers: dict[str, Callable[[Request], Awaitable[Response]]]) -> Route:
+    """One route for a path served by several methods, so a 405 names them all in its Allow header."""
+
+    async def endpoint(request: Request) -> Response:
+        return await handlers[request.method if request.method in handlers else "GET"](request)
+
+    return Route(path, endpoint, methods=list(handlers))

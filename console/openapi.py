@@ -9,6 +9,8 @@ _NULLABLE_TIME = {**_TIME, "nullable": True}
 _STR = {"type": "string"}
 _NULLABLE_STR = {"type": "string", "nullable": True}
 _NULLABLE_INT = {"type": "integer", "nullable": True}
+# A row id: what a path or filter accepts (18 digits at most, inside a 64-bit integer).
+_ROW_ID = {"type": "integer", "minimum": 1, "maximum": 999_999_999_999_999_999}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -31,12 +33,17 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): _json(_ref("Error"), meaning[code]) for code in codes}
 
 
+def _text(longest: int) -> dict[str, Any]:
+    """A required text field: some non-blank characters, at most `longest`."""
+    return {"type": "string", "minLength": 1, "maxLength": longest, "pattern": r"\S"}
+
+
 def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     schema = {"type": "object", "properties": properties, "required": required}
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-_ID_PARAM = [{"name": "escalation_id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+_ID_PARAM = [{"name": "escalation_id", "in": "path", "required": True, "schema": _ROW_ID}]
 _CSRF = [{"name": "X-CSRF-Token", "in": "header", "required": True, "schema": {"type": "string"}}]
 _GUARDED = (400, 401, 403, 404, 409)
 
@@ -135,8 +142,8 @@ PATHS: dict[str, Any] = {
             "security": [],
             "requestBody": _body(
                 {
-                    "username": {"type": "string", "maxLength": 100},
-                    "password": {"type": "string", "maxLength": 1000},
+                    "username": _text(100),
+                    "password": _text(1000),
                 },
                 ["username", "password"],
             ),
@@ -196,7 +203,7 @@ PATHS: dict[str, Any] = {
     "/api/escalations/{escalation_id}/reply": _action(
         "Reply to the patron on their channel",
         "Reply",
-        _body({"text": {"type": "string", "maxLength": 4000}}, ["text"]),
+        _body({"text": _text(4000)}, ["text"]),
     ),
     "/api/escalations/{escalation_id}/resolve": _action(
         "Resolve with a note; the bot has the conversation again",
@@ -209,19 +216,17 @@ PATHS: dict[str, Any] = {
     "/api/escalations/{escalation_id}/notes": _action(
         "Add an internal note (never sent to the patron)",
         "Note",
-        _body({"text": {"type": "string", "maxLength": 4000}}, ["text"]),
+        _body({"text": _text(4000)}, ["text"]),
     ),
     "/api/escalations/{escalation_id}/transfer": _action(
         "Transfer to another staff member",
         "EscalationState",
-        _body({"to": {"type": "string", "maxLength": 100}}, ["to"]),
+        _body({"to": _text(100)}, ["to"]),
     ),
     "/api/patrons/{patron_id}": {
         "get": {
             "summary": "A patron's profile (the read is audited)",
-            "parameters": [
-                {"name": "patron_id", "in": "path", "required": True, "schema": {"type": "integer"}}
-            ],
+            "parameters": [{"name": "patron_id", "in": "path", "required": True, "schema": _ROW_ID}],
             "responses": {"200": _json(_ref("Patron"), "the patron"), **_errors(401, 404)},
         }
     },
@@ -230,7 +235,7 @@ PATHS: dict[str, Any] = {
             "summary": "The audit log, newest first (admins)",
             "parameters": [
                 {"name": "staff", "in": "query", "required": False, "schema": {"type": "string"}},
-                {"name": "patron", "in": "query", "required": False, "schema": {"type": "integer"}},
+                {"name": "patron", "in": "query", "required": False, "schema": _ROW_ID},
                 {
                     "name": "action",
                     "in": "query",

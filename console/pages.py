@@ -32,7 +32,7 @@ from bot.engagement.escalations import (
 )
 from console.accounts import sign_in
 from console.api import set_cookie
-from console.gate import ADMIN, Staff, engine_of, signed_in, staff_only
+from console.gate import ADMIN, Staff, engine_of, one_route, signed_in, staff_only
 from console.i18n import LANGUAGES, chosen_language, translator
 from console.records import audit_entries, escalation_view
 from console.sessions import COOKIE, Signed, close_session, open_session
@@ -229,14 +229,14 @@ async def audit_page(request: Request, staff: Staff) -> Response:
     params = request.query_params
     filters = {"staff": params.get("staff") or None, "action": params.get("action") or None}
     patron = params.get("patron") or ""
-    filters["patron"] = patron if patron.isdigit() else None
+    filters["patron"] = patron if patron.isdigit() and len(patron) <= 18 else None
     if filters["action"] not in (None, *AUDIT_ACTIONS):
         filters["action"] = None
     entries = await staff.crm(
         lambda session, _: audit_entries(
             session,
             staff=filters["staff"],
-            patron=int(patron) if patron.isdigit() else None,
+            patron=int(patron) if filters["patron"] else None,
             action=filters["action"],
             limit=200,
         )
@@ -253,16 +253,15 @@ async def audit_page(request: Request, staff: Staff) -> Response:
 
 
 ROUTES = [
-    Route("/login", login_page, methods=["GET"]),
-    Route("/login", login, methods=["POST"]),
+    one_route("/login", {"GET": login_page, "POST": login}),
     Route("/logout", logout, methods=["POST"]),
     Route("/language", choose_language, methods=["POST"]),
     Route("/", inbox_page, methods=["GET"]),
     Route("/inbox/rows", inbox_rows, methods=["GET"]),
-    Route("/escalations/{escalation_id:int}", escalation_page, methods=["GET"]),
-    Route("/escalations/{escalation_id:int}/messages", escalation_messages, methods=["GET"]),
+    Route("/escalations/{escalation_id:id}", escalation_page, methods=["GET"]),
+    Route("/escalations/{escalation_id:id}/messages", escalation_messages, methods=["GET"]),
     *(
-        Route(f"/escalations/{{escalation_id:int}}/{path}", _action(kind), methods=["POST"])
+        Route(f"/escalations/{{escalation_id:id}}/{path}", _action(kind), methods=["POST"])
         for path, kind in (
             ("claim", "claimed"),
             ("reply", "replied"),
@@ -272,6 +271,6 @@ ROUTES = [
             ("give-back", "given_back"),
         )
     ),
-    Route("/patrons/{patron_id:int}", patron_page, methods=["GET"]),
+    Route("/patrons/{patron_id:id}", patron_page, methods=["GET"]),
     Route("/audit", audit_page, methods=["GET"]),
 ]

@@ -116,6 +116,8 @@ async def audit_log(request: Request, staff: Staff) -> Response:
     try:
         limit = min(max(int(params.get("limit", "100")), 1), 1000)
         patron = int(params["patron"]) if params.get("patron") else None
+        if patron is not None and not 0 < patron < 10**18:
+            raise ValueError(patron)
     except ValueError:
         return error(400, "'limit' and 'patron' are whole numbers")
     action = params.get("action") or None
@@ -130,6 +132,6 @@ async def audit_log(request: Request, staff: Staff) -> Response:
 
 
 ROUTES = [
-    Route("/api/patrons/{patron_id:int}", show_patron, methods=["GET"]),
+    Route("/api/patrons/{patron_id:id}", show_patron, methods=["GET"]),
     Route("/api/audit", audit_log, methods=["GET"]),
 ]
