@@ -229,6 +229,11 @@ class Settings(BaseSettings):
         return f"{self.rasa_url}/webhooks/rest/webhook"
 
     @property
+    def console_url(self) -> str:
+        """The staff console's address, as a browser on this machine reaches it."""
+        return f"http://{_client_host(self.host)}:{self.console_port}/"
+
+    @property
     def action_endpoint_url(self) -> str:
         return f"http://{_client_host(self.host)}:{self.action_port}/webhook"
 

@@ -81,8 +81,15 @@ def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port or settings.console_port
     print(f"staff console on http://{settings.host}:{port}/ (Ctrl-C stops)", flush=True)
     # No access log: a URL names the patron or escalation a librarian opened; the audit log says who.
+    # No websockets (the console polls): uvicorn's websockets support needs a newer `websockets` than
+    # Rasa 3.6 pins, and fails to import with it.
     uvicorn.run(
-        create_app(settings=settings), host=settings.host, port=port, log_level="warning", access_log=False
+        create_app(settings=settings),
+        host=settings.host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        ws="none",
     )
     return 0
 

@@ -76,7 +76,7 @@ def test_run_refuses_a_broken_facts_file(tmp_path: Path) -> None:
 
 def _free_ports() -> dict[str, str]:
     ports = {}
-    for setting in ("PATRONBOT_RASA_PORT", "PATRONBOT_ACTION_PORT"):
+    for setting in ("PATRONBOT_RASA_PORT", "PATRONBOT_ACTION_PORT", "PATRONBOT_CONSOLE_PORT"):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             ports[setting] = str(probe.getsockname()[1])

@@ -66,6 +66,7 @@ class LaunchedBot:
 
     process: subprocess.Popen[bytes]
     webhook: str
+    console: str  # the staff console's address
     data_dir: Path
     log: Path  # what `patronbot run` printed: its steps
     env: dict[str, str]
@@ -79,7 +80,7 @@ class LaunchedBot:
 def launch(*, workdir: Path, model: Path, env: Mapping[str, str] | None = None) -> LaunchedBot:
     """Start `patronbot run --no-train` with its data in `workdir`/var and wait until it is ready."""
     data_dir = workdir / "var"
-    rasa_port, action_port = free_port(), free_port()
+    rasa_port, action_port, console_port = free_port(), free_port(), free_port()
     full_env = (
         os.environ
         | {
@@ -87,6 +88,7 @@ def launch(*, workdir: Path, model: Path, env: Mapping[str, str] | None = None) 
             "PATRONBOT_MODEL_PATH": str(model),
             "PATRONBOT_RASA_PORT": str(rasa_port),
             "PATRONBOT_ACTION_PORT": str(action_port),
+            "PATRONBOT_CONSOLE_PORT": str(console_port),
         }
         | dict(env or {})
     )
@@ -102,6 +104,7 @@ def launch(*, workdir: Path, model: Path, env: Mapping[str, str] | None = None) 
     bot = LaunchedBot(
         process=process,
         webhook=f"http://127.0.0.1:{rasa_port}/webhooks/rest/webhook",
+        console=f"http://127.0.0.1:{full_env.get('PATRONBOT_CONSOLE_PORT', console_port)}/",
         data_dir=data_dir,
         log=log,
         env=full_env,

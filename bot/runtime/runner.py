@@ -70,6 +70,14 @@ def children(
         # Campaigns and follow-ups: a standby until it holds the lease, so a second `patronbot run`
         # (or a separate `patronbot scheduler`) on the same CRM stands by rather than run campaigns too.
         Child(name="campaign scheduler", argv=[patronbot, "scheduler"], env=env, output=output),
+        # The librarians' web app (console/), on its own port.
+        Child(
+            name="staff console",
+            argv=[patronbot, "console"],
+            env=env,
+            ready_url=f"{settings.console_url}login",
+            output=output,
+        ),
     ]
 
 
@@ -80,6 +88,7 @@ def run_bot(*, settings: Settings, train_first: bool = True) -> int:
     notices included) goes to `var/log/patronbot.log`."""
     ensure_port_free(host=settings.host, port=settings.rasa_port, setting=f"{ENV_PREFIX}RASA_PORT")
     ensure_port_free(host=settings.host, port=settings.action_port, setting=f"{ENV_PREFIX}ACTION_PORT")
+    ensure_port_free(host=settings.host, port=settings.console_port, setting=f"{ENV_PREFIX}CONSOLE_PORT")
     output = ProcessOutput(settings.data_path / "log" / LOG_FILE, show=_show)
     log_steps_to_terminal(extra=OutputHandler(output))
     try:
@@ -114,8 +123,8 @@ def _run(*, settings: Settings, train_first: bool, output: ProcessOutput) -> int
         print(f"patronbot: no model at {settings.model_path}; run `patronbot train`", file=sys.stderr)
         return 2
     log.info(
-        "starting the action server, the ingester, the Rasa server and the campaign scheduler"
-        " (their whole output: %s)",
+        "starting the action server, the ingester, the Rasa server, the campaign scheduler and the staff"
+        " console (their whole output: %s)",
         output.path,
     )
     supervisor = Supervisor(
@@ -130,6 +139,7 @@ def _run(*, settings: Settings, train_first: bool, output: ProcessOutput) -> int
             log.error("patronbot did not start; see the messages above and %s", output.path)
             return 1
         ready = f"patronbot is ready: POST messages to {settings.webhook_url} (Ctrl-C stops)"
+        ready += f"\n  staff console: {settings.console_url} (accounts: patronbot staff add NAME --role ROLE)"
         channels = "".join(f"\n  {name}: {where}" for name, where in channel_webhooks(settings).items())
         print(
             f"{ready}\n  channels on:{channels}\n  talk to it in the terminal: make chat"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -333,6 +335,7 @@ def test_the_terminal_shows_patronbots_steps_and_the_log_keeps_everything(runnin
     """`patronbot run` prints its own steps; Rasa's, TensorFlow's and setuptools' notices go to the log."""
     terminal = running_bot.log.read_text(errors="replace")
     assert "patronbot is ready" in terminal
+    assert f"staff console: {running_bot.console}" in terminal
     assert "started Rasa server" in terminal
     assert "Warning" not in terminal
     assert "is not used in any story or rule" not in terminal
@@ -340,3 +343,12 @@ def test_the_terminal_shows_patronbots_steps_and_the_log_keeps_everything(runnin
     assert "[Rasa server]" in everything
     assert "[action server]" in everything
     assert "Rasa server is up and running" in everything
+
+
+def test_patronbot_run_serves_the_staff_console_behind_its_sign_in(running_bot: RunningBot) -> None:
+    with urllib.request.urlopen(f"{running_bot.console}login", timeout=30) as page:
+        assert page.status == 200
+        assert 'name="password"' in page.read().decode()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{running_bot.console}api/escalations", timeout=30)
+    assert refused.value.code == 401

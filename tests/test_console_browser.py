@@ -1,0 +1,199 @@
+"""The staff console in real headless Chromium (the system one): sign in, a new escalation appears in the
+inbox without a reload, claim, reply and resolve with the keyboard alone, and axe-core on every page in
+both languages finds nothing serious or critical.
+
+Screenshots and the axe report go to var/test-artefacts/console/ (git-ignored)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from bot.crm.database import make_engine
+from bot.crm.migrate import upgrade
+from bot.crm.models import Escalation, OutboxMessage
+from bot.settings import PROJECT_ROOT, Settings
+from console.app import create_app
+from tests.console_helpers import PASSWORD, escalated_patron, staff
+
+CHROMIUM = Path("/usr/bin/chromium")
+REQUIRED = os.environ.get("PATRONBOT_TEST_BROWSER") == "required"
+ARTEFACTS = PROJECT_ROOT / "var" / "test-artefacts" / "console"
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists() and not REQUIRED,
+    reason="no /usr/bin/chromium (apt-get install chromium); with PATRONBOT_TEST_BROWSER=required: fail",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Served:
+    """The console on a free port in a background thread, over a SQLite CRM of its own."""
+
+    def __init__(self, folder: Path) -> None:
+        url = f"sqlite:///{folder / 'crm.db'}"
+        upgrade(url=url)
+        self.engine: Engine = make_engine(url)
+        settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(
+            create_app(settings=settings, engine=self.engine), port=port, log_level="warning", ws="none"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the console did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.engine.dispose()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    running = Served(tmp_path)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            "PATRONBOT_TEST_BROWSER=required but /usr/bin/chromium is missing: apt-get install chromium"
+        )
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        yield launched
+        launched.close()
+
+
+def new_page(browser: Browser, locale: str, width: int = 1280) -> Page:
+    return browser.new_context(locale=locale, viewport={"width": width, "height": 900}).new_page()
+
+
+def serious(violations: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"{v['id']} ({v['impact']}): {[node['target'] for node in v['nodes']]}"
+        for v in violations
+        if v.get("impact") in {"serious", "critical"}
+    ]
+
+
+def focus_by_tab(page: Page, selector: str, *, limit: int = 60) -> None:
+    """Press Tab until the element matching `selector` has the focus, as a keyboard user would."""
+    for _ in range(limit):
+        if page.evaluate("s => document.activeElement && document.activeElement.matches(s)", selector):
+            return
+        page.keyboard.press("Tab")
+    raise AssertionError(f"{selector} never got the focus with Tab")
+
+
+def sign_in_with_keyboard(page: Page, served: Served, username: str) -> None:
+    page.goto(f"{served.url}/")
+    expect(page.locator("#username")).to_be_focused()  # the sign-in page put the focus there
+    page.keyboard.type(username)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{served.url}/")
+
+
+def test_a_librarian_works_the_inbox_with_the_keyboard_alone(browser: Browser, served: Served) -> None:
+    staff(served.engine, "lin", "librarian")
+    escalated_patron(served.engine, sender="telegram:101", words="Can I talk to a person?")
+    page = new_page(browser, "en-GB")
+    sign_in_with_keyboard(page, served, "lin")
+    expect(page.locator("#inbox")).to_contain_text("Can I talk to a person?")
+    page.screenshot(path=str(ARTEFACTS / "inbox-en.png"))
+
+    # A new escalation arrives while the page is open: it appears without a reload.
+    _, arrived = escalated_patron(served.engine, sender="wechat:oNew", words="书找不到了", priority="urgent")
+    expect(page.locator("#inbox")).to_contain_text("书找不到了", timeout=15_000)
+    first_row = page.locator("#inbox tbody tr").first
+    expect(first_row).to_contain_text("urgent")  # the most urgent first
+
+    focus_by_tab(page, f'a[href="/escalations/{arrived}"]')
+    page.keyboard.press("Enter")
+    expect(page.locator("h1")).to_have_text(f"Escalation {arrived}")
+    expect(page.locator("#transcript")).to_contain_text("书找不到了")
+
+    focus_by_tab(page, 'form[action$="/claim"] button')
+    page.keyboard.press("Enter")
+    expect(page.locator("[role=status]")).to_have_text("Claimed: the conversation is yours.")
+    focus_by_tab(page, "#reply-text")
+    page.keyboard.type("我们帮您查一下。")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(page.locator("[role=status]")).to_have_text("Reply sent to the patron.")
+    expect(page.locator("#transcript")).to_contain_text("我们帮您查一下。", timeout=15_000)
+    page.screenshot(path=str(ARTEFACTS / "escalation-en.png"), full_page=True)
+    focus_by_tab(page, "#resolve-note")
+    page.keyboard.type("found on the shelf")
+    page.keyboard.press("Enter")
+    expect(page.locator("[role=status]")).to_have_text("Resolved: the bot answers the patron again.")
+    with Session(served.engine, future=True) as session:
+        escalation = session.get(Escalation, arrived)
+        sent = session.execute(select(OutboxMessage.recipient, OutboxMessage.text)).all()
+    assert escalation is not None
+    assert (escalation.status, escalation.resolution_note) == ("resolved", "found on the shelf")
+    assert ("wechat:oNew", "我们帮您查一下。") in [tuple(row) for row in sent]
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+def test_every_page_passes_axe_in_both_languages_and_fits_a_tablet(
+    browser: Browser, served: Served, language: str
+) -> None:
+    staff(served.engine, "ada", "admin")
+    patron, escalation = escalated_patron(served.engine)
+    page = new_page(browser, "zh-CN" if language == "zh" else "en-GB", width=820)  # a tablet, portrait
+    page.goto(f"{served.url}/login?lang={language}")
+    report: dict[str, Any] = {"login": Axe().run(page).response["violations"]}
+    page.screenshot(path=str(ARTEFACTS / f"login-{language}.png"))
+    page.fill("#username", "ada")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.select_option("#language-choice", language)
+    page.click("#language-choice ~ button")
+    pages = {
+        "inbox": "/",
+        "escalation": f"/escalations/{escalation}",
+        "patron": f"/patrons/{patron}",
+        "audit": "/audit",
+    }
+    for name, path in pages.items():
+        page.goto(f"{served.url}{path}")
+        expect(page.locator("html")).to_have_attribute("lang", "zh-CN" if language == "zh" else "en")
+        report[name] = Axe().run(page).response["violations"]
+        page.screenshot(path=str(ARTEFACTS / f"{name}-{language}.png"), full_page=True)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 820, f"{name} scrolls sideways on a tablet ({width}px)"
+    (ARTEFACTS / f"axe-{language}.json").write_text(
+        json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+    assert {name: serious(found) for name, found in report.items() if serious(found)} == {}
