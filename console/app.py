@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bot.crm.database import make_engine
 from bot.knowledge.facts import FactsError, load_facts
 from bot.settings import Settings
-from console import api, pages, records
+from console import api, insight, pages, records
 from console.openapi import document
 from console.pages import STATIC
 
@@ -72,6 +72,7 @@ def create_app(*, settings: Settings, engine: Engine | None = None) -> Starlette
             Route("/openapi.json", openapi, methods=["GET"]),
             *api.ROUTES,
             *records.ROUTES,
+            *insight.ROUTES,
             *pages.ROUTES,
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ],

@@ -120,6 +120,19 @@ SCHEMAS: dict[str, Any] = {
         },
         "required": ["patron_id", "channels", "consents"],
     },
+    "Score": {
+        "type": "object",
+        "properties": {
+            "group": _STR,
+            "csat": {"type": "number", "nullable": True},
+            "csat_count": {"type": "integer"},
+            "nps": {"type": "number", "nullable": True},
+            "nps_count": {"type": "integer"},
+            "helpful_share": {"type": "number", "nullable": True},
+            "helpful_count": {"type": "integer"},
+        },
+        "required": ["group", "csat", "csat_count", "nps", "nps_count"],
+    },
     "AuditEntry": {
         "type": "object",
         "properties": {
@@ -228,6 +241,30 @@ PATHS: dict[str, Any] = {
             "summary": "A patron's profile (the read is audited)",
             "parameters": [{"name": "patron_id", "in": "path", "required": True, "schema": _ROW_ID}],
             "responses": {"200": _json(_ref("Patron"), "the patron"), **_errors(401, 404)},
+        }
+    },
+    "/api/feedback": {
+        "get": {
+            "summary": "CSAT, NPS and 'did this help?' by week, topic or channel (counts only)",
+            "parameters": [
+                {
+                    "name": "by",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["week", "topic", "channel"]},
+                }
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {"by": _STR, "scores": {"type": "array", "items": _ref("Score")}},
+                        "required": ["by", "scores"],
+                    },
+                    "the scores",
+                ),
+                **_errors(400, 401),
+            },
         }
     },
     "/api/audit": {

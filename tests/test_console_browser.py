@@ -23,9 +23,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from bot.crm.database import make_engine
+from bot.crm.database import make_engine, session_scope
 from bot.crm.migrate import upgrade
-from bot.crm.models import Escalation, OutboxMessage
+from bot.crm.models import Escalation, Feedback, OutboxMessage
 from bot.settings import PROJECT_ROOT, Settings
 from console.app import create_app
 from tests.console_helpers import PASSWORD, escalated_patron, staff
@@ -171,6 +171,10 @@ def test_every_page_passes_axe_in_both_languages_and_fits_a_tablet(
 ) -> None:
     staff(served.engine, "ada", "admin")
     patron, escalation = escalated_patron(served.engine)
+    with session_scope(served.engine) as session:  # ratings, so the feedback page draws its charts
+        session.add_all(
+            [Feedback(csat=4, nps=9, topic="hours", rasa_sender_id="telegram:1"), Feedback(csat=2)]
+        )
     page = new_page(browser, "zh-CN" if language == "zh" else "en-GB", width=820)  # a tablet, portrait
     page.goto(f"{served.url}/login?lang={language}")
     report: dict[str, Any] = {"login": Axe().run(page).response["violations"]}
@@ -185,6 +189,7 @@ def test_every_page_passes_axe_in_both_languages_and_fits_a_tablet(
         "escalation": f"/escalations/{escalation}",
         "patron": f"/patrons/{patron}",
         "audit": "/audit",
+        "feedback": "/feedback",
     }
     for name, path in pages.items():
         page.goto(f"{served.url}{path}")
