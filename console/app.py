@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bot.crm.database import make_engine
 from bot.knowledge.facts import FactsError, load_facts
 from bot.settings import Settings
-from console import api, insight, pages, records
+from console import api, insight, pages, records, suggestions
 from console.openapi import document
 from console.pages import STATIC
 
@@ -73,6 +73,7 @@ def create_app(*, settings: Settings, engine: Engine | None = None) -> Starlette
             *api.ROUTES,
             *records.ROUTES,
             *insight.ROUTES,
+            *suggestions.ROUTES,
             *pages.ROUTES,
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ],

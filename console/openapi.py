@@ -267,6 +267,68 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/api/suggestions": {
+        "get": {
+            "summary": "Suggestions, purchase requests and complaints, newest first (reads audited)",
+            "parameters": [
+                {
+                    "name": "status",
+                    "in": "query",
+                    "required": False,
+                    "schema": {
+                        "type": "string",
+                        "enum": ["new", "under_review", "accepted", "declined", "done"],
+                    },
+                }
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {"suggestions": {"type": "array", "items": {"type": "object"}}},
+                        "required": ["suggestions"],
+                    },
+                    "the reports",
+                ),
+                **_errors(400, 401),
+            },
+        }
+    },
+    "/api/suggestions/{report_id}/answer": {
+        "post": {
+            "summary": "Answer a report: recorded, and sent to the patron on their channel",
+            "parameters": [
+                {"name": "report_id", "in": "path", "required": True, "schema": _ROW_ID},
+                *_CSRF,
+            ],
+            "requestBody": _body(
+                {
+                    "text": _text(2000),
+                    "status": {
+                        "type": "string",
+                        "enum": ["new", "under_review", "accepted", "declined", "done"],
+                    },
+                },
+                ["text"],
+            ),
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "integer"},
+                            "status": _STR,
+                            "outbox_id": {"type": "integer"},
+                            "channel": _STR,
+                        },
+                        "required": ["id", "status", "outbox_id", "channel"],
+                    },
+                    "answered",
+                ),
+                **_errors(400, 401, 403, 404, 409),
+            },
+        }
+    },
     "/api/audit": {
         "get": {
             "summary": "The audit log, newest first (admins)",

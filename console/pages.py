@@ -40,7 +40,7 @@ from console.sessions import COOKIE, Signed, close_session, open_session
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-DONE = {"claimed", "replied", "noted", "transferred", "resolved", "given_back"}
+DONE = {"claimed", "replied", "noted", "transferred", "resolved", "given_back", "answered"}
 
 
 def render(

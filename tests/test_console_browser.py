@@ -29,6 +29,7 @@ from bot.crm.models import Escalation, Feedback, OutboxMessage
 from bot.settings import PROJECT_ROOT, Settings
 from console.app import create_app
 from tests.console_helpers import PASSWORD, escalated_patron, staff
+from tests.test_report_answers import patron_with_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 REQUIRED = os.environ.get("PATRONBOT_TEST_BROWSER") == "required"
@@ -175,6 +176,7 @@ def test_every_page_passes_axe_in_both_languages_and_fits_a_tablet(
         session.add_all(
             [Feedback(csat=4, nps=9, topic="hours", rasa_sender_id="telegram:1"), Feedback(csat=2)]
         )
+    patron_with_report(served.engine)  # a purchase request, so the suggestions page has its answer form
     page = new_page(browser, "zh-CN" if language == "zh" else "en-GB", width=820)  # a tablet, portrait
     page.goto(f"{served.url}/login?lang={language}")
     report: dict[str, Any] = {"login": Axe().run(page).response["violations"]}
@@ -190,6 +192,7 @@ def test_every_page_passes_axe_in_both_languages_and_fits_a_tablet(
         "patron": f"/patrons/{patron}",
         "audit": "/audit",
         "feedback": "/feedback",
+        "suggestions": "/suggestions",
     }
     for name, path in pages.items():
         page.goto(f"{served.url}{path}")
