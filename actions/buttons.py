@@ -56,19 +56,21 @@ def _title(titles: tuple[str, str], language: Language) -> str:
     return titles[0] if language == "zh" else titles[1]
 
 
-def csat_buttons() -> list[Button]:
-    """One tap to rate 1-5."""
-    return [{"title": str(n), "payload": payload("give_feedback", csat=str(n))} for n in range(1, 6)]
+def csat_buttons(intent: str = "give_feedback", **entities: str) -> list[Button]:
+    """One tap to rate 1-5 (a follow-up question's buttons send its own intent and delivery)."""
+    return [{"title": str(n), "payload": payload(intent, csat=str(n), **entities)} for n in range(1, 6)]
 
 
-def helpful_buttons(language: Language, faq: str | None = None) -> list[Button]:
+def helpful_buttons(
+    language: Language, faq: str | None = None, intent: str = "give_feedback", **entities: str
+) -> list[Button]:
     """One tap to say whether an answer helped; the value names the answer ("no:renew-1"), so a tap on
     an earlier answer is recorded against that one, not the latest."""
     yes, no = HELPFUL_TITLES[language]
     suffix = f":{faq}" if faq else ""
     return [
-        {"title": yes, "payload": payload("give_feedback", helpful=f"yes{suffix}")},
-        {"title": no, "payload": payload("give_feedback", helpful=f"no{suffix}")},
+        {"title": yes, "payload": payload(intent, helpful=f"yes{suffix}", **entities)},
+        {"title": no, "payload": payload(intent, helpful=f"no{suffix}", **entities)},
     ]
 
 

@@ -52,7 +52,9 @@ def _given_now(tracker: Tracker, slot: str, value: Any) -> bool:
 # Ends a form at once, whatever is still unanswered (Rasa ends a loop whose requested slot is None).
 LEAVE_FORM = {"requested_slot": None}
 # Intents that act wherever they are said: never taken as the answer to a form's question.
-COMMANDS = frozenset({"unsubscribe", "human_handoff", "privacy_what_we_know", "privacy_delete"})
+COMMANDS = frozenset(
+    {"unsubscribe", "pause_messages", "human_handoff", "privacy_what_we_know", "privacy_delete"}
+)
 
 
 def told_not_asked(tracker: Tracker, domain: DomainDict, slot: str) -> dict[str, Any]:

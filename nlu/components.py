@@ -85,13 +85,14 @@ class LanguageDetector(GraphComponent, EntityExtractorMixin):  # type: ignore[mi
 @DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=False)
 class ConsequenceGuard(GraphComponent, IntentClassifier):  # type: ignore[misc]
     """An intent that changes something for the patron or for staff (gives or withdraws consent,
-    records a complaint or a suggestion, hands the conversation to a librarian, starts deleting
-    data, starts the feedback form) needs more confidence than one that only answers: below
-    ``threshold`` it becomes nlu_fallback, so the bot says it did not understand instead of acting on
-    a guess. Without it "<script>alert(1)</script>" unsubscribed the patron (0.28), an SQL fragment
-    was recorded as a complaint (0.22) and "and for how long?" started the feedback form (0.16). The
-    words patrons use for these ("stop", "退订", "投诉", "转人工") score above 0.9. Placed after
-    FallbackClassifier; the threshold was chosen on out-of-fold predictions (docs/conversations.md)."""
+    pauses or resumes the library's messages, records a complaint or a suggestion, hands the
+    conversation to a librarian, starts deleting data, starts the feedback form) needs more
+    confidence than one that only answers: below ``threshold`` it becomes nlu_fallback, so the bot
+    says it did not understand instead of acting on a guess. Without it "<script>alert(1)</script>"
+    unsubscribed the patron (0.28), an SQL fragment was recorded as a complaint (0.22) and "and for
+    how long?" started the feedback form (0.16). The words patrons use for these ("stop", "退订",
+    "投诉", "转人工") score above 0.9. Placed after FallbackClassifier; the threshold was chosen on
+    out-of-fold predictions (docs/conversations.md)."""
 
     @staticmethod
     def get_default_config() -> dict[str, Any]:
@@ -99,6 +100,8 @@ class ConsequenceGuard(GraphComponent, IntentClassifier):  # type: ignore[misc]
             "intents": [
                 "subscribe",
                 "unsubscribe",
+                "pause_messages",
+                "resume_messages",
                 "complaint",
                 "suggestion",
                 "human_handoff",

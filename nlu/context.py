@@ -1,5 +1,6 @@
 """A message read with the conversation before it: a follow-up question takes the topic of the one it
-follows, and a detail sent after a complaint is recorded is read as part of it."""
+follows, a detail sent after a complaint is recorded is read as part of it, and an answer to a
+campaign's follow-up question is read as that (nlu/answers.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from bot.thread import (
     report_just_recorded,
     session_events,
 )
+from nlu.answers import ANSWER_FOLLOWUP, answers, open_question
 
 # The intent a message gets when it adds to the complaint or suggestion just recorded.
 ADD_DETAIL = "add_detail"
@@ -44,6 +46,8 @@ _ACTS_INSTEAD = frozenset(
         "human_handoff",
         "subscribe",
         "unsubscribe",
+        "pause_messages",
+        "resume_messages",
         "privacy_delete",
         "privacy_what_we_know",
         "give_feedback",
@@ -88,15 +92,14 @@ def read_in_context(message: Message, events: Sequence[Mapping[str, Any]], rank:
     intent = message.get(INTENT) or {}
     name = intent.get(INTENT_NAME_KEY)
     confidence = float(intent.get(PREDICTED_CONFIDENCE_KEY) or 0.0)
+    question = open_question(events)
+    if question is not None and answers(text, name, confidence, question):
+        _set_intent(message, ANSWER_FOLLOWUP)
+        return
     report = report_just_recorded(events)
     if report is not None:
         if adds_detail(text, name, confidence):
-            detail = {INTENT_NAME_KEY: ADD_DETAIL, PREDICTED_CONFIDENCE_KEY: 1.0}
-            ranking = [
-                r for r in message.get(INTENT_RANKING_KEY) or [] if r.get(INTENT_NAME_KEY) != ADD_DETAIL
-            ]
-            message.set(INTENT, detail, add_to_output=True)
-            message.set(INTENT_RANKING_KEY, [dict(detail), *ranking], add_to_output=True)
+            _set_intent(message, ADD_DETAIL)
             message.set(PARSE_KEY, {"report": report}, add_to_output=True)
         return
     thread = previous_question(events)
@@ -126,9 +129,19 @@ def read_in_context(message: Message, events: Sequence[Mapping[str, Any]], rank:
         message.set(PARSE_KEY, resolved, add_to_output=True)
 
 
+def _set_intent(message: Message, name: str) -> None:
+    """Give the message an intent the conversation decides (certain, first in the ranking)."""
+    chosen = {INTENT_NAME_KEY: name, PREDICTED_CONFIDENCE_KEY: 1.0}
+    ranking = [r for r in message.get(INTENT_RANKING_KEY) or [] if r.get(INTENT_NAME_KEY) != name]
+    message.set(INTENT, chosen, add_to_output=True)
+    message.set(INTENT_RANKING_KEY, [dict(chosen), *ranking], add_to_output=True)
+
+
 # Requests a follow-up question can be mistaken for: "快到期了会提醒我吗" after a question about loans
 # asks about due-date reminders, not for the library's messages; "多少分算过" about the quiz's pass mark.
-_MISTAKEN_IN_A_THREAD = frozenset({"subscribe", "unsubscribe", "give_feedback", "cancel"})
+_MISTAKEN_IN_A_THREAD = frozenset(
+    {"subscribe", "unsubscribe", "pause_messages", "resume_messages", "give_feedback", "cancel"}
+)
 
 
 def _asks_about_thread(text: str, intent: str | None) -> bool:

@@ -384,3 +384,27 @@ def test_campaign_run_and_report_from_the_command_line(
     assert (report["deliveries"], report["queued"], report["skipped"]) == (2, 1, {"no_consent": 1})
     assert main(["campaign", "report", "999"]) == 2
     assert "no campaign 999" in capsys.readouterr().err
+
+
+def test_a_campaigns_buttons_go_with_its_message_titled_in_the_patrons_language(crm: Engine) -> None:
+    campaign = _campaign(crm)
+    with session_scope(crm) as session:
+        row = session.get(Campaign, campaign)
+        assert row is not None
+        row.buttons = [
+            {"title": {"en": "Register", "zh": "报名"}, "payload": "/register_workshop"},
+            {"title": {"en": "Not for me"}, "payload": "/deny"},  # no Chinese title: the English one
+        ]
+    amy, bo = _patron(crm, name="amy"), _patron(crm, name="bo", language="zh")
+    _deliver(crm, campaign, [amy, bo])
+    assert release_due(engine=crm, rules=RULES, now=NOON).queued == 2
+    with Session(crm, future=True) as session:
+        sent = dict(session.execute(select(OutboxMessage.patron_id, OutboxMessage.buttons)).all())
+    assert sent[amy] == [
+        {"title": "Register", "payload": "/register_workshop"},
+        {"title": "Not for me", "payload": "/deny"},
+    ]
+    assert sent[bo] == [
+        {"title": "报名", "payload": "/register_workshop"},
+        {"title": "Not for me", "payload": "/deny"},
+    ]

@@ -545,3 +545,21 @@ def test_how_a_patron_arrived_is_kept_from_their_first_message_that_says_so(crm:
     with Session(crm, future=True) as session:
         sources = dict(session.execute(select(ChannelIdentity.external_id, ChannelIdentity.source)).all())
     assert sources == {"7": "poster-east", "8": "website", "9": None}
+
+
+def test_an_intent_the_library_triggered_is_no_message_from_the_patron(crm: Engine) -> None:
+    """A follow-up question is asked by triggering an intent through Rasa's API ("EXTERNAL: ..."): the
+    question the bot then asks is stored, the trigger is not, and the patron is not made active by it."""
+    triggered = user_event("rest:amy", "EXTERNAL: followup_question", intent="followup_question")
+    triggered.data["metadata"] = {"is_external": True}
+    events = [
+        triggered,
+        bot_event("rest:amy", "How satisfied were you with the help you got?", timestamp=1_795_000_001.0),
+        user_event("rest:amy", "4", intent="answer_followup", timestamp=1_795_000_060.0),
+    ]
+    with session_scope(crm) as session:
+        assert ingest_events(session=session, events=events, state=IngestState()) == 2
+    assert [(r.direction, r.text) for r in interactions(crm)] == [
+        ("out", "How satisfied were you with the help you got?"),
+        ("in", "4"),
+    ]

@@ -194,6 +194,8 @@ def test_patronbot_help_lists_every_group_and_each_group_has_help() -> None:
         "scheduler",
         "sender",
         "eval",
+        "console",
+        "staff",
     ]
     listed = re.findall(r"^ {4}(\w+)", result.stdout, flags=re.MULTILINE)
     assert sorted(listed) == sorted(groups)

@@ -58,11 +58,6 @@ def _check_runnable(engine: Engine, campaign_id: int) -> str:
             )
         if campaign.status in ("cancelled", "done"):
             raise CampaignError(f"campaign {campaign_id} is {campaign.status}: it sends nothing more")
-        if campaign.kind == "question":
-            raise CampaignError(
-                f"campaign {campaign_id} asks a question: follow-up questions through the conversation are "
-                "not sent yet (see docs/campaigns.md)"
-            )
         return str(campaign.name)
 
 
@@ -138,9 +133,12 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
         f"  cancelled        {report.cancelled}",
         "  skipped          " + (", ".join(f"{r} {n}" for r, n in report.skipped.items()) or "0"),
         f"  replies          {report.replies} (patrons who wrote within 7 days)",
+        f"  answers          {report.answers} (to its follow-up question)",
         f"  opt-outs after   {report.opt_outs}",
         f"  ratings          CSAT {ratings.get('csat_count', 0)} (mean {ratings.get('csat_mean') or '-'}), "
-        f"NPS {ratings.get('nps_count', 0)} (mean {ratings.get('nps_mean') or '-'})",
+        f"NPS {ratings.get('nps_count', 0)} (mean {ratings.get('nps_mean') or '-'}), "
+        f"helped {ratings.get('helpful_yes', 0)} / did not {ratings.get('helpful_no', 0)}, "
+        f"comments {ratings.get('comments', 0)}",
     ]
     print("\n".join(lines))
     return 0

@@ -120,6 +120,13 @@ def _fit(model: Any, column: str, value: object) -> str | None:
     return text[:length] if text is not None and length else text
 
 
+def _triggered(data: dict[str, Any]) -> bool:
+    """A "user" event the library made, not the patron: an intent triggered through Rasa's API (a
+    follow-up question, "EXTERNAL: followup_question"). It is no message from the patron: not stored
+    as one, and it makes no one active."""
+    return data.get("event") == "user" and bool(_mapping(data.get("metadata")).get("is_external"))
+
+
 def _user_language(data: dict[str, Any]) -> str | None:
     """The language entity when it names one of the bot's languages, else the text's language.
 
@@ -169,7 +176,11 @@ def ingest_events(*, session: Session, events: Sequence[BrokerEvent], state: Ing
             for event in events
             if event.sender_id not in erased or _timestamp(event.data) > erased[event.sender_id]
         ]
-    relevant = [e for e in events if e.data.get("event") in ("user", "bot", "session_started", "action")]
+    relevant = [
+        e
+        for e in events
+        if e.data.get("event") in ("user", "bot", "session_started", "action") and not _triggered(e.data)
+    ]
     keys = patron_keys(relevant)
     written = _ingest_messages(session=session, events=relevant, keys=keys, state=state)
     if relevant:

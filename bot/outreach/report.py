@@ -1,4 +1,8 @@
-"""What a campaign achieved: deliveries by outcome, skips by reason, and what patrons did after it."""
+"""What a campaign achieved: deliveries by outcome, skips by reason, and what patrons did after it.
+
+The ratings are those given in answer to the campaign's follow-up question (feedback.delivery_id names
+one of its deliveries) and, for any campaign, those patrons gave within 7 days of its message.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from sqlalchemy import and_, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from bot.crm.models import Campaign, Consent, Delivery, DeliveryAttempt, Feedback, Interaction, OutboxMessage
+from bot.outreach.questions import patron_wrote
 
 # A patron's message, opt-out or rating this long after a campaign message counts as an answer to it.
 AFTER = dt.timedelta(days=7)
@@ -36,7 +41,11 @@ class CampaignReport:
     skipped: dict[str, int] = field(default_factory=dict)
     replies: int = 0  # patrons who wrote to the library within 7 days of it
     opt_outs: int = 0  # patrons who withdrew the campaign's consent within 7 days of it
-    ratings: dict[str, Any] = field(default_factory=dict)  # csat/nps given within 7 days: count, mean
+    # Answers to a follow-up question: the deliveries whose patron answered it (feedback.delivery_id).
+    answers: int = 0
+    # Ratings of the answers and of feedback given within 7 days: count and mean of csat and nps,
+    # helpful yes / no, and comments.
+    ratings: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,7 +119,7 @@ def _after(session: Session, campaign: Campaign, report: CampaignReport) -> None
         session.execute(
             select(func.count(func.distinct(Interaction.patron_id)))
             .join(reached, reached.c.patron_id == Interaction.patron_id)
-            .where(Interaction.direction == "in", within(Interaction.occurred_at))
+            .where(Interaction.direction == "in", patron_wrote(), within(Interaction.occurred_at))
         ).scalar_one()
     )
     report.opt_outs = int(
@@ -122,19 +131,35 @@ def _after(session: Session, campaign: Campaign, report: CampaignReport) -> None
             )
         ).scalar_one()
     )
-    csat = session.execute(
-        select(
-            func.count(Feedback.csat),
-            func.avg(Feedback.csat),
-            func.count(Feedback.nps),
-            func.avg(Feedback.nps),
-        )
-        .join(reached, reached.c.patron_id == Feedback.patron_id)
-        .where(within(Feedback.created_at))
+    figures = (
+        func.count(Feedback.csat),
+        func.sum(Feedback.csat),
+        func.count(Feedback.nps),
+        func.sum(Feedback.nps),
+        func.count(Feedback.helpful).filter(Feedback.helpful.is_(True)),
+        func.count(Feedback.helpful).filter(Feedback.helpful.is_(False)),
+        func.count(Feedback.comment),
+    )
+    answered = session.execute(
+        select(*figures, func.count(func.distinct(Feedback.delivery_id)))
+        .join(Delivery, Delivery.id == Feedback.delivery_id)
+        .where(Delivery.campaign_id == campaign.id)
     ).one()
+    report.answers = int(answered[-1] or 0)
+    # Feedback given after it that answers no question of its own (a rating after an announcement).
+    after = session.execute(
+        select(*figures)
+        .join(reached, reached.c.patron_id == Feedback.patron_id)
+        .where(Feedback.delivery_id.is_(None), within(Feedback.created_at))
+    ).one()
+    total = [int(a or 0) + int(b or 0) for a, b in zip(answered[:-1], after, strict=True)]
+    csat_count, csat_sum, nps_count, nps_sum, helpful_yes, helpful_no, comments = total
     report.ratings = {
-        "csat_count": int(csat[0] or 0),
-        "csat_mean": round(float(csat[1]), 2) if csat[1] is not None else None,
-        "nps_count": int(csat[2] or 0),
-        "nps_mean": round(float(csat[3]), 2) if csat[3] is not None else None,
+        "csat_count": csat_count,
+        "csat_mean": round(csat_sum / csat_count, 2) if csat_count else None,
+        "nps_count": nps_count,
+        "nps_mean": round(nps_sum / nps_count, 2) if nps_count else None,
+        "helpful_yes": helpful_yes,
+        "helpful_no": helpful_no,
+        "comments": comments,
     }

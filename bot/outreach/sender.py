@@ -6,7 +6,8 @@ reachability, WeChat's 48-hour window (when no template message is set), the fre
 hours in the patron's time zone (the delivery waits for the morning). A delivery that passes becomes an
 outbox message (bot/outbound/outbox.py) in the same transaction, so a crash leaves it either pending or
 queued, never both and never twice; the outbox's dispatcher then sends it at the channel's rate and
-records every attempt.
+records every attempt. A follow-up question goes through the patron's Rasa conversation instead
+(bot/outreach/questions.py), after the same checks.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -34,8 +35,10 @@ from bot.crm.models import (
     utcnow,
 )
 from bot.outbound.outbox import send
-from bot.outreach.messages import campaign_text, patron_fields
+from bot.outreach.messages import button_titles, campaign_text, patron_fields
+from bot.outreach.questions import Ask, RasaApi, api_from_settings, ask_questions, claim, patron_wrote
 from bot.quiet_hours import QuietHours
+from bot.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,6 @@ LOOKAHEAD_SECONDS = 10.0
 # Channels whose 48-hour window bounds free-form messages.
 WINDOWED = ("wechat",)
 WECHAT_WINDOW = dt.timedelta(hours=48) - dt.timedelta(minutes=1)
-PAUSE_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class SendRules:
     # of a channel is kept under LOOKAHEAD_SECONDS of this).
     rates: Mapping[str, float] = field(default_factory=lambda: {"telegram": 29.6, "wechat": 20.0})
     wechat_template: bool = False  # outside the window a template message may go
+    # The Rasa server that asks follow-up questions; None: the one the settings name.
+    rasa: RasaApi | None = None
 
 
 @dataclass
@@ -128,7 +132,7 @@ def _last_inbound(session: Session, sender: str) -> dt.datetime | None:
     return session.execute(
         select(func.max(Interaction.occurred_at))
         .join(Conversation, Conversation.id == Interaction.conversation_id)
-        .where(Conversation.rasa_sender_id == sender, Interaction.direction == "in")
+        .where(Conversation.rasa_sender_id == sender, Interaction.direction == "in", patron_wrote())
     ).scalar_one_or_none()
 
 
@@ -173,6 +177,8 @@ def release_due(
                 Delivery.state == "pending",
                 Delivery.scheduled_at <= now,
                 Delivery.campaign_id.in_(active.scalar_subquery()),
+                # A question being asked through Rasa by another releaser right now is left to it.
+                or_(Delivery.claimed_until.is_(None), Delivery.claimed_until <= now),
             )
             .order_by(Delivery.scheduled_at, Delivery.id)
             .limit(limit)
@@ -195,6 +201,7 @@ def release_due(
                 select(Campaign).where(Campaign.id.in_({int(d.campaign_id) for d in deliveries}))
             ).scalars()
         }
+        asks: list[Ask] = []
         for delivery in deliveries:
             outcome = _decide(
                 delivery=delivery,
@@ -210,10 +217,43 @@ def release_due(
             )
             if outcome is None:
                 continue  # its channel is full for now: it stays pending for the next look
+            if outcome.kind == "queue" and campaigns[int(delivery.campaign_id)].kind == "question":
+                ask = _claim_question(session=session, delivery=delivery, outcome=outcome, now=now)
+                if ask is not None:
+                    asks.append(ask)
+                    recent[ask.patron_id] = recent.get(ask.patron_id, 0) + 1
+                continue
             _apply(
                 session=session, delivery=delivery, outcome=outcome, now=now, released=released, recent=recent
             )
+    if asks:  # asked once the claims are committed: no transaction waits on Rasa
+        api = rules.rasa or api_from_settings(get_settings())
+        asked = ask_questions(engine=engine, asks=asks, api=api, now=now)
+        released.queued += asked.queued
+        released.waiting += asked.waiting
+        if asked.skipped:
+            released.skipped["not_asked"] += asked.skipped
     return released
+
+
+def _claim_question(
+    *, session: Session, delivery: Delivery, outcome: _Outcome, now: dt.datetime
+) -> Ask | None:
+    conversation = outcome.conversation
+    assert conversation is not None
+    until = claim(session=session, delivery=delivery, now=now)
+    if until is None:
+        return None
+    patron = session.get(Patron, conversation.patron_id)
+    return Ask(
+        delivery_id=int(delivery.id),
+        campaign_id=int(delivery.campaign_id),
+        patron_id=int(conversation.patron_id),
+        channel=str(conversation.channel),
+        recipient=str(conversation.rasa_sender_id),
+        language=patron.language if patron is not None else None,
+        claimed_until=until,
+    )
 
 
 @dataclass(frozen=True)
@@ -223,6 +263,7 @@ class _Outcome:
     until: dt.datetime | None = None
     conversation: Conversation | None = None
     text: str = ""
+    buttons: tuple[tuple[str, str], ...] = ()  # (title, payload) in the patron's language
 
 
 def _patron_says_no(patron: Patron | None, consent: bool | None, now: dt.datetime) -> str | None:
@@ -285,7 +326,10 @@ def _decide(
         if room[channel] <= 0:
             return None
         room[channel] -= 1
-    return _Outcome("queue", conversation=conversation, text=_text(campaign, patron))
+    text = _text(campaign, patron) if campaign.kind != "question" else ""  # a question: Rasa words it
+    offered = campaign.buttons if isinstance(campaign.buttons, list) else []
+    buttons = tuple((b["title"], b["payload"]) for b in button_titles(offered, patron.language or "zh"))
+    return _Outcome("queue", conversation=conversation, text=text, buttons=buttons)
 
 
 def _text(campaign: Campaign, patron: Patron) -> str:
@@ -331,6 +375,7 @@ def _apply(
         channel=str(conversation.channel),
         recipient=str(conversation.rasa_sender_id),
         text=outcome.text,
+        buttons=[{"title": title, "payload": payload} for title, payload in outcome.buttons],
         produced_by=f"campaign:{delivery.campaign_id}",
         patron_id=int(conversation.patron_id),
     )

@@ -13,6 +13,7 @@ from bot.channels.access import is_loopback_host
 from bot.channels.credentials import channel_webhooks, write_credentials
 from bot.crm.database import DatabaseError, describe_error
 from bot.crm.migrate import current_revision, upgrade
+from bot.outreach.questions import rasa_api_token
 from bot.pseudonyms import load_key
 from bot.redaction import redact_url
 from bot.runtime.endpoints import write_endpoints
@@ -62,6 +63,11 @@ def children(
                 host,
                 "--port",
                 str(settings.rasa_port),
+                # The HTTP API, for the campaign sender's follow-up questions (trigger_intent), behind
+                # the installation's token (bot/outreach/questions.py).
+                "--enable-api",
+                "--auth-token",
+                rasa_api_token(settings),
             ],
             env=env,
             ready_url=rasa_health,
