@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 import httpx
-from aiolimiter import AsyncLimiter
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
@@ -22,8 +21,10 @@ from typing_extensions import override
 
 from bot.crm.database import session_scope
 from bot.crm.models import ChannelIdentity, OutboxMessage, Patron
+from bot.outbound.claims import announcing, request_leaving
 from bot.outbound.dispatcher import Attempt
 from bot.outbound.outbox import buttons_of
+from bot.outbound.sharing import Pace
 from bot.pseudonyms import fingerprint
 from bot.redaction import describe_failure
 from connectors.telegram_updates import callback_data
@@ -71,10 +72,11 @@ class PatronRateLimiter(BaseRateLimiter[int]):
     PTB's AIORateLimiter let requests pass its limiter during a pause and then wait, so they all left
     at once when it ended, and any request finishing meanwhile ended the pause early: against a Bot API
     that allows 30 a second, 1,200 staff replies met 104 429s and went at 26 a second. The chat's
-    spacing is counted from when its previous message was answered, not from when it began to wait."""
+    spacing is counted from when its previous message was answered, not from when it began to wait.
+    The overall pace may change while sending (several sender processes share the bot's rate)."""
 
     def __init__(self, *, per_second: float = MESSAGES_PER_SECOND, retries: int = RETRIES_AFTER_429) -> None:
-        self._pacer = AsyncLimiter(1, 1.0 / per_second)
+        self.pace = Pace(per_second)
         self._retries = retries
         self._paused_until = 0.0
         self._chats: dict[int, _ChatPace] = {}
@@ -104,16 +106,17 @@ class PatronRateLimiter(BaseRateLimiter[int]):
         loop = asyncio.get_running_loop()
         for attempt in range(self._retries + 1):
             await self._unpaused()
-            async with self._pacer:
-                await self._unpaused()  # a pause may have begun while this waited for its slot
-                try:
-                    return await callback()
-                except RetryAfter as refused:
-                    if attempt == self._retries:
-                        raise
-                    wait = refused.retry_after
-                    seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else float(wait)
-                    self._paused_until = max(self._paused_until, loop.time() + seconds + 0.1)
+            await self.pace.slot()
+            await self._unpaused()  # a pause may have begun while this waited for its slot
+            await request_leaving()  # an outbox message is in flight from here
+            try:
+                return await callback()
+            except RetryAfter as refused:
+                if attempt == self._retries:
+                    raise
+                wait = refused.retry_after
+                seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else float(wait)
+                self._paused_until = max(self._paused_until, loop.time() + seconds + 0.1)
         raise AssertionError("unreachable")  # pragma: no cover
 
     @override
@@ -258,8 +261,10 @@ def _reason(error: NetworkError) -> str:
 
 
 def outbox_sender(bot: ExtBot[int]) -> Callable[[OutboxMessage], Coroutine[Any, Any, Attempt]]:
-    """The dispatcher's sender for the telegram channel: one staff reply, and what came of it."""
+    """The dispatcher's sender for the telegram channel: one outbox message, and what came of it. Its
+    requests announce themselves when they leave (after their slot), so the message is in flight only then."""
 
+    @announcing
     async def send(message: OutboxMessage) -> Attempt:
         chat_id = chat_of(str(message.recipient))
         pieces = split_text(str(message.text or ""))

@@ -8,6 +8,8 @@ later (a 429's retry_after, a 5xx); blocked (the patron blocked the bot: marked 
 retried); unknown (the request went out and no answer came, or the process sending it died: not
 blindly sent again); skipped by rule (WeChat's closed 48-hour window). A staff reply made anywhere (the
 CLI, the console) is sent within POLL seconds, or at once when `wake` is called.
+A message is marked in flight just before its request leaves (bot/outbound/claims.py); the claims of
+a live process are renewed while it sends, and a dead one's run out in LEASE.
 """
 
 from __future__ import annotations
@@ -16,26 +18,37 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.crm.database import session_scope
 from bot.crm.models import DeliveryAttempt, OutboxMessage, Patron, utcnow
+from bot.outbound.claims import (
+    LEASE,
+    RENEW,
+    ClaimLostError,
+    announces,
+    mark_in_flight,
+    on_leaving,
+    renew_claims,
+)
 from bot.pseudonyms import fingerprint
 from bot.redaction import describe_failure
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # The channels whose messages the running bot pushes (the REST channel's wait for its client).
 PUSH_CHANNELS = ("telegram", "wechat", "webchat")
 # How often the outbox is looked at when nothing wakes the dispatcher.
 POLL = 1.0
-# A process holds the messages it claimed this long; if it dies, another sends them after.
-LEASE = dt.timedelta(seconds=60)
 # Retries of a message the channel asked to send again later, before it is given up as failed.
 MAX_ATTEMPTS = 8
 # The wait before the n-th retry when the channel names none (doubling, at most an hour).
@@ -113,6 +126,7 @@ def claim_due(
             if taken.rowcount != 1:  # type: ignore[attr-defined]
                 stopped.add(recipient)
                 continue
+            set_committed_value(message, "claimed_until", now + LEASE)
             claimed.append(message)
         session.expunge_all()
         return claimed
@@ -141,17 +155,6 @@ def _give_up_in_flight(session: Session, message: OutboxMessage, now: dt.datetim
             )
         )
         session.flush()  # before claim_due lets go of its objects
-
-
-def mark_in_flight(*, engine: Engine, message: OutboxMessage) -> None:
-    """Note that the request for `message` is about to go out (see claim_due)."""
-    with session_scope(engine) as session:
-        session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == message.id)
-            .values(in_flight_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
 
 
 def record_attempt(*, engine: Engine, message: OutboxMessage, attempt: Attempt) -> str:
@@ -218,6 +221,7 @@ class Dispatcher:
         self.channels: dict[str, _Channel] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._claims = threading.Lock()
 
     def register(self, channel: str, send: ChannelSender, *, holds: Holds | None = None) -> None:
         self.channels[channel] = _Channel(send=send, holds=holds)
@@ -240,7 +244,8 @@ class Dispatcher:
     async def run(self) -> None:
         while True:
             try:
-                await self.drain_once()
+                if await self.drain_once():
+                    continue  # a batch went: more may be waiting (a campaign's thousands)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the CRM is down, say: try again at the next poll
@@ -259,21 +264,57 @@ class Dispatcher:
             by_recipient: dict[str, list[OutboxMessage]] = {}
             for message in claimed:
                 by_recipient.setdefault(str(message.recipient), []).append(message)
-            results = await asyncio.gather(
-                *(self._send_in_order(channel, messages) for messages in by_recipient.values())
-            )
+            renewing = asyncio.get_running_loop().create_task(self._renewing(claimed))
+            try:
+                results = await asyncio.gather(
+                    *(self._send_in_order(channel, messages) for messages in by_recipient.values())
+                )
+            finally:
+                renewing.cancel()
+                await asyncio.gather(renewing, return_exceptions=True)
             sent += sum(results)
         return sent
+
+    async def _renewing(self, claimed: list[OutboxMessage]) -> None:
+        """Keep this process's claims on `claimed` while it sends them."""
+        while claimed:
+            await asyncio.sleep(RENEW)
+            try:
+                await asyncio.to_thread(self._locked, renew_claims, engine=self.engine, messages=claimed)
+            except Exception as error:  # the CRM is down, say: the claims may run out, then none is sent
+                log.warning("outbox: claims could not be renewed (%s)", describe_failure(error))
+
+    def _locked(self, work: Callable[..., _T], **arguments: object) -> _T:
+        """Claims are renewed and checked one at a time (a renewal changes the claim each check compares)."""
+        with self._claims:
+            return work(**arguments)
 
     async def _send_in_order(self, channel: _Channel, messages: list[OutboxMessage]) -> int:
         """One conversation's messages in order, stopping at the first that is not sent."""
         sent = 0
         for index, message in enumerate(messages):
+            marked = False
+
+            async def leaving(message: OutboxMessage = message) -> None:
+                nonlocal marked
+                if not marked:
+                    ours = await asyncio.to_thread(
+                        self._locked, mark_in_flight, engine=self.engine, message=message
+                    )
+                    if not ours:
+                        raise ClaimLostError(f"outbox message {message.id} is no longer claimed here")
+                    marked = True
+
             try:
-                await asyncio.to_thread(mark_in_flight, engine=self.engine, message=message)
-                attempt = await channel.send(message)
+                with on_leaving(leaving):
+                    if not announces(channel.send):
+                        await leaving()
+                    attempt = await channel.send(message)
             except asyncio.CancelledError:
                 raise
+            except ClaimLostError:  # another process may be sending it: this one leaves it and the rest
+                log.warning("%s: outbox message %s was no longer claimed here", message.channel, message.id)
+                return sent
             except Exception as error:  # a sender bug: recorded, retried later like a 5xx
                 log.error(
                     "%s: sending outbox message %s to %s failed (%s)",

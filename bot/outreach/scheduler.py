@@ -283,6 +283,8 @@ class CampaignScheduler:
                 id=TRIGGERS_JOB,
                 name=TRIGGERS_JOB,
                 replace_existing=True,
+                # at once on taking the lead: follow-ups due during a hand-over wait no longer
+                next_run_time=dt.datetime.now(dt.UTC),
             )
             scheduler.add_job(
                 refresh_interests_job,
