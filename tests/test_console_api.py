@@ -19,7 +19,7 @@ from tests.console_helpers import PASSWORD, escalated_patron, signed_in, staff
 
 # Every API route with a method, as the OpenAPI document lists them ({…} filled with 1).
 API_CALLS = sorted(
-    (method.upper(), path.replace("{escalation_id}", "1").replace("{patron_id}", "1"))
+    (method.upper(), re.sub(r"\{\w+\}", "1", path))
     for path, operations in PATHS.items()
     for method in operations
 )
