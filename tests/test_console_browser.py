@@ -7,7 +7,6 @@ Screenshots and the axe report go to var/test-artefacts/console/ (git-ignored)."
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 import uvicorn
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -28,17 +27,13 @@ from bot.crm.migrate import upgrade
 from bot.crm.models import Escalation, Feedback, OutboxMessage
 from bot.settings import PROJECT_ROOT, Settings
 from console.app import create_app
+from tests.browser import NEEDS_CHROMIUM, chromium, focus_by_tab, serious
 from tests.console_helpers import PASSWORD, escalated_patron, staff
 from tests.test_report_answers import patron_with_report
 
-CHROMIUM = Path("/usr/bin/chromium")
-REQUIRED = os.environ.get("PATRONBOT_TEST_BROWSER") == "required"
 ARTEFACTS = PROJECT_ROOT / "var" / "test-artefacts" / "console"
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists() and not REQUIRED,
-    reason="no /usr/bin/chromium (apt-get install chromium); with PATRONBOT_TEST_BROWSER=required: fail",
-)
+pytestmark = NEEDS_CHROMIUM
 
 
 def free_port() -> int:
@@ -83,36 +78,12 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            "PATRONBOT_TEST_BROWSER=required but /usr/bin/chromium is missing: apt-get install chromium"
-        )
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM))
+    with chromium(ARTEFACTS) as launched:
         yield launched
-        launched.close()
 
 
 def new_page(browser: Browser, locale: str, width: int = 1280) -> Page:
     return browser.new_context(locale=locale, viewport={"width": width, "height": 900}).new_page()
-
-
-def serious(violations: list[dict[str, Any]]) -> list[str]:
-    return [
-        f"{v['id']} ({v['impact']}): {[node['target'] for node in v['nodes']]}"
-        for v in violations
-        if v.get("impact") in {"serious", "critical"}
-    ]
-
-
-def focus_by_tab(page: Page, selector: str, *, limit: int = 60) -> None:
-    """Press Tab until the element matching `selector` has the focus, as a keyboard user would."""
-    for _ in range(limit):
-        if page.evaluate("s => document.activeElement && document.activeElement.matches(s)", selector):
-            return
-        page.keyboard.press("Tab")
-    raise AssertionError(f"{selector} never got the focus with Tab")
 
 
 def sign_in_with_keyboard(page: Page, served: Served, username: str) -> None:

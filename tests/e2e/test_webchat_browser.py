@@ -6,14 +6,11 @@ Screenshots and the axe report go to var/test-artefacts/webchat/ (git-ignored)."
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 
 from bot.crm.database import make_engine, session_scope
@@ -21,36 +18,25 @@ from bot.crm.models import ChannelIdentity, DeliveryAttempt, Interaction, Outbox
 from bot.language import detect_language
 from bot.outbound.outbox import send
 from bot.settings import PROJECT_ROOT
+from tests.browser import NEEDS_CHROMIUM, chromium, focus_by_tab, serious
 from tests.e2e.conftest import RunningBot
 from tests.e2e.test_patron_flows import eventually, query
 from tests.e2e.test_rest_conversation import FACTS, response_text
 
-CHROMIUM = Path("/usr/bin/chromium")
-REQUIRED = os.environ.get("PATRONBOT_TEST_BROWSER") == "required"
 ARTEFACTS = PROJECT_ROOT / "var" / "test-artefacts" / "webchat"
 DEMO_SOURCE = "webchat-demo-page"  # the demo page's data-source
 REPLY_TIMEOUT = 60_000  # ms: the first turns of a freshly started bot are slow on 2 shared cores
 
 pytestmark = [
     pytest.mark.rasa,
-    pytest.mark.skipif(
-        not CHROMIUM.exists() and not REQUIRED,
-        reason="no /usr/bin/chromium (apt-get install chromium); with PATRONBOT_TEST_BROWSER=required: fail",
-    ),
+    NEEDS_CHROMIUM,
 ]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            "PATRONBOT_TEST_BROWSER=required but /usr/bin/chromium is missing: apt-get install chromium"
-        )
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM))
+    with chromium(ARTEFACTS) as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -194,23 +180,6 @@ def test_a_forged_session_id_in_the_browser_gets_a_new_one(running_bot: RunningB
         timeout=REPLY_TIMEOUT,
     )
     assert session_id(page) not in {forged, issued}
-
-
-def focus_by_tab(page: Page, selector: str, *, limit: int = 40) -> None:
-    """Press Tab until the element matching `selector` has the focus (as a keyboard user would)."""
-    for _ in range(limit):
-        if page.evaluate("s => document.activeElement && document.activeElement.matches(s)", selector):
-            return
-        page.keyboard.press("Tab")
-    raise AssertionError(f"{selector} never got the focus with Tab")
-
-
-def serious(violations: list[dict[str, Any]]) -> list[str]:
-    return [
-        f"{v['id']} ({v['impact']}): {[node['target'] for node in v['nodes']]}"
-        for v in violations
-        if v.get("impact") in {"serious", "critical"}
-    ]
 
 
 def test_the_widget_works_with_the_keyboard_alone_and_passes_axe(running_bot: RunningBot, page: Page) -> None:
