@@ -46,12 +46,18 @@ async def body_of(request: Request) -> dict[str, Any]:
 
 
 def text_field(
-    data: dict[str, Any], name: str, *, required: bool = True, longest: int = LONGEST_REPLY
+    data: dict[str, Any],
+    name: str,
+    *,
+    required: bool = True,
+    longest: int = LONGEST_REPLY,
+    blank: bool = False,
 ) -> str:
+    """The string field `name`: required unless told, and not blank unless `blank` (a password may be)."""
     value = data.get(name)
     if value is None and not required:
         return ""
-    if not isinstance(value, str) or (required and not value.strip()):
+    if not isinstance(value, str) or (required and not (value if blank else value.strip())):
         raise BadInputError(f"{name!r} must be a non-empty string")
     if len(value) > longest:
         raise BadInputError(f"{name!r} has at most {longest} characters")
@@ -72,7 +78,7 @@ async def create_session(request: Request) -> Response:
     try:
         data = await body_of(request)
         username = text_field(data, "username", longest=100)
-        password = text_field(data, "password", longest=1000)
+        password = text_field(data, "password", longest=1000, blank=True)
     except BadInputError as problem:
         return error(400, str(problem))
     address = request.client.host if request.client is not None else "unknown"

@@ -35,7 +35,8 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 def _text(longest: int) -> dict[str, Any]:
     """A required text field: some non-blank characters, at most `longest`."""
-    return {"type": "string", "minLength": 1, "maxLength": longest, "pattern": r"\S"}
+    # A character Python's str.strip() keeps: ECMA's \S also lets \x1c-\x1f and \x85 through.
+    return {"type": "string", "minLength": 1, "maxLength": longest, "pattern": r"[^\s\x1c-\x1f\x85]"}
 
 
 def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -156,7 +157,7 @@ PATHS: dict[str, Any] = {
             "requestBody": _body(
                 {
                     "username": _text(100),
-                    "password": _text(1000),
+                    "password": {"type": "string", "minLength": 1, "maxLength": 1000},
                 },
                 ["username", "password"],
             ),
