@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.crm.database import make_engine
 from bot.knowledge.facts import FactsError, load_facts
+from bot.knowledge.service import KnowledgeService
 from bot.settings import Settings
 from console import api, insight, pages, records, suggestions
 from console.openapi import document
@@ -83,6 +84,10 @@ def create_app(*, settings: Settings, engine: Engine | None = None) -> Starlette
     app.state.engine = engine or make_engine(settings.crm_database_url, hide_parameters=True)
     app.state.secure_cookies = settings.console_secure_cookies
     app.state.zone = library_zone(settings)
+    app.state.settings = settings
+    # The knowledge base as the bot reads it (models load on first use): the editor's and the
+    # suggested answers' retrieval.
+    app.state.knowledge = KnowledgeService.from_settings(settings)
     return app
 
 

@@ -20,6 +20,8 @@ from starlette.routing import Route
 
 from bot.crm.database import session_scope
 from bot.crm.models import StaffUser
+from bot.knowledge.service import KnowledgeService
+from bot.settings import Settings
 from console.sessions import COOKIE, Signed, csrf_matches, read_session
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -35,6 +37,17 @@ T = TypeVar("T")
 def engine_of(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
+
+
+def knowledge_of(request: Request) -> KnowledgeService:
+    """The knowledge base as the bot reads it (the file the settings name)."""
+    knowledge: KnowledgeService = request.app.state.knowledge
+    return knowledge
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 @dataclass(frozen=True)

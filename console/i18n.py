@@ -114,6 +114,16 @@ TEXT: dict[str, dict[str, str]] = {
 }
 
 
+def add_texts(texts: dict[str, dict[str, str]]) -> None:
+    """A console feature's words joining TEXT, each in both languages; a key used twice is an error."""
+    for key, words in texts.items():
+        if key in TEXT:
+            raise ValueError(f"console text {key!r} is defined twice")
+        if set(words) != set(LANGUAGES):
+            raise ValueError(f"console text {key!r} needs exactly {', '.join(LANGUAGES)}")
+        TEXT[key] = words
+
+
 def chosen_language(request: Request, remembered: str | None = None) -> str:
     """The staff member's remembered choice, else ?lang=, else the browser's first language, else Chinese."""
     if remembered in LANGUAGES:

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-_TIME = {"type": "string", "format": "date-time"}
-_NULLABLE_TIME = {**_TIME, "nullable": True}
-_STR = {"type": "string"}
-_NULLABLE_STR = {"type": "string", "nullable": True}
-_NULLABLE_INT = {"type": "integer", "nullable": True}
+TIME = {"type": "string", "format": "date-time"}
+NULLABLE_TIME = {**TIME, "nullable": True}
+STR = {"type": "string"}
+NULLABLE_STR = {"type": "string", "nullable": True}
+NULLABLE_INT = {"type": "integer", "nullable": True}
 # A row id: what a path or filter accepts (18 digits at most, inside a 64-bit integer).
-_ROW_ID = {"type": "integer", "minimum": 1, "maximum": 999_999_999_999_999_999}
+ROW_ID = {"type": "integer", "minimum": 1, "maximum": 999_999_999_999_999_999}
 
 
-def _ref(name: str) -> dict[str, str]:
+def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+def json_content(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
+def errors(*codes: int, **meanings: str) -> dict[str, Any]:
+    """Error responses for `codes`; `meanings` (e.g. e404="no such entry") override the usual words."""
     meaning = {
         400: "the request body or a parameter is not usable",
         401: "no session: sign in first",
@@ -30,30 +31,33 @@ def _errors(*codes: int) -> dict[str, Any]:
         409: "the escalation's state does not allow it (claimed by someone else, already resolved)",
         429: "too many failed sign-ins",
     }
-    return {str(code): _json(_ref("Error"), meaning[code]) for code in codes}
+    return {
+        str(code): json_content(ref("Error"), meanings.get(f"e{code}", meaning.get(code, "error")))
+        for code in codes
+    }
 
 
-def _text(longest: int) -> dict[str, Any]:
+def text_schema(longest: int) -> dict[str, Any]:
     """A required text field: some non-blank characters, at most `longest`."""
     # A character Python's str.strip() keeps: ECMA's \S also lets \x1c-\x1f and \x85 through.
     return {"type": "string", "minLength": 1, "maxLength": longest, "pattern": r"[^\s\x1c-\x1f\x85]"}
 
 
-def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+def json_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     schema = {"type": "object", "properties": properties, "required": required}
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-_ID_PARAM = [{"name": "escalation_id", "in": "path", "required": True, "schema": _ROW_ID}]
-_CSRF = [{"name": "X-CSRF-Token", "in": "header", "required": True, "schema": {"type": "string"}}]
+_ID_PARAM = [{"name": "escalation_id", "in": "path", "required": True, "schema": ROW_ID}]
+CSRF = [{"name": "X-CSRF-Token", "in": "header", "required": True, "schema": {"type": "string"}}]
 _GUARDED = (400, 401, 403, 404, 409)
 
 
 def _action(summary: str, result: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
-        "parameters": [*_ID_PARAM, *_CSRF],
-        "responses": {"200": _json(_ref(result), summary), **_errors(*_GUARDED)},
+        "parameters": [*_ID_PARAM, *CSRF],
+        "responses": {"200": json_content(ref(result), summary), **errors(*_GUARDED)},
     }
     if body is not None:
         operation["requestBody"] = body
@@ -61,14 +65,14 @@ def _action(summary: str, result: str, body: dict[str, Any] | None = None) -> di
 
 
 SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "properties": {"error": _STR}, "required": ["error"]},
+    "Error": {"type": "object", "properties": {"error": STR}, "required": ["error"]},
     "Session": {
         "type": "object",
         "properties": {
-            "username": _STR,
+            "username": STR,
             "role": {"type": "string", "enum": ["librarian", "outreach", "admin"]},
             "language": {"type": "string", "nullable": True, "enum": ["zh", "en", None]},
-            "csrf_token": _STR,
+            "csrf_token": STR,
         },
         "required": ["username", "role", "language", "csrf_token"],
     },
@@ -76,17 +80,17 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "id": {"type": "integer"},
-            "patron_id": _NULLABLE_INT,
-            "channel": _NULLABLE_STR,
-            "sender_id": _NULLABLE_STR,
-            "reason": _STR,
-            "priority": _STR,
-            "status": _STR,
-            "created_at": _TIME,
-            "due_at": _TIME,
-            "assignee": _NULLABLE_STR,
-            "latest_message": _NULLABLE_STR,
-            "latest_at": _NULLABLE_TIME,
+            "patron_id": NULLABLE_INT,
+            "channel": NULLABLE_STR,
+            "sender_id": NULLABLE_STR,
+            "reason": STR,
+            "priority": STR,
+            "status": STR,
+            "created_at": TIME,
+            "due_at": TIME,
+            "assignee": NULLABLE_STR,
+            "latest_message": NULLABLE_STR,
+            "latest_at": NULLABLE_TIME,
         },
         "required": ["id", "patron_id", "channel", "sender_id", "reason", "priority", "status", "due_at"],
     },
@@ -94,29 +98,29 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "id": {"type": "integer"},
-            "status": _STR,
-            "assignee": _NULLABLE_STR,
-            "resolved_at": _NULLABLE_TIME,
+            "status": STR,
+            "assignee": NULLABLE_STR,
+            "resolved_at": NULLABLE_TIME,
         },
         "required": ["id", "status", "assignee"],
     },
     "Reply": {"type": "object", "properties": {"outbox_id": {"type": "integer"}}, "required": ["outbox_id"]},
     "Note": {
         "type": "object",
-        "properties": {"id": {"type": "integer"}, "at": _TIME, "staff": _NULLABLE_STR, "text": _STR},
+        "properties": {"id": {"type": "integer"}, "at": TIME, "staff": NULLABLE_STR, "text": STR},
         "required": ["id", "at", "text"],
     },
     "Patron": {
         "type": "object",
         "properties": {
             "patron_id": {"type": "integer"},
-            "display_name": _NULLABLE_STR,
-            "language": _NULLABLE_STR,
-            "patron_type": _NULLABLE_STR,
-            "interests": {"type": "array", "items": _STR},
-            "channels": {"type": "array", "items": _STR},
+            "display_name": NULLABLE_STR,
+            "language": NULLABLE_STR,
+            "patron_type": NULLABLE_STR,
+            "interests": {"type": "array", "items": STR},
+            "channels": {"type": "array", "items": STR},
             "consents": {"type": "object", "additionalProperties": {"type": "boolean"}},
-            "last_seen_at": _NULLABLE_TIME,
+            "last_seen_at": NULLABLE_TIME,
             "recent": {"type": "array", "items": {"type": "object"}},
         },
         "required": ["patron_id", "channels", "consents"],
@@ -124,7 +128,7 @@ SCHEMAS: dict[str, Any] = {
     "Score": {
         "type": "object",
         "properties": {
-            "group": _STR,
+            "group": STR,
             "csat": {"type": "number", "nullable": True},
             "csat_count": {"type": "integer"},
             "nps": {"type": "number", "nullable": True},
@@ -138,12 +142,12 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "id": {"type": "integer"},
-            "at": _TIME,
-            "staff": _NULLABLE_STR,
-            "actor": _STR,
+            "at": TIME,
+            "staff": NULLABLE_STR,
+            "actor": STR,
             "action": {"type": "string", "enum": ["read", "update", "export", "erase", "consent"]},
-            "patron_id": _NULLABLE_INT,
-            "reason": _STR,
+            "patron_id": NULLABLE_INT,
+            "reason": STR,
         },
         "required": ["id", "at", "actor", "action", "reason"],
     },
@@ -154,38 +158,38 @@ PATHS: dict[str, Any] = {
         "post": {
             "summary": "Sign in; sets the session cookie and answers the CSRF token for unsafe requests",
             "security": [],
-            "requestBody": _body(
+            "requestBody": json_body(
                 {
-                    "username": _text(100),
+                    "username": text_schema(100),
                     "password": {"type": "string", "minLength": 1, "maxLength": 1000},
                 },
                 ["username", "password"],
             ),
-            "responses": {"200": _json(_ref("Session"), "signed in"), **_errors(400, 401, 429)},
+            "responses": {"200": json_content(ref("Session"), "signed in"), **errors(400, 401, 429)},
         },
         "get": {
             "summary": "The signed-in staff member and their CSRF token",
-            "responses": {"200": _json(_ref("Session"), "the session"), **_errors(401)},
+            "responses": {"200": json_content(ref("Session"), "the session"), **errors(401)},
         },
         "delete": {
             "summary": "Sign out",
-            "parameters": _CSRF,
+            "parameters": CSRF,
             "responses": {
-                "200": _json(
+                "200": json_content(
                     {"type": "object", "properties": {"signed_out": {"type": "boolean"}}}, "signed out"
                 ),
-                **_errors(401, 403),
+                **errors(401, 403),
             },
         },
     },
     "/api/me/language": {
         "post": {
             "summary": "Remember the console's language for the signed-in staff member",
-            "parameters": _CSRF,
-            "requestBody": _body({"language": {"type": "string", "enum": ["zh", "en"]}}, ["language"]),
+            "parameters": CSRF,
+            "requestBody": json_body({"language": {"type": "string", "enum": ["zh", "en"]}}, ["language"]),
             "responses": {
-                "200": _json({"type": "object", "properties": {"language": _STR}}, "remembered"),
-                **_errors(400, 401, 403),
+                "200": json_content({"type": "object", "properties": {"language": STR}}, "remembered"),
+                **errors(400, 401, 403),
             },
         }
     },
@@ -194,15 +198,15 @@ PATHS: dict[str, Any] = {
             "summary": "The inbox: open and claimed escalations, most urgent first (all with all=1)",
             "parameters": [{"name": "all", "in": "query", "required": False, "schema": {"type": "string"}}],
             "responses": {
-                "200": _json(
+                "200": json_content(
                     {
                         "type": "object",
-                        "properties": {"escalations": {"type": "array", "items": _ref("Escalation")}},
+                        "properties": {"escalations": {"type": "array", "items": ref("Escalation")}},
                         "required": ["escalations"],
                     },
                     "the inbox",
                 ),
-                **_errors(401),
+                **errors(401),
             },
         }
     },
@@ -210,19 +214,19 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "An escalation with its whole conversation (audited) and internal notes",
             "parameters": _ID_PARAM,
-            "responses": {"200": _json({"type": "object"}, "the escalation"), **_errors(401, 404, 409)},
+            "responses": {"200": json_content({"type": "object"}, "the escalation"), **errors(401, 404, 409)},
         }
     },
     "/api/escalations/{escalation_id}/claim": _action("Claim the escalation", "EscalationState"),
     "/api/escalations/{escalation_id}/reply": _action(
         "Reply to the patron on their channel",
         "Reply",
-        _body({"text": _text(4000)}, ["text"]),
+        json_body({"text": text_schema(4000)}, ["text"]),
     ),
     "/api/escalations/{escalation_id}/resolve": _action(
         "Resolve with a note; the bot has the conversation again",
         "EscalationState",
-        _body({"note": {"type": "string", "maxLength": 4000}}, []),
+        json_body({"note": {"type": "string", "maxLength": 4000}}, []),
     ),
     "/api/escalations/{escalation_id}/give-back": _action(
         "Give the conversation back to the bot", "EscalationState"
@@ -230,18 +234,18 @@ PATHS: dict[str, Any] = {
     "/api/escalations/{escalation_id}/notes": _action(
         "Add an internal note (never sent to the patron)",
         "Note",
-        _body({"text": _text(4000)}, ["text"]),
+        json_body({"text": text_schema(4000)}, ["text"]),
     ),
     "/api/escalations/{escalation_id}/transfer": _action(
         "Transfer to another staff member",
         "EscalationState",
-        _body({"to": _text(100)}, ["to"]),
+        json_body({"to": text_schema(100)}, ["to"]),
     ),
     "/api/patrons/{patron_id}": {
         "get": {
             "summary": "A patron's profile (the read is audited)",
-            "parameters": [{"name": "patron_id", "in": "path", "required": True, "schema": _ROW_ID}],
-            "responses": {"200": _json(_ref("Patron"), "the patron"), **_errors(401, 404)},
+            "parameters": [{"name": "patron_id", "in": "path", "required": True, "schema": ROW_ID}],
+            "responses": {"200": json_content(ref("Patron"), "the patron"), **errors(401, 404)},
         }
     },
     "/api/feedback": {
@@ -256,15 +260,15 @@ PATHS: dict[str, Any] = {
                 }
             ],
             "responses": {
-                "200": _json(
+                "200": json_content(
                     {
                         "type": "object",
-                        "properties": {"by": _STR, "scores": {"type": "array", "items": _ref("Score")}},
+                        "properties": {"by": STR, "scores": {"type": "array", "items": ref("Score")}},
                         "required": ["by", "scores"],
                     },
                     "the scores",
                 ),
-                **_errors(400, 401),
+                **errors(400, 401),
             },
         }
     },
@@ -283,7 +287,7 @@ PATHS: dict[str, Any] = {
                 }
             ],
             "responses": {
-                "200": _json(
+                "200": json_content(
                     {
                         "type": "object",
                         "properties": {"suggestions": {"type": "array", "items": {"type": "object"}}},
@@ -291,7 +295,7 @@ PATHS: dict[str, Any] = {
                     },
                     "the reports",
                 ),
-                **_errors(400, 401),
+                **errors(400, 401),
             },
         }
     },
@@ -299,12 +303,12 @@ PATHS: dict[str, Any] = {
         "post": {
             "summary": "Answer a report: recorded, and sent to the patron on their channel",
             "parameters": [
-                {"name": "report_id", "in": "path", "required": True, "schema": _ROW_ID},
-                *_CSRF,
+                {"name": "report_id", "in": "path", "required": True, "schema": ROW_ID},
+                *CSRF,
             ],
-            "requestBody": _body(
+            "requestBody": json_body(
                 {
-                    "text": _text(2000),
+                    "text": text_schema(2000),
                     "status": {
                         "type": "string",
                         "enum": ["new", "under_review", "accepted", "declined", "done"],
@@ -313,20 +317,20 @@ PATHS: dict[str, Any] = {
                 ["text"],
             ),
             "responses": {
-                "200": _json(
+                "200": json_content(
                     {
                         "type": "object",
                         "properties": {
                             "id": {"type": "integer"},
-                            "status": _STR,
+                            "status": STR,
                             "outbox_id": {"type": "integer"},
-                            "channel": _STR,
+                            "channel": STR,
                         },
                         "required": ["id", "status", "outbox_id", "channel"],
                     },
                     "answered",
                 ),
-                **_errors(400, 401, 403, 404, 409),
+                **errors(400, 401, 403, 404, 409),
             },
         }
     },
@@ -335,7 +339,7 @@ PATHS: dict[str, Any] = {
             "summary": "The audit log, newest first (admins)",
             "parameters": [
                 {"name": "staff", "in": "query", "required": False, "schema": {"type": "string"}},
-                {"name": "patron", "in": "query", "required": False, "schema": _ROW_ID},
+                {"name": "patron", "in": "query", "required": False, "schema": ROW_ID},
                 {
                     "name": "action",
                     "in": "query",
@@ -350,19 +354,32 @@ PATHS: dict[str, Any] = {
                 },
             ],
             "responses": {
-                "200": _json(
+                "200": json_content(
                     {
                         "type": "object",
-                        "properties": {"entries": {"type": "array", "items": _ref("AuditEntry")}},
+                        "properties": {"entries": {"type": "array", "items": ref("AuditEntry")}},
                         "required": ["entries"],
                     },
                     "audit entries",
                 ),
-                **_errors(400, 401, 403),
+                **errors(400, 401, 403),
             },
         }
     },
 }
+
+
+def add_paths(paths: dict[str, Any], schemas: dict[str, Any] | None = None) -> None:
+    """A console feature's routes (and schemas) joining the document; a path or schema named twice is
+    a programming error."""
+    for name, item in paths.items():
+        if name in PATHS:
+            raise ValueError(f"{name} is in the OpenAPI document twice")
+        PATHS[name] = item
+    for name, schema in (schemas or {}).items():
+        if name in SCHEMAS:
+            raise ValueError(f"schema {name} is in the OpenAPI document twice")
+        SCHEMAS[name] = schema
 
 
 def document() -> dict[str, Any]:

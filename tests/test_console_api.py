@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
+import console.app  # noqa: F401  (importing the app brings every feature's routes into PATHS)
 from bot.crm.database import session_scope
 from bot.crm.models import AuditLog, Conversation, Escalation, LoginAttempt, OutboxMessage, StaffSession
 from console.accounts import MAX_FAILURES_PER_ACCOUNT, StaffError, add_staff
