@@ -125,7 +125,8 @@ class ActionFallback(Action):  # type: ignore[misc]
 
 
 class ActionStaffRelay(Action):  # type: ignore[misc]
-    """While a librarian has the conversation: acknowledge, and resume if they have closed it."""
+    """While the conversation is with staff: acknowledge until a librarian has claimed or answered it, then
+    stay silent (the librarian answers); resume if they have closed it."""
 
     def name(self) -> str:
         return "action_staff_relay"
@@ -133,15 +134,19 @@ class ActionStaffRelay(Action):  # type: ignore[misc]
     def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[dict[str, Any]]:
-        def still_open(session: Session) -> bool:
-            return open_for_sender(session=session, rasa_sender_id=tracker.sender_id) is not None
+        def state(session: Session) -> str:
+            escalation = open_for_sender(session=session, rasa_sender_id=tracker.sender_id)
+            return "resolved" if escalation is None else str(escalation.status)
 
-        open_now = with_crm(still_open, doing="check an escalation")
-        if open_now is False:
+        now = with_crm(state, doing="check an escalation")
+        if now == "resolved":
             # Resolved between action_check_handoff and now: the bot is back.
             dispatcher.utter_message(response="utter_handoff_resumed")
             return [SlotSet("handoff_active", False), FollowupAction("action_listen")]
-        dispatcher.utter_message(response="utter_handoff_ack")
+        if now != "assigned":
+            # Nobody has taken it yet (or the CRM cannot tell): the patron hears their words are passed on.
+            # Once a librarian has it the bot stays silent: the librarian answers.
+            dispatcher.utter_message(response="utter_handoff_ack")
         return []
 
 

@@ -511,7 +511,14 @@ def test_handoff_in_staffed_hours_quiets_the_bot_until_staff_resolve(
 
     relay_events, relay = run(ActionStaffRelay(), make_tracker("hello?", intent="greet"))
     assert relay_events == []
-    assert relay[0]["response"] == "utter_handoff_ack"
+    assert relay[0]["response"] == "utter_handoff_ack"  # nobody has it yet: the patron hears it is passed on
+    # A librarian claims it: from then on the bot is silent, the librarian answers.
+    with Session(crm_for_actions, future=True) as session, session.begin():
+        claimed = session.get(Escalation, escalation.id)
+        assert claimed is not None
+        claimed.status = "assigned"
+    relay_events, relay = run(ActionStaffRelay(), make_tracker("are you there?", intent="greet"))
+    assert (relay_events, relay) == ([], [])
     # At every message Rasa asks the CRM whether a librarian still has the conversation.
     with_staff = make_tracker("hello?", intent="greet", slots={"handoff_active": True})
     assert run(ActionCheckHandoff(), with_staff)[0] == []  # unchanged
