@@ -8,7 +8,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -76,12 +76,22 @@ def is_api(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
 
+def _back_to(request: Request) -> str:
+    """Where to return after signing in again: the page asked for, or, for a form posted after the session
+    ended, the page the form was on (its typed text is kept there by static/drafts.js)."""
+    if request.method in SAFE_METHODS:
+        return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    came_from = urlsplit(request.headers.get("referer") or "")
+    if came_from.netloc != request.url.netloc or not came_from.path.startswith("/"):
+        return "/"
+    return came_from.path + (f"?{came_from.query}" if came_from.query else "")
+
+
 def refuse(request: Request, status: int, message: str) -> Response:
     if is_api(request):
         return JSONResponse({"error": message}, status_code=status)
     if status == 401:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+        return RedirectResponse(f"/login?next={quote(_back_to(request), safe='')}", status_code=303)
     return Response(message, status_code=status, media_type="text/plain; charset=utf-8")
 
 

@@ -41,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
 DONE = {"claimed", "replied", "noted", "transferred", "resolved", "given_back", "answered"}
+LONGEST_TEXT = 4000  # a reply, note or resolution note (the forms' maxlength says the same)
 
 
 def render(
@@ -176,19 +177,22 @@ def _action(kind: str) -> Callable[[Request], Any]:
         escalation_id: int = request.path_params["escalation_id"]
         form = await request.form()
         text = str(form.get("text") or form.get("note") or form.get("to") or "")
+        if len(text) > LONGEST_TEXT:  # refused with the limit, never cut short (the typed text is kept)
+            problem = f"at most {LONGEST_TEXT} characters: this one has {len(text)}"
+            return RedirectResponse(f"/escalations/{escalation_id}?problem={quote(problem)}", status_code=303)
 
         def work(session: Session, user: StaffUser) -> None:
             name = str(user.username)
             if kind == "claimed":
                 inbox.claim(session=session, escalation_id=escalation_id, staff=user)
             elif kind == "replied":
-                staff_reply(session=session, escalation_id=escalation_id, staff=name, text=text[:4000])
+                staff_reply(session=session, escalation_id=escalation_id, staff=name, text=text)
             elif kind == "noted":
                 inbox.add_note(session=session, escalation_id=escalation_id, staff=user, text=text)
             elif kind == "transferred":
                 inbox.transfer(session=session, escalation_id=escalation_id, staff=user, to=text)
             elif kind == "resolved":
-                resolve_escalation(session=session, escalation_id=escalation_id, staff=name, note=text[:4000])
+                resolve_escalation(session=session, escalation_id=escalation_id, staff=name, note=text)
             else:
                 inbox.give_back(session=session, escalation_id=escalation_id, staff=user)
 

@@ -158,3 +158,37 @@ def test_patronbot_staff_add_reads_the_password_from_stdin_never_the_command_lin
     capsys.readouterr()
     assert main(["staff", "list"]) == 0
     assert "ada\tadmin\tinactive\tcannot sign in" in capsys.readouterr().out
+
+
+def test_an_overlong_reply_is_refused_with_the_limit_not_cut_short(console: TestClient, crm: Engine) -> None:
+    staff(crm, "lin", "librarian")
+    _, escalation = escalated_patron(crm)
+    csrf = sign_in_by_form(console, "lin")
+    page = console.post(f"/escalations/{escalation}/reply", data={"csrf_token": csrf, "text": "x" * 4001})
+    assert "at most 4000 characters: this one has 4001" in page.text
+    assert 'data-draft="replied"' in page.text  # the browser puts the typed text back (static/drafts.js)
+    with Session(crm, future=True) as session:
+        assert session.execute(select(OutboxMessage)).first() is None
+
+
+def test_a_reply_posted_after_the_session_ended_returns_to_its_page_after_signing_in(
+    console: TestClient, crm: Engine
+) -> None:
+    staff(crm, "lin", "librarian")
+    _, escalation = escalated_patron(crm)
+    page = f"http://console.test/escalations/{escalation}"
+    answer = console.post(
+        f"/escalations/{escalation}/reply",
+        data={"csrf_token": "old", "text": "typed before the session ended"},
+        headers={"Referer": page},
+        follow_redirects=False,
+    )
+    assert answer.headers["location"] == f"/login?next=%2Fescalations%2F{escalation}"
+    # A referer from elsewhere is not followed.
+    elsewhere = console.post(
+        f"/escalations/{escalation}/reply",
+        data={"text": "x"},
+        headers={"Referer": "https://evil.example/escalations/1"},
+        follow_redirects=False,
+    )
+    assert elsewhere.headers["location"] == "/login?next=%2F"
