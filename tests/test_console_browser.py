@@ -18,13 +18,13 @@ import pytest
 import uvicorn
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, expect
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from bot.crm.database import make_engine, session_scope
 from bot.crm.migrate import upgrade
-from bot.crm.models import Escalation, Feedback, OutboxMessage
+from bot.crm.models import Escalation, Feedback, OutboxMessage, StaffSession
 from bot.settings import PROJECT_ROOT, Settings
 from console.app import create_app
 from tests.browser import NEEDS_CHROMIUM, chromium, focus_by_tab, serious
@@ -176,3 +176,30 @@ def test_every_page_passes_axe_in_both_languages_and_fits_a_tablet(
         json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8"
     )
     assert {name: serious(found) for name, found in report.items() if serious(found)} == {}
+
+
+def test_a_reply_typed_when_the_session_ended_is_still_there_after_signing_in_again(
+    browser: Browser, served: Served
+) -> None:
+    staff(served.engine, "lin", "librarian")
+    _, escalation = escalated_patron(served.engine, sender="telegram:102", words="Is anyone there?")
+    page = new_page(browser, "en-GB")
+    sign_in_with_keyboard(page, served, "lin")
+    page.goto(f"{served.url}/escalations/{escalation}")
+    page.fill("#reply-text", "Sorry for the wait: your book is at the desk.")
+    page.locator("#reply-text").dispatch_event("input")
+    with session_scope(served.engine) as session:  # the session ends (expired, or signed out elsewhere)
+        session.execute(delete(StaffSession))
+    page.click('form[action$="/reply"] button')
+    expect(page.locator("#username")).to_be_visible()
+    page.fill("#username", "lin")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(f"{served.url}/escalations/{escalation}")
+    expect(page.locator("#reply-text")).to_have_value("Sorry for the wait: your book is at the desk.")
+    with Session(served.engine, future=True) as session:
+        assert session.execute(select(OutboxMessage)).first() is None  # nothing was sent without a session
+    page.click('form[action$="/reply"] button')
+    expect(page.locator("[role=status]")).to_have_text("Reply sent to the patron.")
+    page.reload()  # sent: the draft is spent, the box is empty again
+    expect(page.locator("#reply-text")).to_have_value("")
