@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from actions.crm import library_facts, patron_id_for, tracker_key, with_crm
 from actions.language import patron_language
+from bot.channels.quiet import QUIET
 from bot.crm.models import Escalation
 from bot.engagement.escalations import LIVE_REASONS, open_escalation, open_for_sender
 from bot.knowledge.staffed_hours import handoff_reply, staffed_now
@@ -145,8 +146,11 @@ class ActionStaffRelay(Action):  # type: ignore[misc]
             return [SlotSet("handoff_active", False), FollowupAction("action_listen")]
         if now != "assigned":
             # Nobody has taken it yet (or the CRM cannot tell): the patron hears their words are passed on.
-            # Once a librarian has it the bot stays silent: the librarian answers.
             dispatcher.utter_message(response="utter_handoff_ack")
+        else:
+            # A librarian has it: the bot stays silent (the librarian answers). The marker tells the
+            # channel that this silence is meant, not a failed turn to apologise for.
+            dispatcher.utter_message(json_message=QUIET)
         return []
 
 

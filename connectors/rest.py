@@ -24,6 +24,7 @@ from sanic.response import HTTPResponse
 from sqlalchemy.engine import Engine
 
 from bot.channels.access import is_loopback
+from bot.channels.quiet import spoken
 from bot.crm.database import make_engine, session_scope, tune_every_sqlite_connection
 from bot.crm.models import utcnow
 from bot.language import detect_language, is_payload
@@ -315,6 +316,7 @@ class RestInput(InputChannel):  # type: ignore[misc]
             if not collector.messages:
                 language = detect_language(message.text) or "zh"
                 collector.messages.append({"recipient_id": conversation_id, "text": APOLOGY[language]})
+            collector.messages = spoken(collector.messages)  # a librarian has it: silence is the answer
             for reply in collector.messages:
                 reply["recipient_id"] = message.sender
             # Staff replies waiting for this conversation come first: they were written before these.

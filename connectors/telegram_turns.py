@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from telegram.error import TelegramError
 from telegram.ext import ExtBot
 
+from bot.channels.quiet import spoken
 from bot.channels.updates import claim_abandoned, forget_handled, mark_handled, record_update, renew_claims
 from bot.crm.database import session_scope
 from bot.crm.models import ChannelUpdate
@@ -182,7 +183,9 @@ class UpdateHandler:
                 describe_failure(error),
                 failure_stack(error),
             )
-        replies = collector.messages or [{"text": APOLOGY[incoming.language or "zh"]}]
+        # Nothing at all: the turn failed, and the patron is told. The quiet marker: silence meant.
+        apology = [{"text": APOLOGY[incoming.language or "zh"]}]
+        replies = spoken(collector.messages) if collector.messages else apology
         await self._send(job, replies)
 
     async def _send(self, job: Job, replies: list[dict[str, Any]]) -> None:

@@ -28,6 +28,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 from socketio import AsyncServer  # type: ignore[import-untyped]
 
+from bot.channels.quiet import QUIET
 from bot.crm.models import OutboxMessage
 from bot.language import detect_language, is_payload
 from bot.outbound.dispatcher import SENT, Attempt
@@ -91,7 +92,8 @@ class _CountingOutput(SocketIOOutput):  # type: ignore[misc]
         self.sent += 1
 
     async def send_custom_json(self, recipient_id: str, json_message: dict[str, Any], **kwargs: Any) -> None:
-        await super().send_custom_json(recipient_id, json_message, **kwargs)
+        if json_message != QUIET:  # the quiet marker: a librarian has it, silence is the answer
+            await super().send_custom_json(recipient_id, json_message, **kwargs)
         self.sent += 1
 
     @classmethod

@@ -21,6 +21,7 @@ from sanic.response import HTTPResponse
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
+from bot.channels.quiet import spoken
 from bot.channels.updates import claim_abandoned, mark_handled, record_update
 from bot.channels.wechat_api import CHANNEL, WeChatApi, WeChatSender
 from bot.crm.database import session_scope
@@ -284,7 +285,7 @@ class WeChatInput(InputChannel):  # type: ignore[misc]
             )
         if not collector.messages:
             collector.messages.append({"text": APOLOGY[detect_language(inbound.text) or "zh"]})
-        return list(collector.messages)
+        return spoken(collector.messages)  # a librarian has it: silence is the answer
 
     async def _as_tapped(self, app: Any, inbound: Inbound) -> tuple[str, dict[str, Any]]:
         """An offered option's number or title typed by the patron becomes that button's payload (the

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rasa.shared.core.events import BotUttered
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from bot.channels.quiet import QUIET
 from bot.crm.database import make_engine, session_scope
 from bot.crm.models import ChannelIdentity, IngestCursor, Patron
 from bot.ingest.events import BrokerEvent, IngestState, ingest_events
@@ -66,6 +68,21 @@ def test_redelivered_events_are_not_stored_twice(crm: Engine) -> None:
         assert ingest_events(session=session, events=events + events, state=IngestState()) == 0
     assert count(crm, Patron) == 1
     assert [r.produced_by for r in interactions(crm)] == [None, "utter_greet"]
+
+
+def test_the_bots_meant_silence_is_not_recorded_as_a_reply(crm: Engine) -> None:
+    quiet = BotUttered(None, data={"custom": QUIET}, timestamp=1_795_000_001.0)  # as Rasa stores it
+    events = [
+        user_event("rest:eve", "are you there?", language="en"),
+        BrokerEvent(sender_id="rest:eve", data={"sender_id": "rest:eve", **quiet.as_dict()}),
+        bot_event("rest:eve", "Yes, this is Alice at the desk."),
+    ]
+    with session_scope(crm) as session:
+        assert ingest_events(session=session, events=events, state=IngestState()) == 2
+    assert [(r.direction, r.text) for r in interactions(crm)] == [
+        ("in", "are you there?"),
+        ("out", "Yes, this is Alice at the desk."),
+    ]
 
 
 def test_same_id_on_two_channels_is_two_patrons(crm: Engine) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from bot.channels.quiet import QUIET
 from bot.crm.database import session_scope
 from bot.crm.models import DeliveryAttempt, OutboxMessage, Patron
 from bot.outbound.dispatcher import claim_due
@@ -53,6 +54,9 @@ class Rasa:
         self.messages.append(message)
         if self.fail:
             raise RuntimeError("the tracker store is down")
+        if message.text == "are you there?":  # a librarian has the conversation: the bot says nothing
+            await message.output_channel.send_response(message.sender_id, {"custom": QUIET})
+            return
         answer: dict[str, Any] = {"text": f"echo: {message.text}"}
         if message.text == "offer buttons":
             answer["buttons"] = [
@@ -246,6 +250,16 @@ def test_empty_and_nul_only_messages_are_ignored() -> None:
 
     run(scenario, rasa)
     assert [message.text for message in rasa.messages] == ["real"]
+
+
+def test_a_turn_the_bot_answers_with_silence_sends_nothing_not_an_apology() -> None:
+    async def scenario(served: Served, widget: Widget) -> None:
+        await widget.open(served.url)
+        await widget.say("are you there?")
+        await widget.say("real")
+        assert await widget.next("bot_uttered") == {"text": "echo: real"}  # nothing came before it
+
+    run(scenario)
 
 
 def test_a_failed_turn_gets_an_apology_in_the_patrons_language() -> None:

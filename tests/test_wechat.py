@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from wechatpy.utils import WeChatSigner
 
 import connectors.wechat as wechat_channel
+from bot.channels.quiet import QUIET
 from bot.channels.updates import record_update
 from bot.channels.wechat_api import WINDOW, WeChatApi, WeChatSender
 from bot.crm.database import make_engine, session_scope
@@ -98,6 +99,9 @@ class Bot:
         await asyncio.sleep(self.slow.get(message.text, 0))
         if self.fails:
             raise RuntimeError("the action server is down")
+        if message.text == "are you there?":  # a librarian has the conversation: the bot says nothing
+            await message.output_channel.send_response(message.sender_id, {"custom": QUIET})
+            return
         if message.text == "menu":
             buttons = [
                 {"title": "Opening hours", "payload": "/ask_hours"},
@@ -380,6 +384,16 @@ def test_a_failed_turn_gets_an_apology_not_an_error(served: Served) -> None:
     served.bot.fails = True
     assert "抱歉" in reply_content(served.post(text_xml(openid(), 2004, "借书要带什么")))
     assert "Sorry" in reply_content(served.post(text_xml(openid(), 2005, "what do I need to borrow a book")))
+
+
+def test_a_turn_the_bot_answers_with_silence_gets_no_reply_and_no_apology(
+    served: Served, fake: FakeWeChatApi
+) -> None:
+    patron = openid()
+    answer = served.post(text_xml(patron, 2006, "are you there?"))
+    assert (answer.status_code, answer.text) == (200, "success")
+    served.settle()
+    assert fake.messages_to(patron) == []
 
 
 def test_following_by_a_posters_qr_code_greets_and_records_the_source(served: Served) -> None:

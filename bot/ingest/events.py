@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from bot.channels.quiet import is_quiet
 from bot.crm.conversations import ConversationBook, link_to_conversations
 from bot.crm.database import erasure_lock
 from bot.crm.models import ChannelIdentity, Conversation, Interaction, Patron
@@ -264,6 +265,8 @@ def _ingest_messages(
         at = _timestamp(data)
         if kind == "action":
             state.remember_action(sender, str(data.get("name") or ""))
+            continue
+        if kind == "bot" and is_quiet(data.get("data")):  # the bot stayed silent on purpose: nothing said
             continue
         conversation_id = conversation_ids[sender]
         channel = _fit(Conversation, "channel", key.channel) or ""

@@ -43,11 +43,18 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Libraries that say too much at INFO keep to warnings, in every process (the Rasa server and the
+    action server configure their own logging, so the connectors call this when they load)."""
     # Alembic narrates every plugin and migration step at INFO; operators need only its warnings.
     # httpx and httpcore log every request's full URL at INFO: Telegram's carries the bot token, and
     # a channel's URL can carry a patron's id.
+    level = max(logging.WARNING, logging.getLogger().level)
     for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+        logging.getLogger(name).setLevel(level)
 
 
 def log_steps_to_terminal(*, extra: logging.Handler | None = None) -> None:
