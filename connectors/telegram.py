@@ -22,6 +22,7 @@ from telegram.error import TelegramError
 from telegram.ext import ExtBot
 
 from bot.redaction import describe_failure
+from bot.runtime.logs import quiet_libraries
 from bot.settings import Settings, get_settings
 from connectors.outbound import dispatcher
 from connectors.rest import crm_engine
@@ -31,6 +32,9 @@ from connectors.telegram_turns import CHANNEL, UpdateHandler
 from connectors.telegram_updates import MAX_BODY_BYTES, BadUpdateError, parse_body
 
 log = logging.getLogger(__name__)
+# Loaded inside Rasa's server, which sets up its own logging: httpx would log each Bot API request's URL,
+# bot token included.
+quiet_libraries()
 
 SECRET_HEADER = "x-telegram-bot-api-secret-token"  # noqa: S105 (a header's name)
 
