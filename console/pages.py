@@ -1,9 +1,9 @@
 """The console's pages: sign-in, the inbox (refreshed in place), an escalation with its conversation and
-actions, a patron's profile, the audit log. Server-rendered (Jinja2) with htmx for what updates itself."""
+actions, the audit log (a patron's profile: console/profile.py). Server-rendered (Jinja2) with htmx for
+what updates itself."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
@@ -18,11 +18,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from bot.crm.audit import read_patron_record
 from bot.crm.database import session_scope
 from bot.crm.models import StaffUser, utcnow
 from bot.crm.models.staff import AUDIT_ACTIONS
-from bot.crm.patrons import PatronNotFoundError
 from bot.engagement import inbox
 from bot.engagement.escalations import (
     EscalationError,
@@ -59,6 +57,7 @@ def render(
     message = t("problem", message=problem[:300]) if problem else None
     if done in DONE:
         message = t(f"done_{done}")
+    message = context.pop("message", None) or message  # a page's own message (a 404's) comes first
     html = TEMPLATES.get_template(template).render(
         request=request,
         signed=signed,
@@ -207,27 +206,6 @@ def _action(kind: str) -> Callable[[Request], Any]:
     return act
 
 
-@staff_only()
-async def patron_page(request: Request, staff: Staff) -> Response:
-    patron_id: int = request.path_params["patron_id"]
-
-    def read(session: Session, user: StaffUser) -> dict[str, Any]:
-        record = read_patron_record(
-            session=session,
-            actor=f"staff:{user.username}",
-            patron_ref=str(patron_id),
-            reason="console: patron profile",
-            staff_user=user,
-        )
-        return dataclasses.asdict(record)
-
-    try:
-        profile = await staff.crm(read)
-    except PatronNotFoundError:
-        return render(request, "base.html", staff.signed, status=404, message=f"no patron {patron_id}")
-    return render(request, "patron.html", staff.signed, p=profile)
-
-
 @staff_only(ADMIN)
 async def audit_page(request: Request, staff: Staff) -> Response:
     params = request.query_params
@@ -275,6 +253,5 @@ ROUTES = [
             ("give-back", "given_back"),
         )
     ),
-    Route("/patrons/{patron_id:id}", patron_page, methods=["GET"]),
     Route("/audit", audit_page, methods=["GET"]),
 ]
