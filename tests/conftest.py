@@ -119,11 +119,14 @@ def facts() -> LibraryFacts:
 
 
 @pytest.fixture
-def console(crm: Engine, crm_url: str) -> Iterator[TestClient]:
-    """The staff console on the test CRM, through Starlette's test client."""
+def console(crm: Engine, crm_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    """The staff console on the test CRM, through Starlette's test client, with a copy of the knowledge
+    base (the console's editor writes it: never the repository's)."""
     from bot.settings import Settings
     from console.app import create_app
 
-    settings = Settings(_env_file=None, database_url=crm_url)  # type: ignore[call-arg]
+    kb = tmp_path / "knowledge-base.yml"
+    kb.write_bytes((PROJECT_ROOT / "knowledge" / "faq.yml").read_bytes())
+    settings = Settings(_env_file=None, database_url=crm_url, knowledge_base=kb)  # type: ignore[call-arg]
     with TestClient(create_app(settings=settings, engine=crm), base_url="http://console.test") as client:
         yield client

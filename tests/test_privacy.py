@@ -25,6 +25,7 @@ from bot.crm.models import (
     Feedback,
     Interaction,
     InteractionStat,
+    KnowledgeProposal,
     OutboxMessage,
     Patron,
     PatronInterest,
@@ -133,6 +134,9 @@ def populate(crm: Engine) -> int:
                 PatronInterest(patron_id=alice, vector=b"\x00\x00\x80\x3f", dims=1, model="test", messages=1),
                 Delivery(campaign_id=campaign.id, patron_id=alice, channel="rest"),
                 AuditLog(actor="li.wei", action="read", patron_id=alice, reason="answering her escalation"),
+                KnowledgeProposal(
+                    kind="alternative", entry_id="lost-card", lang="zh", question="卡丢了", patron_id=alice
+                ),
                 OutboxMessage(
                     channel="rest",
                     recipient="rest:alice",

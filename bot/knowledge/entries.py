@@ -92,6 +92,13 @@ def _from_jsonl(text: str, *, source: str) -> list[Entry]:
     return entries
 
 
+def _is_retired(item: dict[str, Any], where: str) -> bool:
+    retired = item.get("retired", False)
+    if not isinstance(retired, bool):
+        raise KnowledgeError(f"{where}: 'retired' must be true or false")
+    return retired
+
+
 def _from_yaml(raw: Any, *, source: str) -> list[Entry]:
     if not isinstance(raw, dict) or not isinstance(raw.get("entries"), list):
         raise KnowledgeError(f"{source}: expected a mapping with a list of 'entries'")
@@ -106,6 +113,8 @@ def _from_yaml(raw: Any, *, source: str) -> list[Entry]:
         if entry_id in seen:
             raise KnowledgeError(f"{where} appears twice")
         seen.add(entry_id)
+        if _is_retired(item, where):  # kept in the file (the console can restore it), not used
+            continue
         topic = item.get("topic")
         if topic is not None and topic not in _TOPIC_IDS:
             raise KnowledgeError(f"{where}: unknown topic {topic!r}")

@@ -1,4 +1,5 @@
-"""The CRM's tables, by domain: patrons, conversations, feedback, outreach, outbox, channels, staff."""
+"""The CRM's tables, by domain: patrons, conversations, feedback, outreach, outbox, channels, staff,
+knowledge base proposals."""
 
 from bot.crm.models.base import Base, BigId, UTCDateTime, utcnow
 from bot.crm.models.conversation import (
@@ -10,6 +11,7 @@ from bot.crm.models.conversation import (
     InteractionStat,
 )
 from bot.crm.models.feedback import Escalation, Feedback, Suggestion
+from bot.crm.models.knowledge import PROPOSAL_KINDS, PROPOSAL_STATUSES, KnowledgeProposal
 from bot.crm.models.channel import ChannelToken, ChannelUpdate
 from bot.crm.models.outbound import ATTEMPT_OUTCOMES, OUTBOX_STATUSES, DeliveryAttempt, OutboxMessage
 from bot.crm.models.outreach import (
@@ -40,6 +42,8 @@ __all__ = [
     "CONSENT_PURPOSES",
     "CONVERSATION_STATUSES",
     "PATRON_TYPES",
+    "PROPOSAL_KINDS",
+    "PROPOSAL_STATUSES",
     "AuditLog",
     "Base",
     "BigId",
@@ -57,6 +61,7 @@ __all__ = [
     "EscalationNote",
     "Feedback",
     "IngestCursor",
+    "KnowledgeProposal",
     "LoginAttempt",
     "Interaction",
     "InteractionStat",
