@@ -20,7 +20,17 @@ from bot.runtime.training import ONE_THREAD_PER_LIBRARY
 for _name, _value in ONE_THREAD_PER_LIBRARY.items():
     os.environ.setdefault(_name, _value)
 
-from benchmarks import campaigns, history, ingest, privacy, retrieval, segments, telegram, turn  # noqa: E402
+from benchmarks import (  # noqa: E402
+    campaigns,
+    console,
+    history,
+    ingest,
+    privacy,
+    retrieval,
+    segments,
+    telegram,
+    turn,
+)
 from benchmarks.common import Result, Timer, code_version, machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -38,6 +48,7 @@ BENCHMARKS: dict[str, Callable[..., list[Result]]] = {
     "telegram": telegram.run,
     "segments": segments.run,
     "campaigns": campaigns.run,
+    "console": console.run,
 }
 # What each benchmark reports, for an entry when it fails before measuring anything.
 REPORTS: dict[str, list[tuple[str, str, float, str]]] = {
@@ -49,6 +60,7 @@ REPORTS: dict[str, list[tuple[str, str, float, str]]] = {
     "telegram": telegram.NAMES,
     "segments": segments.NAMES,
     "campaigns": campaigns.NAMES,
+    "console": console.NAMES,
 }
 
 

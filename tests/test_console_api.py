@@ -3,17 +3,27 @@ inbox with its claim, reply, notes, transfer, resolve and give-back, patron read
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 import console.app  # noqa: F401  (importing the app brings every feature's routes into PATHS)
 from bot.crm.database import session_scope
-from bot.crm.models import AuditLog, Conversation, Escalation, LoginAttempt, OutboxMessage, StaffSession
+from bot.crm.models import (
+    AuditLog,
+    Conversation,
+    Escalation,
+    LoginAttempt,
+    OutboxMessage,
+    StaffSession,
+    utcnow,
+)
+from bot.engagement.inbox import AUDIT_REPEAT_WINDOW
 from console.accounts import MAX_FAILURES_PER_ACCOUNT, StaffError, add_staff
 from console.openapi import PATHS
 from tests.console_helpers import PASSWORD, escalated_patron, signed_in, staff
@@ -158,6 +168,18 @@ def test_the_inbox_lists_open_escalations_most_urgent_first_and_audits_the_messa
     ]
     assert {"reason", "priority", "status", "due_at"} <= set(listed[0])
     assert audit_rows(crm, amy) == [("staff:lin", "read", "inbox: the patron's latest message")]
+    # The open inbox refreshes every 3 s: the same librarian seeing Amy again within the window is not
+    # logged again; another librarian's view is, and so is Lin's once the window has passed.
+    console.get("/api/escalations")
+    assert len(audit_rows(crm, amy)) == 1
+    staff(crm, "mo", "librarian")
+    signed_in(console, "mo")
+    console.get("/api/escalations")
+    assert [row[0] for row in audit_rows(crm, amy)] == ["staff:lin", "staff:mo"]
+    with Session(crm, future=True) as session, session.begin():
+        session.execute(update(AuditLog).values(at=utcnow() - AUDIT_REPEAT_WINDOW - dt.timedelta(minutes=1)))
+    console.get("/api/escalations")
+    assert [row[0] for row in audit_rows(crm, amy)] == ["staff:lin", "staff:mo", "staff:mo"]
 
 
 def test_two_librarians_cannot_claim_the_same_escalation(console: TestClient, crm: Engine) -> None:
@@ -327,3 +349,11 @@ def test_a_blank_name_is_400_but_a_blank_password_is_just_wrong(console: TestCli
     staff(crm, "lin", "librarian")
     assert console.post("/api/session", json={"username": "\x1f", "password": "x"}).status_code == 400
     assert console.post("/api/session", json={"username": "lin", "password": "\x1f "}).status_code == 401
+
+
+def test_the_audit_filter_refuses_a_nul_character_instead_of_failing(console: TestClient, crm: Engine) -> None:
+    staff(crm, "ada", "admin")
+    signed_in(console, "ada")
+    answer = console.get("/api/audit", params={"staff": "a\x00b"})
+    assert answer.status_code == 400
+    assert "username" in answer.json()["error"]
