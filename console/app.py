@@ -19,7 +19,21 @@ from bot.crm.database import make_engine
 from bot.knowledge.facts import FactsError, load_facts
 from bot.knowledge.service import KnowledgeService
 from bot.settings import Settings
-from console import api, insight, pages, records, suggestions
+from console import (
+    api,
+    campaigns,
+    insight,
+    knowledge,
+    pages,
+    patron_privacy,
+    profile,
+    records,
+    segments,
+    staff,
+    suggested,
+    suggestions,
+    unanswered,
+)
 from console.openapi import document
 from console.pages import STATIC
 
@@ -75,6 +89,14 @@ def create_app(*, settings: Settings, engine: Engine | None = None) -> Starlette
             *records.ROUTES,
             *insight.ROUTES,
             *suggestions.ROUTES,
+            *unanswered.ROUTES,
+            *suggested.ROUTES,
+            *segments.ROUTES,
+            *campaigns.ROUTES,
+            *profile.ROUTES,
+            *patron_privacy.ROUTES,
+            *staff.ROUTES,
+            *knowledge.ROUTES,
             *pages.ROUTES,
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ],

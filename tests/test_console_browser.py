@@ -49,7 +49,15 @@ class Served:
         url = f"sqlite:///{folder / 'crm.db'}"
         upgrade(url=url)
         self.engine: Engine = make_engine(url)
-        settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+        kb = folder / "faq.yml"  # the editor writes it: a copy, never the repository's
+        kb.write_bytes((PROJECT_ROOT / "knowledge" / "faq.yml").read_bytes())
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            database_url=url,
+            knowledge_base=kb,
+            # The knowledge base's vectors (suggested answers, "try a question"), encoded once for all tests.
+            vector_dir=PROJECT_ROOT / ".test-models" / "vectors",
+        )
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(
@@ -164,6 +172,16 @@ def test_every_page_passes_axe_in_both_languages_and_fits_a_tablet(
         "audit": "/audit",
         "feedback": "/feedback",
         "suggestions": "/suggestions",
+        "unanswered": "/unanswered",
+        "knowledge": "/knowledge",
+        "knowledge-entry": "/knowledge/renew-online",
+        "knowledge-new": "/knowledge/new?lang=en&question=Can%20I%20bring%20my%20dog%3F",
+        "knowledge-proposals": "/knowledge/proposals",
+        "segments": "/segments",
+        "segment-new": "/segments/new",
+        "campaigns": "/campaigns",
+        "campaign-new": "/campaigns/new",
+        "staff": "/staff",
     }
     for name, path in pages.items():
         page.goto(f"{served.url}{path}")

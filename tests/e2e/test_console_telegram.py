@@ -2,7 +2,7 @@
 console) and a patron on Telegram through the fake Bot API: the patron asks for a librarian and appears in
 the inbox without a reload; the librarian claims, the patron's next message reaches the librarian and the
 bot stays silent; the reply reaches the fake Bot API; given back, the bot answers again; the patron's low
-rating shows on the feedback page; a knowledge-base edit in the browser changes the bot's answer.
+rating shows on the feedback page; a knowledge-base edit in the browser changes the running bot's answer.
 
 Screenshots go to var/test-artefacts/console-e2e/ (git-ignored)."""
 
@@ -163,6 +163,19 @@ def test_a_librarian_takes_a_telegram_conversation_and_gives_it_back(
     channel_row = page.locator("table").last.locator("tr", has_text="telegram")
     expect(channel_row.locator("td").first).to_have_text("1.0", timeout=30_000)
     page.screenshot(path=str(ARTEFACTS / "feedback-telegram.png"), full_page=True)
+
+    # The librarian edits the knowledge base in the browser; the running bot answers with the new text.
+    page.goto(f"{console}/knowledge/renew-online")
+    answer = page.locator("#kb-en-answer")
+    answer.fill(f"{answer.input_value()} From this term you can also renew at the self-service kiosks.")
+    page.click("form.kb-form button[type=submit]")
+    expect(page).to_have_url(f"{console}/knowledge/renew-online?done=kb_saved")
+    page.screenshot(path=str(ARTEFACTS / "knowledge-entry-telegram.png"), full_page=True)
+    asked = len(patron.received())
+    patron.says("how do I renew my books online")
+    patron.waits_for(
+        "the edited answer", lambda: any("self-service kiosks" in text for text in patron.received()[asked:])
+    )
 
     # Nothing of the bot token reached a log (httpx logs request URLs at INFO inside Rasa's own logging).
     logs = [bot.log, *sorted((bot.data_dir / "log").glob("*.log"))]
