@@ -351,7 +351,9 @@ def test_a_blank_name_is_400_but_a_blank_password_is_just_wrong(console: TestCli
     assert console.post("/api/session", json={"username": "lin", "password": "\x1f "}).status_code == 401
 
 
-def test_the_audit_filter_refuses_a_nul_character_instead_of_failing(console: TestClient, crm: Engine) -> None:
+def test_the_audit_filter_refuses_a_nul_character_instead_of_failing(
+    console: TestClient, crm: Engine
+) -> None:
     staff(crm, "ada", "admin")
     signed_in(console, "ada")
     answer = console.get("/api/audit", params={"staff": "a\x00b"})

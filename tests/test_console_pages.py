@@ -194,7 +194,9 @@ def test_a_reply_posted_after_the_session_ended_returns_to_its_page_after_signin
     assert elsewhere.headers["location"] == "/login?next=%2F"
 
 
-def test_an_escalation_that_does_not_exist_is_a_404_page_not_an_error(console: TestClient, crm: Engine) -> None:
+def test_an_escalation_that_does_not_exist_is_a_404_page_not_an_error(
+    console: TestClient, crm: Engine
+) -> None:
     staff(crm, "lin", "librarian")
     sign_in_by_form(console, "lin")
     answer = console.get("/escalations/999")

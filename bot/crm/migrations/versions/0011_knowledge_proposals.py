@@ -36,7 +36,9 @@ def upgrade() -> None:
         sa.Column("reviewed_at", bot.crm.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", bot.crm.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.CheckConstraint("kind IN ('alternative', 'entry')", name=op.f("ck_kb_proposal_kind")),
-        sa.CheckConstraint("status IN ('pending', 'accepted', 'rejected')", name=op.f("ck_kb_proposal_status")),
+        sa.CheckConstraint(
+            "status IN ('pending', 'accepted', 'rejected')", name=op.f("ck_kb_proposal_status")
+        ),
         sa.CheckConstraint("lang IN ('zh', 'en')", name=op.f("ck_kb_proposal_lang")),
         sa.CheckConstraint(
             "kind = 'entry' OR entry_id IS NOT NULL", name=op.f("ck_kb_proposal_alternative_names_entry")
