@@ -4,12 +4,8 @@ with its audited sample, saving and counting, parser errors beside the form, sto
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-from collections.abc import Sequence
 
-import numpy as np
 import pytest
-from numpy.typing import NDArray
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
@@ -17,23 +13,10 @@ from starlette.testclient import TestClient
 from bot.crm.database import session_scope
 from bot.crm.models import AuditLog, ChannelIdentity, Consent, Patron, PatronInterest, Segment, utcnow
 from tests.console_helpers import signed_in, staff
+from tests.test_segments import WordEncoder
 
 PAGES = ["/segments", "/segments/new"]
 XSS = "<script>alert('x')</script>"
-
-
-class WordEncoder:
-    """Hashed bag of words: texts sharing words point alike; no model is loaded."""
-
-    identity = "fake-words 1"
-
-    def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        rows = np.zeros((len(texts), 64), np.float32)
-        for row, text in enumerate(texts):
-            for word in text.lower().split():
-                rows[row, int(hashlib.sha256(word.encode()).hexdigest(), 16) % 64] += 1
-            rows[row] /= max(float(np.linalg.norm(rows[row])), 1e-9)
-        return rows
 
 
 def patron(crm: Engine, name: str, *, kind: str, language: str, channel: str, seen_days_ago: int = 1) -> int:
