@@ -221,3 +221,21 @@ def test_a_reply_typed_when_the_session_ended_is_still_there_after_signing_in_ag
     expect(page.locator("[role=status]")).to_have_text("Reply sent to the patron.")
     page.reload()  # sent: the draft is spent, the box is empty again
     expect(page.locator("#reply-text")).to_have_value("")
+
+
+def test_a_suggested_answer_goes_into_the_reply_with_the_keyboard(browser: Browser, served: Served) -> None:
+    staff(served.engine, "lin", "librarian")
+    _, escalation = escalated_patron(
+        served.engine, sender="telegram:103", words="How do I renew my books online?"
+    )
+    page = new_page(browser, "en-GB")
+    sign_in_with_keyboard(page, served, "lin")
+    page.goto(f"{served.url}/escalations/{escalation}")
+    insert = page.locator("button[data-insert-reply]").first
+    expect(insert).to_be_visible(timeout=120_000)  # the first lookup loads the models
+    suggested = page.locator(f"#{insert.get_attribute('data-insert-reply')}").inner_text().strip()
+    assert "renew" in suggested.lower()
+    focus_by_tab(page, "button[data-insert-reply]")
+    page.keyboard.press("Enter")
+    expect(page.locator("#reply-text")).to_have_value(suggested)
+    expect(page.locator("#reply-text")).to_be_focused()
