@@ -16,10 +16,16 @@ from starlette.datastructures import FormData
 
 from bot.crm.audit import log_access
 from bot.crm.database import session_scope
-from bot.crm.models import ChannelIdentity, Patron, PatronInterest, StaffUser, utcnow
+from bot.crm.models import Patron, PatronInterest, StaffUser, utcnow
 from bot.outreach.interests import PURPOSE as INTEREST_PURPOSE
 from bot.outreach.interests import QueryEncoder, consent_in_force, interest_vectors, model_key
-from bot.outreach.segments import PreviewPatron, SegmentDefinition, SegmentPreview, member_query
+from bot.outreach.segments import (
+    PreviewPatron,
+    SegmentDefinition,
+    SegmentPreview,
+    channels_of,
+    member_query,
+)
 
 # The form's list rules (checkboxes, or comma-separated text) and number rules, as the file names them.
 CHECKED = ("patron_type", "language", "channel", "consent", "persona")
@@ -191,15 +197,7 @@ def preview_definition(
         else:
             count = int(session.execute(select(func.count()).select_from(members.subquery())).scalar_one())
         rows = _sample(session, members, kept)
-        channels: dict[int, list[str]] = {int(row[0]): [] for row in rows}
-        if channels:
-            for patron_id, channel in session.execute(
-                select(ChannelIdentity.patron_id, ChannelIdentity.channel)
-                .where(ChannelIdentity.patron_id.in_(list(channels)))
-                .order_by(ChannelIdentity.patron_id, ChannelIdentity.channel)
-            ):
-                if channel not in channels[int(patron_id)]:
-                    channels[int(patron_id)].append(str(channel))
+        channels = channels_of(session=session, patron_ids=[int(row[0]) for row in rows])
         staff = session.get(StaffUser, staff_id)
         for patron_id in channels:
             log_access(

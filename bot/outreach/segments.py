@@ -250,15 +250,7 @@ def preview(
             .order_by(Patron.last_seen_at.desc(), Patron.id)
             .limit(max(0, sample))
         ).all()
-        channels: dict[int, list[str]] = {int(row[0]): [] for row in patrons}
-        if channels:
-            for patron_id, channel in session.execute(
-                select(ChannelIdentity.patron_id, ChannelIdentity.channel)
-                .where(ChannelIdentity.patron_id.in_(list(channels)))
-                .order_by(ChannelIdentity.patron_id, ChannelIdentity.channel)
-            ):
-                if channel not in channels[int(patron_id)]:
-                    channels[int(patron_id)].append(str(channel))
+        channels = channels_of(session=session, patron_ids=[int(row[0]) for row in patrons])
         return SegmentPreview(
             name=str(segment.name),
             count=count,
@@ -273,6 +265,20 @@ def preview(
                 for patron_id, display_name, language, patron_type in patrons
             ),
         )
+
+
+def channels_of(*, session: Session, patron_ids: list[int]) -> dict[int, list[str]]:
+    """Each patron's channels, in name order (every patron of `patron_ids` has a list, maybe empty)."""
+    channels: dict[int, list[str]] = {patron_id: [] for patron_id in patron_ids}
+    if channels:
+        for patron_id, channel in session.execute(
+            select(ChannelIdentity.patron_id, ChannelIdentity.channel)
+            .where(ChannelIdentity.patron_id.in_(list(channels)))
+            .order_by(ChannelIdentity.patron_id, ChannelIdentity.channel)
+        ):
+            if channel not in channels[int(patron_id)]:
+                channels[int(patron_id)].append(str(channel))
+    return channels
 
 
 def list_segments(*, session: Session) -> list[Segment]:
