@@ -165,6 +165,16 @@ def test_every_page_passes_axe_in_both_languages_and_fits_a_tablet(
     page.click("button[type=submit]")
     page.select_option("#language-choice", language)
     page.click("#language-choice ~ button")
+    # A segment and a campaign, so the campaign report page has one to show.
+    csrf = page.locator("input[name=csrf_token]").first.get_attribute("value") or ""
+    headers = {"X-CSRF-Token": csrf, "Content-Type": "application/json"}
+    segment = {"name": "everyone", "rules": {}}
+    made = page.request.post(f"{served.url}/api/segments", data=json.dumps(segment), headers=headers)
+    assert made.ok, made.text()
+    message = {"name": "welcome", "segment": "everyone", "message": {"en": "Hello", "zh": "您好"}}
+    made = page.request.post(f"{served.url}/api/campaigns", data=json.dumps(message), headers=headers)
+    assert made.ok, made.text()
+    campaign = made.json()["id"]
     pages = {
         "inbox": "/",
         "escalation": f"/escalations/{escalation}",
@@ -181,6 +191,7 @@ def test_every_page_passes_axe_in_both_languages_and_fits_a_tablet(
         "segment-new": "/segments/new",
         "campaigns": "/campaigns",
         "campaign-new": "/campaigns/new",
+        "campaign-report": f"/campaigns/{campaign}",
         "staff": "/staff",
     }
     for name, path in pages.items():
