@@ -34,6 +34,7 @@ from console import (
     suggestions,
     unanswered,
 )
+from console.nul_guard import NulGuard
 from console.openapi import document
 from console.pages import STATIC
 
@@ -100,7 +101,7 @@ def create_app(*, settings: Settings, engine: Engine | None = None) -> Starlette
             *pages.ROUTES,
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ],
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(SecurityHeaders), Middleware(NulGuard)],
         exception_handlers={HTTPException: http_error},
     )
     app.state.engine = engine or make_engine(settings.crm_database_url, hide_parameters=True)

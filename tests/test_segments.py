@@ -513,3 +513,13 @@ def test_segment_save_refuses_a_bad_file_before_storing(crm: Engine, crm_url: st
         run_command(["segment", "save", str(path)], crm_url)
     with session_scope(crm) as session:
         assert session.execute(select(Segment)).first() is None
+
+
+def test_a_file_with_nul_in_any_text_is_refused_with_the_field_and_line() -> None:
+    """YAML's "\\0" escape makes NUL, which PostgreSQL cannot store: the file is refused, not half saved."""
+    with pytest.raises(SpecError) as refused:
+        parse_spec('name: students\nrules:\n  channel: "tele\\0gram"\n', path="s.yaml")
+    assert (refused.value.field, refused.value.line) == ("rules.channel", 3)
+    assert "NUL" in str(refused.value)
+    with pytest.raises(SpecError, match="NUL"):
+        parse_spec('name: students\n"k\\0": 1\n')

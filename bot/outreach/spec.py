@@ -28,6 +28,9 @@ class Spec:
     path: str = ""
     lines: Mapping[str, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _refuse_nul(self, self.data, "")
+
     def line(self, field_path: str) -> int | None:
         """The line of `field_path`, or of its nearest enclosing field that has one."""
         parts = field_path.split(".")
@@ -40,6 +43,17 @@ class Spec:
 
     def error(self, field_path: str, message: str) -> SpecError:
         return SpecError(message, path=self.path, line=self.line(field_path), field=field_path)
+
+
+def _refuse_nul(spec: Spec, value: Any, at: str) -> None:
+    """No text holding NUL: PostgreSQL cannot store it, and no name or message needs it."""
+    if isinstance(value, str) and "\x00" in value:
+        raise SpecError("may not contain NUL characters", path=spec.path, line=spec.line(at), field=at)
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        name = f"{at}.{key}" if at else str(key)
+        _refuse_nul(spec, key, name)
+        _refuse_nul(spec, item, name)
 
 
 def _index(node: yaml.Node, prefix: str, lines: dict[str, int]) -> None:
