@@ -21,6 +21,12 @@ _SQL_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgres")
 MIN_SECRET_KEY_CHARS = 32
 
 
+def web_origins(value: str) -> list[str] | None:
+    """The origins a setting like "https://a.edu, https://b.edu" names; None for "*" (any page)."""
+    origins = [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+    return None if not origins or "*" in origins else origins
+
+
 class SettingsError(Exception):
     """A setting has a value patronbot cannot use; the message names the variable, in one line."""
 
@@ -95,6 +101,11 @@ class Settings(BaseSettings):
         "", description="approved WeChat template for messages outside the 48-hour window; unset: skipped"
     )
     webchat: bool = Field(False, description="serve the website chat widget (socket.io) on the Rasa port")
+    webchat_origins: str = Field(
+        "*",
+        description="the web pages that may open the chat widget's socket, as origins separated by commas "
+        "(https://library.example.edu); * for any page",
+    )
     telegram_rate: float = Field(
         29.6,
         description="Telegram messages a second this process sends; the processes sending for one bot "
@@ -132,6 +143,14 @@ class Settings(BaseSettings):
     def _rate(cls, value: float) -> float:  # noqa: N805
         if not 0 < value <= 30:
             raise ValueError(f"must be more than 0 and at most 30 (Telegram's limit), got {value}")
+        return value
+
+    @validator("webchat_origins")
+    def _origins(cls, value: str) -> str:  # noqa: N805
+        for origin in web_origins(value) or []:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+                raise ValueError(f"must be * or origins like https://library.example.edu, got {origin!r}")
         return value
 
     @validator("campaign_cap", "campaign_grace_seconds")

@@ -35,7 +35,7 @@ from bot.outbound.dispatcher import SENT, Attempt
 from bot.outbound.outbox import buttons_of
 from bot.pseudonyms import fingerprint, load_key
 from bot.redaction import describe_failure, failure_stack
-from bot.settings import get_settings
+from bot.settings import get_settings, web_origins
 from connectors.outbound import dispatcher
 from connectors.replies import APOLOGY
 from connectors.rest import BadRequestError, clean_text, parse_metadata
@@ -181,12 +181,13 @@ class WebChatInput(SocketIOInput):  # type: ignore[misc]
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         patch_sanic_websocket_wait()
         max_chars = self.settings.max_message_chars
-        # Any page may embed the widget (a library's several sites): the session id, not the page's
-        # origin, is what a conversation trusts. Packets larger than the longest acceptable message
+        # The pages PATRONBOT_WEBCHAT_ORIGINS names may open the socket (any page by default: a
+        # library's several sites); the session id, not the page's origin, is still what a
+        # conversation trusts. Packets larger than the longest acceptable message
         # (every character escaped) close the socket before they are parsed.
         sio = AsyncServer(
             async_mode="sanic",
-            cors_allowed_origins="*",
+            cors_allowed_origins=web_origins(self.settings.webchat_origins) or "*",
             max_http_buffer_size=6 * max_chars + 16_384,
             logger=False,
             engineio_logger=False,

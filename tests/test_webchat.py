@@ -26,6 +26,7 @@ from bot.pseudonyms import load_key
 from bot.settings import get_settings
 from connectors.outbound import dispatcher
 from connectors.replies import APOLOGY
+from connectors.webchat import SOCKET_PATH
 from connectors.webchat_sessions import issue_session, sender_of
 from scripts import fetch_webchat
 from tests.webchat_server import Served, Widget, serving
@@ -446,3 +447,52 @@ def test_the_fetch_script_installs_the_checked_bundle_without_the_font_import(
     assert fetch_webchat.installed_matches()
     monkeypatch.setattr(fetch_webchat, "published_integrity", lambda: "sha512-something-else")
     assert fetch_webchat.main(["--force"]) == 1  # the registry disagrees with the pin: refused
+
+
+async def _handshake(url: str, origin: str) -> int:
+    """The status of engine.io's first long-polling request sent by a page of `origin`."""
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(f"{url}{SOCKET_PATH}/?EIO=4&transport=polling", headers={"Origin": origin}) as answer,
+    ):
+        return answer.status
+
+
+@pytest.mark.parametrize(
+    ("setting", "statuses"),
+    [
+        ("*", {"https://library.example.edu": 200, "https://elsewhere.example": 200}),
+        (
+            "https://library.example.edu, https://www.library.example.edu/",
+            {
+                "https://library.example.edu": 200,
+                "https://www.library.example.edu": 200,
+                "https://elsewhere.example": 400,
+                "http://library.example.edu": 400,
+            },
+        ),
+    ],
+)
+def test_only_the_pages_the_library_names_may_open_the_socket(
+    monkeypatch: pytest.MonkeyPatch, setting: str, statuses: dict[str, int]
+) -> None:
+    monkeypatch.setenv("PATRONBOT_WEBCHAT_ORIGINS", setting)
+    get_settings.cache_clear()
+
+    async def scenario(served: Served, _: Widget) -> None:
+        seen = {origin: await _handshake(served.url, origin) for origin in statuses}
+        assert seen == statuses
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "setting", ["library.example.edu", "https://library.example.edu/chat", "ftp://x.edu"]
+)
+def test_an_origin_setting_that_is_not_an_origin_is_refused_with_the_rule(
+    monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    monkeypatch.setenv("PATRONBOT_WEBCHAT_ORIGINS", setting)
+    get_settings.cache_clear()
+    with pytest.raises(Exception, match=r"origins like https://library\.example\.edu"):
+        get_settings()
