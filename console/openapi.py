@@ -382,6 +382,25 @@ def add_paths(paths: dict[str, Any], schemas: dict[str, Any] | None = None) -> N
         SCHEMAS[name] = schema
 
 
+METHODS = ("get", "put", "post", "delete", "patch")
+NUL_REFUSED = "a NUL character in the query or the body (refused before any handler runs)"
+
+
+def _with_nul_refusal(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation may answer 400: the NUL guard refuses such a request before any handler runs."""
+    return {
+        name: {
+            method: (
+                operation
+                if method not in METHODS or "400" in operation.get("responses", {})
+                else {**operation, "responses": {**operation["responses"], **errors(400, e400=NUL_REFUSED)}}
+            )
+            for method, operation in item.items()
+        }
+        for name, item in paths.items()
+    }
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
@@ -391,5 +410,5 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"session": {"type": "apiKey", "in": "cookie", "name": "patronbot_console"}},
         },
         "security": [{"session": []}],
-        "paths": PATHS,
+        "paths": _with_nul_refusal(PATHS),
     }
