@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 import httpx
-from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
@@ -19,8 +18,8 @@ from telegram.ext import BaseRateLimiter, ExtBot
 from telegram.request import HTTPXRequest
 from typing_extensions import override
 
-from bot.crm.database import session_scope
-from bot.crm.models import ChannelIdentity, OutboxMessage, Patron
+from bot.channels.reachability import set_reachable
+from bot.crm.models import OutboxMessage
 from bot.outbound.claims import announcing, request_leaving
 from bot.outbound.dispatcher import Attempt
 from bot.outbound.outbox import buttons_of
@@ -291,21 +290,7 @@ def outbox_sender(bot: ExtBot[int]) -> Callable[[OutboxMessage], Coroutine[Any, 
 
 def mark_unreachable(*, engine: Engine, chat_id: int) -> int:
     """The patron behind a Telegram chat blocked the bot: not reachable there (nothing if unknown)."""
-    with session_scope(engine) as session:
-        patron_ids = (
-            session.query(ChannelIdentity.patron_id)
-            .filter(ChannelIdentity.channel == "telegram", ChannelIdentity.external_id == str(chat_id))
-            .all()
-        )
-        ids = [int(row[0]) for row in patron_ids]
-        if ids:
-            session.execute(
-                update(Patron)
-                .where(Patron.id.in_(ids))
-                .values(reachable=False)
-                .execution_options(synchronize_session=False)
-            )
-        return len(ids)
+    return set_reachable(engine=engine, channel="telegram", external_id=str(chat_id), reachable=False)
 
 
 async def send_replies(

@@ -34,6 +34,7 @@ from connectors.telegram_updates import (
     payload_of_key,
     read_update,
 )
+from connectors.turn_replay import replies_of_turn, tracker_of
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class UpdateHandler:
         if incoming.callback_query_id is not None:
             await self._answer_callback(incoming.callback_query_id)
         if job.taken_over:
-            replies = await self._replies_of_turn(sender, message_id(key))
+            replies = await replies_of_turn(self.agent(), sender, message_id(key))
             if replies is not None:  # the turn happened before the process died: only its replies go
                 await self._send(job, replies)
                 return
@@ -213,32 +214,7 @@ class UpdateHandler:
             log.info("telegram: a button tap was not acknowledged (%s)", describe_failure(error))
 
     async def _tracker(self, sender: str, *, full: bool) -> Any:
-        agent = self.agent()
-        store = getattr(agent, "tracker_store", None)
-        if store is None:
-            return None
-        if full and hasattr(store, "retrieve_full_tracker"):
-            return await store.retrieve_full_tracker(sender)
-        return await store.retrieve(sender)
-
-    async def _replies_of_turn(self, sender: str, wanted: str) -> list[dict[str, Any]] | None:
-        """The replies of the turn of the user event with this message id, if the tracker has it (Rasa
-        saves a turn's events together, at its end); None if the turn never happened."""
-        tracker = await self._tracker(sender, full=True)
-        if tracker is None:
-            return None
-        replies: list[dict[str, Any]] | None = None
-        for event in tracker.events:
-            kind = getattr(event, "type_name", None)
-            if kind == "user":
-                if replies is not None:
-                    break
-                if getattr(event, "message_id", None) == wanted:
-                    replies = []
-            elif kind == "bot" and replies is not None:
-                data = getattr(event, "data", None) or {}
-                replies.append({**data, "text": getattr(event, "text", None) or ""})
-        return replies
+        return await tracker_of(self.agent(), sender, full=full)
 
     async def _rasa_text(self, sender: str, incoming: Incoming) -> str | None:
         """What Rasa gets: a tapped button's payload (a long one mapped back from the bot's buttons), a

@@ -18,14 +18,13 @@ from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, Us
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
-from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from bot.channels.quiet import spoken
+from bot.channels.reachability import set_reachable
 from bot.channels.updates import claim_abandoned, mark_handled, record_update
 from bot.channels.wechat_api import CHANNEL, WeChatApi, WeChatSender
 from bot.crm.database import session_scope
-from bot.crm.models import ChannelIdentity, Patron
 from bot.language import detect_language, is_payload
 from bot.outbound.outbox import buttons_sent_since
 from bot.pseudonyms import fingerprint
@@ -34,6 +33,7 @@ from bot.settings import Settings, get_settings
 from connectors.outbound import dispatcher
 from connectors.replies import APOLOGY
 from connectors.rest import BadRequestError, crm_engine
+from connectors.turn_replay import replies_of_turn
 from connectors.typed_buttons import MAX_TITLE_CHARS, last_written, offered_buttons, typed_payload
 from connectors.wechat_messages import (
     ONLY_TEXT,
@@ -45,9 +45,11 @@ from connectors.wechat_messages import (
     passive_reply,
     reply_text,
     signature_valid,
+    turn_id,
 )
 
 log = logging.getLogger(__name__)
+
 
 # WeChat waits 5 seconds for an answer, then asks again: a turn done within this is answered in the
 # response itself; a slower one is answered `success` and its replies go through the API.
@@ -166,7 +168,11 @@ class WeChatInput(InputChannel):  # type: ignore[misc]
         if inbound.kind == "ignored" or inbound.key is None:
             if inbound.kind == "unsubscribe":
                 await self._in_thread(
-                    set_reachable, engine=self.engine, openid=inbound.openid, reachable=False
+                    set_reachable,
+                    engine=self.engine,
+                    channel=CHANNEL,
+                    external_id=inbound.openid,
+                    reachable=False,
                 )
             return response.text(SUCCESS)
         try:
@@ -238,15 +244,27 @@ class WeChatInput(InputChannel):  # type: ignore[misc]
         *,
         ready: asyncio.Future[str] | None,
         handoff: asyncio.Future[bool] | None,
+        taken_over: bool = False,
     ) -> None:
         """One push's turn, detached from its request: the replies are handed to the request while it
-        waits, else pushed through the API; then the push is marked handled."""
+        waits, else pushed through the API; then the push is marked handled. A push taken over from a
+        dead process whose turn already happened gets that turn's replies; the turn is not run again."""
         try:
             if inbound.subscribes:
                 await self._in_thread(
-                    set_reachable, engine=self.engine, openid=inbound.openid, reachable=True
+                    set_reachable,
+                    engine=self.engine,
+                    channel=CHANNEL,
+                    external_id=inbound.openid,
+                    reachable=True,
                 )
-            if inbound.kind == "unsupported":
+            made = None
+            if taken_over and inbound.key is not None:
+                agent = getattr(app.ctx, "agent", None)
+                made = await replies_of_turn(agent, inbound.sender, turn_id(inbound.key))
+            if made is not None:
+                text = reply_text(spoken(made))
+            elif inbound.kind == "unsupported":
                 text = ONLY_TEXT
             else:
                 text = reply_text(await self._turn(app, on_new_message, inbound))
@@ -274,7 +292,14 @@ class WeChatInput(InputChannel):  # type: ignore[misc]
         collector = CollectingOutputChannel()
         try:
             await on_new_message(
-                UserMessage(text, collector, inbound.sender, input_channel=CHANNEL, metadata=metadata)
+                UserMessage(
+                    text,
+                    collector,
+                    inbound.sender,
+                    input_channel=CHANNEL,
+                    message_id=turn_id(inbound.key) if inbound.key is not None else None,
+                    metadata=metadata,
+                )
             )
         except Exception as error:
             log.error(
@@ -351,7 +376,9 @@ class WeChatInput(InputChannel):  # type: ignore[misc]
                     except BadRequestError:
                         await asyncio.to_thread(mark_handled, engine=self.engine, channel=CHANNEL, key=key)
                         continue
-                    self._spawn(self._handle(app, on_new_message, inbound, ready=None, handoff=None))
+                    self._spawn(
+                        self._handle(app, on_new_message, inbound, ready=None, handoff=None, taken_over=True)
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -368,19 +395,3 @@ class WeChatInput(InputChannel):  # type: ignore[misc]
             log.error(
                 "wechat: %s failed (%s)", getattr(work, "__name__", "a CRM update"), describe_failure(error)
             )
-
-
-def set_reachable(*, engine: Engine, openid: str, reachable: bool) -> int:
-    """Mark the patron behind an openid reachable or not (they followed or left the account); returns
-    how many patrons changed (0 when the CRM does not know them yet)."""
-    with session_scope(engine) as session:
-        patrons = select(ChannelIdentity.patron_id).where(
-            ChannelIdentity.channel == CHANNEL, ChannelIdentity.external_id == openid
-        )
-        result = session.execute(
-            update(Patron)
-            .where(Patron.id.in_(patrons), Patron.reachable.is_not(reachable))
-            .values(reachable=reachable)
-            .execution_options(synchronize_session=False)
-        )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -222,3 +222,8 @@ def passive_reply(inbound: Inbound, text: str, *, now: float) -> str:
     safe = text.replace("]]>", "]]]]><![CDATA[>")
     reply = TextReply(source=inbound.account, target=inbound.openid, content=safe, time=int(now))
     return str(reply.render())
+
+
+def turn_id(key: str) -> str:
+    """The Rasa message id of a push's user event: how a taken-over push finds its turn."""
+    return f"wechat:{key}"

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rasa.core.channels.channel import UserMessage
+from rasa.shared.core.events import BotUttered, UserUttered
 from sanic import Sanic
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
@@ -91,11 +92,13 @@ class Bot:
     """Rasa's part, played: answers "bot: TEXT", slowly for the texts in `slow`, with buttons for "menu"."""
 
     heard: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    message_ids: list[str | None] = field(default_factory=list)
     slow: dict[str, float] = field(default_factory=dict)
     fails: bool = False
 
     async def __call__(self, message: UserMessage) -> None:
         self.heard.append((message.sender_id, message.text, dict(message.metadata or {})))
+        self.message_ids.append(message.message_id)
         await asyncio.sleep(self.slow.get(message.text, 0))
         if self.fails:
             raise RuntimeError("the action server is down")
@@ -486,7 +489,7 @@ def test_buttons_become_numbered_options_the_patron_can_type() -> None:
 
 @dataclass
 class Tracker:
-    events: list[dict[str, Any]]
+    events: list[Any]
 
 
 @dataclass
@@ -542,6 +545,42 @@ def test_a_push_left_unhandled_by_a_process_that_died_is_taken_over(
         row = session.get(ChannelUpdate, ("wechat", "6100"))
         assert row is not None
         assert row.handled_at is not None
+
+
+def test_a_taken_over_push_whose_turn_happened_gets_its_replies_without_a_second_turn(
+    wechat_crm: Engine, fake: FakeWeChatApi, request: pytest.FixtureRequest
+) -> None:
+    """The process died after Rasa saved the turn (found by its message id) and before the reply went:
+    the reply goes, and the turn (an interaction, a rating, a complaint) is not made twice."""
+    patron = openid()
+    body = text_xml(patron, 6200, "where is the library").decode()
+    record_update(engine=wechat_crm, channel="wechat", key="6200", sender=f"wechat:{patron}", body=body)
+    with session_scope(wechat_crm) as session:
+        session.execute(
+            update(ChannelUpdate).values(claimed_until=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+        )
+    turn = [
+        UserUttered("earlier", message_id="wechat:6199"),
+        BotUttered("earlier answer"),
+        UserUttered("where is the library", message_id="wechat:6200"),
+        BotUttered("On Main Street."),
+        BotUttered("Open 8-22."),
+    ]
+    served: Served = request.getfixturevalue("served")
+    served.app.ctx.agent = type(
+        "Agent", (), {"tracker_store": TrackerStore({f"wechat:{patron}": Tracker(turn)})}
+    )()
+    deadline = time.monotonic() + 20
+    while not fake.messages_to(patron) and time.monotonic() < deadline:
+        served.run(asyncio.sleep(0.05))
+        served.settle()
+    assert fake.messages_to(patron) == ["On Main Street.\n\nOpen 8-22."]
+    assert served.bot.heard == []
+
+
+def test_a_push_reaches_rasa_with_its_msgid_as_the_message_id(served: Served) -> None:
+    served.post(text_xml(openid(), 6300, "hello"))
+    assert served.bot.message_ids == ["wechat:6300"]
 
 
 def test_a_reply_that_holds_the_end_of_a_cdata_section_stays_whole(served: Served) -> None:
