@@ -8,10 +8,9 @@ dispatcher, within the 48-hour window or as a template message (bot/channels/wec
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
@@ -22,11 +21,9 @@ from sqlalchemy.engine import Engine
 
 from bot.channels.quiet import spoken
 from bot.channels.reachability import set_reachable
-from bot.channels.updates import claim_abandoned, mark_handled, record_update
+from bot.channels.updates import claim_abandoned, mark_handled, record_update, renew_claims
 from bot.channels.wechat_api import CHANNEL, WeChatApi, WeChatSender
-from bot.crm.database import session_scope
-from bot.language import detect_language, is_payload
-from bot.outbound.outbox import buttons_sent_since
+from bot.language import detect_language
 from bot.pseudonyms import fingerprint
 from bot.redaction import describe_failure, failure_stack
 from bot.settings import Settings, get_settings
@@ -34,19 +31,18 @@ from connectors.outbound import dispatcher
 from connectors.replies import APOLOGY
 from connectors.rest import BadRequestError, crm_engine
 from connectors.turn_replay import replies_of_turn
-from connectors.typed_buttons import MAX_TITLE_CHARS, last_written, offered_buttons, typed_payload
 from connectors.wechat_messages import (
     ONLY_TEXT,
     SUCCESS,
     Inbound,
     fresh,
-    numbered_payload,
     parse_push,
     passive_reply,
     reply_text,
     signature_valid,
     turn_id,
 )
+from connectors.wechat_options import as_tapped
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +53,8 @@ PASSIVE_WITHIN = 4.5
 # Replies pushed through the API after a slow turn: tries, and the longest wait between two.
 PUSH_TRIES = 4
 PUSH_MAX_WAIT = 30.0
-# How often pushes recorded but left unhandled by a process that died are looked for.
+# How often this process renews its claims on the pushes it is handling (under the 60 s lease) and
+# looks for pushes a process that died left unhandled.
 SWEEP_EVERY = 30.0
 # How long a stopping server waits for turns in flight to answer their patrons.
 STOP_WAIT = 10.0
@@ -87,6 +84,7 @@ class WeChatInput(InputChannel):  # type: ignore[misc]
         self.token = self.settings.wechat_token.get_secret_value() if self.settings.wechat_token else ""
         self._api: WeChatApi | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._in_flight: set[str] = set()  # keys of the pushes this process is handling
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
@@ -249,6 +247,8 @@ class WeChatInput(InputChannel):  # type: ignore[misc]
         """One push's turn, detached from its request: the replies are handed to the request while it
         waits, else pushed through the API; then the push is marked handled. A push taken over from a
         dead process whose turn already happened gets that turn's replies; the turn is not run again."""
+        if inbound.key is not None:
+            self._in_flight.add(inbound.key)
         try:
             if inbound.subscribes:
                 await self._in_thread(
@@ -285,10 +285,11 @@ class WeChatInput(InputChannel):  # type: ignore[misc]
                 ready.set_result("")
             if inbound.key is not None:
                 await self._in_thread(mark_handled, engine=self.engine, channel=CHANNEL, key=inbound.key)
+                self._in_flight.discard(inbound.key)
 
     async def _turn(self, app: Any, on_new_message: NewMessage, inbound: Inbound) -> list[dict[str, Any]]:
         """The Rasa turn; an apology (in the patron's language) when it failed or said nothing."""
-        text, metadata = await self._as_tapped(app, inbound)
+        text, metadata = await as_tapped(getattr(app.ctx, "agent", None), self.engine, inbound)
         collector = CollectingOutputChannel()
         try:
             await on_new_message(
@@ -311,39 +312,6 @@ class WeChatInput(InputChannel):  # type: ignore[misc]
         if not collector.messages:
             collector.messages.append({"text": APOLOGY[detect_language(inbound.text) or "zh"]})
         return spoken(collector.messages)  # a librarian has it: silence is the answer
-
-    async def _as_tapped(self, app: Any, inbound: Inbound) -> tuple[str, dict[str, Any]]:
-        """An offered option's number or title typed by the patron becomes that button's payload (the
-        words kept in the metadata as `typed`); anything else goes as it came."""
-        text = inbound.text
-        if is_payload(text) or len(text) > MAX_TITLE_CHARS:
-            return text, inbound.metadata
-        agent = getattr(app.ctx, "agent", None)
-        try:
-            tracker = await agent.tracker_store.retrieve(inbound.sender) if agent is not None else None
-        except Exception as error:  # the turn reads the tracker again and reports a failure itself
-            log.warning(
-                "wechat: no options to match for %s (%s)",
-                fingerprint(inbound.sender),
-                describe_failure(error),
-            )
-            return text, inbound.metadata
-        if tracker is None:
-            return text, inbound.metadata
-        buttons = offered_buttons(tracker.events) or await asyncio.to_thread(
-            self._outbox_options, inbound.sender, last_written(tracker.events)
-        )
-        payload = numbered_payload(text, buttons) or typed_payload(text, buttons)
-        if payload is None:
-            return text, inbound.metadata
-        return payload, {**inbound.metadata, "typed": text}
-
-    def _outbox_options(self, sender: str, since: float | None) -> list[Mapping[str, Any]]:
-        """The options of a campaign or staff message sent since the patron last wrote (never in the
-        tracker, as no Rasa turn produced them)."""
-        after = dt.datetime.fromtimestamp(since, tz=dt.UTC) if since is not None else None
-        with session_scope(self.engine) as session:
-            return list(buttons_sent_since(session=session, recipient=sender, since=after))
 
     async def _push(self, inbound: Inbound, text: str) -> None:
         """A slow turn's replies through the customer-service API (the patron just wrote, so the window
@@ -368,9 +336,15 @@ class WeChatInput(InputChannel):  # type: ignore[misc]
         their replies go through the API."""
         while True:
             try:
+                # Pushes this process is still handling (a queue of slow turns) are held on to first.
+                await asyncio.to_thread(
+                    renew_claims, engine=self.engine, channel=CHANNEL, keys=sorted(self._in_flight)
+                )
                 for key, body in await asyncio.to_thread(
                     claim_abandoned, engine=self.engine, channel=CHANNEL
                 ):
+                    if key in self._in_flight:  # its own, renewed just now
+                        continue
                     try:
                         inbound = parse_push(body.encode("utf-8"), max_chars=self.settings.max_message_chars)
                     except BadRequestError:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from wechatpy.utils import WeChatSigner
 
+import bot.channels.updates as channel_updates
 import connectors.wechat as wechat_channel
 from bot.channels.quiet import QUIET
 from bot.channels.updates import record_update
@@ -381,6 +382,23 @@ def test_a_slow_turn_answers_success_and_its_replies_go_through_the_api_once(
     served.settle()
     assert fake.messages_to(patron) == ["bot: a long question"]
     assert len(served.bot.heard) == 1
+
+
+def test_a_turn_that_outlasts_the_lease_is_held_not_taken_over_by_its_own_process(
+    wechat_crm: Engine, fake: FakeWeChatApi, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """A queue of slow turns may outlast the lease: the process renews its claims as Telegram's does, so
+    the sweeper does not take the push over and run its turn a second time."""
+    monkeypatch.setattr(channel_updates, "LEASE", dt.timedelta(seconds=0.5))
+    monkeypatch.setattr(wechat_channel, "SWEEP_EVERY", 0.1)
+    monkeypatch.setattr(wechat_channel, "PASSIVE_WITHIN", 0.2)
+    served: Served = request.getfixturevalue("served")
+    served.bot.slow["a very long question"] = 2.0
+    patron = openid()
+    assert served.post(text_xml(patron, 6400, "a very long question")).text == "success"
+    served.settle()
+    assert len(served.bot.heard) == 1
+    assert fake.messages_to(patron) == ["bot: a very long question"]
 
 
 def test_a_failed_turn_gets_an_apology_not_an_error(served: Served) -> None:
