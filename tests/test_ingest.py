@@ -70,6 +70,23 @@ def test_redelivered_events_are_not_stored_twice(crm: Engine) -> None:
     assert [r.produced_by for r in interactions(crm)] == [None, "utter_greet"]
 
 
+def test_a_message_turned_again_after_a_kill_is_one_interaction(crm: Engine) -> None:
+    """A process killed after Rasa published a turn and before it stored it: the update is taken over
+    and its turn runs again (a later timestamp, the same message id). The patron said it once."""
+    first, again = (
+        user_event("telegram:77", "how do I renew a book", language="en", timestamp=stamp)
+        for stamp in (1_795_000_000.0, 1_795_000_070.0)
+    )
+    other = user_event("telegram:77", "how do I renew a book", language="en", timestamp=1_795_000_100.0)
+    first.data["message_id"] = again.data["message_id"] = "telegram:5001"
+    other.data["message_id"] = "telegram:5002"  # the patron asked the same again: a message of its own
+    with session_scope(crm) as session:
+        assert ingest_events(session=session, events=[first], state=IngestState()) == 1
+    with session_scope(crm) as session:
+        assert ingest_events(session=session, events=[again, other], state=IngestState()) == 1
+    assert [r.occurred_at.timestamp() for r in interactions(crm)] == [1_795_000_000.0, 1_795_000_100.0]
+
+
 def test_the_bots_meant_silence_is_not_recorded_as_a_reply(crm: Engine) -> None:
     quiet = BotUttered(None, data={"custom": QUIET}, timestamp=1_795_000_001.0)  # as Rasa stores it
     events = [

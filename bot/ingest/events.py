@@ -78,7 +78,14 @@ class IngestState:
 
 
 def event_key(event: BrokerEvent) -> str:
-    """A digest that is the same for a redelivered copy of an event and differs between events."""
+    """A digest that is the same for a redelivered copy of an event and differs between events.
+
+    A patron's message with a message id (a channel's update id, `telegram:<update_id>`, or Rasa's own
+    random one) is keyed by that id: a turn run again after its process was killed between publishing
+    and storing it (the update taken over) is the same message, not a second one."""
+    message_id = event.data.get("message_id")
+    if event.data.get("event") == "user" and isinstance(message_id, str) and message_id:
+        return hashlib.sha256(f"{event.sender_id}\nuser\n{message_id}".encode()).hexdigest()
     canonical = json.dumps(event.data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(f"{event.sender_id}\n{canonical}".encode()).hexdigest()
 
