@@ -4,8 +4,11 @@ once however often WeChat delivers it, sources recorded, staff replies sent with
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import random
+import signal
+import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -262,3 +265,91 @@ def test_a_staff_reply_is_sent_within_the_window_and_skipped_outside_it(
     assert "Librarian: your book is ready." not in [
         call.body.get("text", {}).get("content") for call in fake.calls if isinstance(call.body, dict)
     ]
+
+
+# The kill run: MsgIds over KILL_PATRONS patrons, the Rasa server SIGKILLed once mid-run.
+KILL_UPDATES, KILL_PATRONS = 40, 8
+
+
+def push_until_answered(base: str, body: str, deadline: float) -> tuple[int, str]:
+    """A push as WeChat sends it: asked again while no answer comes (the server is down, say)."""
+    while time.monotonic() < deadline:
+        try:
+            status, text = push(base, body)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            status, text = 0, ""
+        if status == 200:
+            return status, text
+        time.sleep(0.5)
+    raise AssertionError("a push was never answered 200")
+
+
+def turns_by_message_id(bot: RunningBot) -> Counter[str]:
+    with sqlite3.connect(bot.data_dir / "rasa-tracker.db") as connection:
+        rows = connection.execute("SELECT data FROM events WHERE type_name = 'user'").fetchall()
+    return Counter(str(json.loads(row[0]).get("message_id")) for row in rows)
+
+
+def test_no_push_answered_200_is_lost_or_turned_twice_when_the_server_is_killed(
+    wechat_bot: RunningBot, fake: FakeWeChatApi, crm: Engine
+) -> None:
+    """The server is killed with pushes in flight: every MsgId still gets exactly one turn (a push taken
+    over finds a turn Rasa saved before the kill) and one interaction, and every patron gets a reply for
+    each (passive or through the API; one in flight at the kill may come twice, none is lost)."""
+    rng = random.Random(51)
+    base = webhook(wechat_bot)
+    openids = [f"oE2Ekill{index:04d}x{rng.randrange(10**6):06d}" for index in range(KILL_PATRONS)]
+    sent = {
+        9_000_000_000 + number: (openids[number % KILL_PATRONS], f"{rng.choice(QUESTIONS)} [{number}]")
+        for number in range(KILL_UPDATES)
+    }
+    deliveries = [msg_id for msg_id in sent for _ in range(rng.choice((1, 1, 2)))]
+    rng.shuffle(deliveries)
+    deadline = time.monotonic() + 300
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        futures = []
+        for index, msg_id in enumerate(deliveries):
+            if index == len(deliveries) // 2:
+                os.kill(wechat_bot.child_pid("--model", wait=120), signal.SIGKILL)
+            openid, text = sent[msg_id]
+            futures.append(pool.submit(push_until_answered, base, text_xml(openid, msg_id, text), deadline))
+            time.sleep(0.05)
+        answers = [future.result() for future in futures]
+    keys = [str(msg_id) for msg_id in sent]
+
+    def all_handled() -> bool:
+        with Session(crm, future=True) as session:
+            handled = session.execute(
+                select(func.count())
+                .select_from(ChannelUpdate)
+                .where(
+                    ChannelUpdate.channel == "wechat",
+                    ChannelUpdate.update_key.in_(keys),
+                    ChannelUpdate.handled_at.is_not(None),
+                )
+            ).scalar_one()
+        return int(handled) == KILL_UPDATES
+
+    # Pushes the killed process held are taken over once their lease (60 s) runs out.
+    wait_for(all_handled, "every push handled", timeout=240)
+    turns = turns_by_message_id(wechat_bot)
+    assert {turns[f"wechat:{msg_id}"] for msg_id in sent} == {1}
+    expected = Counter(openid for openid, _ in sent.values())
+    passive = Counter(
+        str(ElementTree.fromstring(body).findtext("ToUserName")) for _, body in answers if body != "success"
+    )
+
+    def replied() -> Counter[str]:
+        return passive + Counter({openid: len(fake.messages_to(openid)) for openid in openids})
+
+    wait_for(lambda: not expected - replied(), "a reply for every MsgId", timeout=60)
+    assert sum((replied() - expected).values()) <= 6, "more replies sent twice than pushes in flight"
+    wanted = sorted(sent.values())
+
+    def recorded() -> list[tuple[str, str]]:
+        return sorted((openid, text) for openid in openids for text in inbound_texts(crm, openid))
+
+    deadline = time.monotonic() + 90
+    while recorded() != wanted and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert recorded() == wanted  # one interaction per MsgId: none lost, none twice
