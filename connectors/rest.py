@@ -34,6 +34,7 @@ from bot.redaction import describe_failure, failure_stack
 from bot.settings import get_settings
 from connectors.replies import APOLOGY
 from connectors.typed_buttons import MAX_TITLE_CHARS, offered_buttons, typed_payload
+from rasa_server.model_offload import install as run_the_model_off_the_loop
 from rasa_server.speedups import install as install_rasa_speedups
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 # Rasa loads this module before it opens its tracker store and event broker.
 tune_every_sqlite_connection()
 install_rasa_speedups()
+run_the_model_off_the_loop()
 
 MAX_SENDER_CHARS = 200
 # Client metadata goes into every user event Rasa stores (tracker store and broker): only what the
