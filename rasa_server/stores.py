@@ -11,7 +11,7 @@ class cannot be imported, so tests/test_rasa_stores.py loads them from that file
 
 from __future__ import annotations
 
-import itertools
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -144,21 +144,49 @@ class PatronTrackerStore(SQLTrackerStore):  # type: ignore[misc]
         except Exception as error:
             raise _write_error("tracker store", tracker.sender_id, error) from None
 
+    async def _retrieve(
+        self, sender_id: str, fetch_events_from_all_sessions: bool
+    ) -> DialogueStateTracker | None:
+        """Rasa's own read, in a worker thread: the query and rebuilding the tracker held the event loop,
+        and with it every webhook request under way."""
+        return await asyncio.to_thread(self._read_tracker, sender_id, fetch_events_from_all_sessions)
+
+    def _read_tracker(self, sender_id: str, all_sessions: bool) -> DialogueStateTracker | None:
+        with self.session_scope() as session:
+            rows = self._event_query(session, sender_id, fetch_events_from_all_sessions=all_sessions).all()
+            events = [json.loads(row.data) for row in rows]
+        if self.domain and events:
+            return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
+        return None
+
     async def _save(self, tracker: DialogueStateTracker) -> None:
         read = self._read.pop(tracker.sender_id, None)
-        with self.session_scope() as session:
+        events = list(tracker.events)
+        if self.event_broker is None or isinstance(self.event_broker, PatronEventBroker):
+            # All of it is database work: done in a worker thread, off the event loop.
+            await asyncio.to_thread(self._write, tracker.sender_id, events, read)
+            return
+        with self.session_scope() as session:  # a broker that publishes on the event loop (RabbitMQ)
             if read is None:
                 query = self._event_query(session, tracker.sender_id, fetch_events_from_all_sessions=False)
                 read = query.count()
-            new_events = list(itertools.islice(tracker.events, read, None))
+            new_events = events[read:]
+            await self._stream_new_events(self.event_broker, new_events, tracker.sender_id)
+            session.add_all(self._row(tracker.sender_id, event, event.as_dict()) for event in new_events)
+            session.commit()
+
+    def _write(self, sender_id: str, events: list[Event], read: int | None) -> None:
+        """Publish the events after the first `read` to the SQL broker (if any), then store them."""
+        with self.session_scope() as session:
+            if read is None:
+                query = self._event_query(session, sender_id, fetch_events_from_all_sessions=False)
+                read = query.count()
             # Each event serialised once, for the broker and the tracker row alike.
-            serialised = [(event, event.as_dict()) for event in new_events]
+            serialised = [(event, event.as_dict()) for event in events[read:]]
             if isinstance(self.event_broker, PatronEventBroker):
-                sender = {"sender_id": tracker.sender_id}
+                sender = {"sender_id": sender_id}
                 self.event_broker.publish_many([sender | data for _, data in serialised])
-            elif self.event_broker is not None:
-                await self._stream_new_events(self.event_broker, new_events, tracker.sender_id)
-            session.add_all(self._row(tracker.sender_id, event, data) for event, data in serialised)
+            session.add_all(self._row(sender_id, event, data) for event, data in serialised)
             session.commit()
 
     def _row(self, sender_id: str, event: Event, data: dict[str, Any]) -> Any:
