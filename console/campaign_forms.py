@@ -3,9 +3,7 @@ a campaign report's figures as rows, bars and CSV, and the campaigns API in the 
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -16,14 +14,12 @@ from starlette.datastructures import FormData
 from bot.crm.models import TRIGGER_EVENTS
 from bot.outreach.campaigns import CAMPAIGN_PURPOSES, CampaignDefinition
 from bot.outreach.messages import MAX_BUTTONS, MESSAGE_LANGUAGES, as_shown, button_titles, campaign_text
-from bot.outreach.report import CampaignReport
 from console.openapi import CSRF, ROW_ID, add_paths, errors, json_content, ref, text_schema
 
 # The patron a message preview is written for: made up, so a preview reads no patron's data.
 SAMPLE_PATRON = {"display_name": "Alex", "patron_type": "postgraduate"}
 SCHEDULE_KINDS = ("none", "at", "cron", "after")
 _WHOLE = re.compile(r"^[0-9]{1,9}$")
-CHART_WIDTH, ROW_HEIGHT, LABEL_WIDTH = 640, 26, 200
 
 
 def form_values(form: FormData) -> dict[str, str]:
@@ -116,54 +112,6 @@ def message_preview(definition: CampaignDefinition) -> list[dict[str, Any]]:
         titles = [button["title"] for button in button_titles(definition.buttons, used)]
         shown.append({"language": used, "text": text, "titles": titles, "as_shown": as_shown(text, titles)})
     return shown
-
-
-# --- the report ----------------------------------------------------------------------------------------
-
-
-def report_rows(report: CampaignReport) -> list[tuple[str, int]]:
-    """The report's counts, each a (figure, count): deliveries by outcome, skips by reason, then what
-    patrons did after it."""
-    rows = [
-        ("deliveries", report.deliveries),
-        ("sent", report.sent),
-        ("queued", report.queued),
-        ("waiting", report.waiting),
-        ("failed", report.failed),
-        ("unknown_outcome", report.unknown_outcome),
-        ("cancelled", report.cancelled),
-    ]
-    rows += [(f"skipped:{reason}", count) for reason, count in report.skipped.items()]
-    rows += [("replies", report.replies), ("opt_outs", report.opt_outs), ("answers", report.answers)]
-    return rows
-
-
-def rating_rows(report: CampaignReport) -> list[tuple[str, Any]]:
-    return [(f"ratings:{key}", value) for key, value in report.ratings.items()]
-
-
-def report_bars(rows: list[tuple[str, int]]) -> list[dict[str, Any]]:
-    """Horizontal bars for an SVG chart of the counts (the longest is the chart's width)."""
-    most = max([count for _, count in rows] + [1])
-    room = CHART_WIDTH - LABEL_WIDTH - 48
-    return [
-        {
-            "y": index * ROW_HEIGHT,
-            "width": round(count / most * room, 1),
-            "label": label,
-            "value": count,
-        }
-        for index, (label, count) in enumerate(rows)
-    ]
-
-
-def report_csv(report: CampaignReport) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["figure", "value"])
-    for label, value in [*report_rows(report), *rating_rows(report)]:
-        writer.writerow([label, "" if value is None else value])
-    return out.getvalue()
 
 
 TEXT = {

@@ -32,25 +32,23 @@ from bot.outreach.report import CampaignNotFoundError, CampaignReport, campaign_
 from bot.outreach.spec import Spec, SpecError
 from console.answers import answer, error
 from console.api import BadInputError, body_of
-from console.campaign_forms import (
+from console.campaign_forms import SAMPLE_PATRON, TEXT, campaign_mapping, form_values, message_preview
+from console.campaign_report import (
     CHART_WIDTH,
     LABEL_WIDTH,
     ROW_HEIGHT,
-    SAMPLE_PATRON,
-    TEXT,
-    campaign_mapping,
-    form_values,
-    message_preview,
     rating_rows,
     report_bars,
     report_csv,
     report_rows,
 )
+from console.campaign_report import TEXT as FIGURE_TEXT
 from console.gate import ADMIN, Staff, one_route, settings_of, staff_only
 from console.i18n import add_texts
 from console.pages import DONE, render
 
 add_texts(TEXT)
+add_texts(FIGURE_TEXT)
 DONE.update({"camp_saved", "camp_paused", "camp_resumed", "camp_cancelled"})
 SHOWN = 100
 ACTIONS = {"pause": pause_campaign, "resume": resume_campaign}

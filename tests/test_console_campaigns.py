@@ -254,12 +254,18 @@ def test_the_report_page_and_csv_match_the_crm(console: TestClient, crm: Engine)
         )
     with session_scope(crm) as session:
         report = campaign_report(session=session, campaign_id=campaign)
+    console.post("/language", data={"csrf_token": csrf, "language": "en", "next": "/"})
     page = console.get(f"/campaigns/{campaign}").text
-    assert '<th scope="row">skipped:quiet_hours</th><td>2</td>' in page
-    assert '<th scope="row">deliveries</th><td>4</td>' in page
-    assert '<th scope="row">waiting</th><td>1</td>' in page
+    assert '<th scope="row">Skipped: quiet hours</th><td>2</td>' in page
+    assert '<th scope="row">Deliveries</th><td>4</td>' in page
+    assert '<th scope="row">Waiting for the morning</th><td>1</td>' in page
     assert page.count("<rect ") >= 10
-    assert "<title>skipped:no_consent: 1</title>" in page
+    assert "<title>Skipped: no consent: 1</title>" in page
+    assert "unknown_outcome" not in page
+    console.post("/language", data={"csrf_token": csrf, "language": "zh", "next": "/"})
+    page = console.get(f"/campaigns/{campaign}").text
+    assert '<th scope="row">跳过：免打扰时段</th><td>2</td>' in page
+    assert '<th scope="row">结果未知（不重发）</th><td>0</td>' in page
     rows = dict(csv.reader(io.StringIO(console.get(f"/campaigns/{campaign}.csv").text)))
     assert rows["deliveries"] == str(report.deliveries) == "4"
     assert rows["skipped:quiet_hours"] == str(report.skipped["quiet_hours"]) == "2"
