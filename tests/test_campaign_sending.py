@@ -28,7 +28,7 @@ from bot.crm.models import (
 )
 from bot.outbound.dispatcher import SENT, Attempt, Dispatcher
 from bot.outreach.report import campaign_report
-from bot.outreach.runs import add_deliveries
+from bot.outreach.runs import add_deliveries, finish_campaigns
 from bot.outreach.sender import SendRules, release_due
 from bot.quiet_hours import QuietHours
 
@@ -260,6 +260,43 @@ def test_no_more_than_the_channel_can_send_soon_is_queued(crm: Engine) -> None:
     with session_scope(crm) as session:
         session.execute(update(OutboxMessage).values(status="delivered"))
     assert release_due(engine=crm, rules=slow, now=NOON).queued == 5
+
+
+def _status(crm: Engine, campaign_id: int) -> str:
+    with Session(crm, future=True) as session:
+        return str(session.get(Campaign, campaign_id).status)  # type: ignore[union-attr]
+
+
+def test_a_one_off_campaign_is_done_once_nothing_is_left_to_send(crm: Engine) -> None:
+    """Outreach staff see a finished one-off as done, not running for ever; a cron or triggered one runs
+    on, and a delivery waiting for the morning or in the outbox keeps it running."""
+    one_off = _campaign(crm, name="one-off")
+    monthly = _campaign(crm, name="monthly")
+    triggered = _campaign(crm, name="welcome")
+    with session_scope(crm) as session:
+        session.get(Campaign, monthly).schedule = {"cron": "0 10 1 * *"}  # type: ignore[union-attr]
+        session.get(Campaign, triggered).trigger_event = "first_conversation"  # type: ignore[union-attr]
+    amy, bo = _patron(crm, name="amy"), _patron(crm, name="bo", consent=None)
+    for campaign in (one_off, monthly, triggered):
+        _deliver(crm, campaign, [amy, bo])
+    assert finish_campaigns(engine=crm) == []  # everything still pending
+    release_due(engine=crm, rules=RULES, now=NOON)
+    assert _states(crm, one_off)[bo] == ("skipped", "no_consent")
+    assert finish_campaigns(engine=crm) == []  # amy's message is in the outbox, not sent yet
+    with session_scope(crm) as session:
+        session.execute(update(OutboxMessage).values(status="delivered"))
+    assert finish_campaigns(engine=crm) == [one_off]
+    assert [_status(crm, c) for c in (one_off, monthly, triggered)] == ["done", "running", "running"]
+    assert finish_campaigns(engine=crm) == []
+
+
+def test_a_campaign_paused_before_it_finishes_stays_paused(crm: Engine) -> None:
+    campaign = _campaign(crm, name="paused-one-off", status="paused")
+    _deliver(crm, campaign, [_patron(crm, name="cy")])
+    with session_scope(crm) as session:
+        session.execute(update(Delivery).values(state="cancelled"))
+    assert finish_campaigns(engine=crm) == []
+    assert _status(crm, campaign) == "paused"
 
 
 def test_two_senders_at_once_queue_each_delivery_once(crm: Engine) -> None:

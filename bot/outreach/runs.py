@@ -14,7 +14,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.crm.database import session_scope
-from bot.crm.models import Campaign, CampaignRun, Delivery, SegmentMembership, UTCDateTime, utcnow
+from bot.crm.models import (
+    Campaign,
+    CampaignRun,
+    Delivery,
+    OutboxMessage,
+    SegmentMembership,
+    UTCDateTime,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -165,3 +173,42 @@ def add_deliveries(
 def _count(session: Session, campaign_id: int) -> int:
     query = select(func.count()).select_from(Delivery).where(Delivery.campaign_id == campaign_id)
     return int(session.execute(query).scalar_one())
+
+
+def finish_campaigns(*, engine: Engine) -> list[int]:
+    """Mark `done` each running one-off campaign (no cron schedule, no trigger) with nothing left to send:
+    none of its deliveries waits to be checked (pending, the morning's included) or to go out (queued
+    with its outbox message still pending). Returns their ids. A recurring or triggered campaign runs
+    until it is cancelled."""
+    with session_scope(engine) as session:
+        candidates = session.scalars(
+            select(Campaign).where(Campaign.status == "running", Campaign.trigger_event.is_(None))
+        ).all()
+        finished: list[int] = []
+        for campaign in candidates:
+            if recurring(campaign):
+                continue
+            unsent = session.execute(
+                select(func.count())
+                .select_from(Delivery)
+                .outerjoin(OutboxMessage, OutboxMessage.id == Delivery.outbox_id)
+                .where(
+                    Delivery.campaign_id == campaign.id,
+                    (Delivery.state == "pending")
+                    | ((Delivery.state == "queued") & (OutboxMessage.status == "pending")),
+                )
+            ).scalar_one()
+            if unsent:
+                continue
+            # Conditional: a pause or cancel that came meanwhile wins.
+            changed = session.execute(
+                update(Campaign)
+                .where(Campaign.id == campaign.id, Campaign.status == "running")
+                .values(status="done")
+                .execution_options(synchronize_session=False)
+            )
+            if changed.rowcount:  # type: ignore[attr-defined]
+                finished.append(int(campaign.id))
+    for campaign_id in finished:
+        log.info("campaign %s: everything sent or settled; done", campaign_id)
+    return finished

@@ -18,6 +18,7 @@ from bot.crm.database import session_scope
 from bot.crm.models import Delivery, OutboxMessage, utcnow
 from bot.knowledge.facts import load_facts
 from bot.outbound.dispatcher import Dispatcher
+from bot.outreach.runs import finish_campaigns
 from bot.outreach.sender import Released, SendRules, release_due
 from bot.quiet_hours import QuietHours
 from bot.redaction import describe_failure
@@ -60,6 +61,8 @@ def run_releaser(*, engine: Engine, rules: SendRules, stop: threading.Event, eve
                     released.waiting,
                 )
             busy = released.queued > 0
+            if not busy:
+                finish_campaigns(engine=engine)
         except Exception as error:  # the CRM is down, say: try again at the next look
             log.error("campaigns: releasing deliveries failed (%s)", describe_failure(error))
             busy = False
