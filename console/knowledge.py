@@ -23,7 +23,7 @@ from bot.language import LANGUAGES, detect_language
 from console import knowledge_api, knowledge_openapi, knowledge_proposals
 from console.gate import Staff, one_route, staff_only
 from console.i18n import add_texts
-from console.knowledge_api import entry_id_of, in_thread, kb_path, matching, try_question
+from console.knowledge_api import edited, entry_id_of, in_thread, kb_path, matching, try_question
 from console.openapi import add_paths
 from console.pages import render
 
@@ -232,7 +232,7 @@ async def create_form(request: Request, staff: Staff) -> Response:
     path = kb_path(request)
     try:
         draft = draft_from(fields, entry_id=entry_id)
-        await in_thread(lambda: editing.create_entry(path=path, draft=draft))
+        await edited(staff, "created", lambda: editing.create_entry(path=path, draft=draft))
     except EditError as problem:
         shown = {**fields, "id": entry_id}
         return _editor(request, staff, shown, status=400, new=True, proposal=proposal, problem=str(problem))
@@ -273,7 +273,9 @@ async def save_form(request: Request, staff: Staff) -> Response:
     typed = {**fields, "id": entry_id, "version": version}
     try:
         draft = draft_from(fields, entry_id=entry_id)
-        await in_thread(lambda: editing.update_entry(path=path, draft=draft, base_version=version))
+        await edited(
+            staff, "edited", lambda: editing.update_entry(path=path, draft=draft, base_version=version)
+        )
     except EntryNotFoundError as problem:
         return _missing(problem)
     except EditConflictError as problem:
@@ -296,7 +298,11 @@ def _retirement_form(retire: bool) -> Any:
             return _missing(EntryNotFoundError("no such knowledge base entry"))
         act = editing.retire_entry if retire else editing.restore_entry
         try:
-            await in_thread(lambda: act(path=kb_path(request), entry_id=entry_id))
+            await edited(
+                staff,
+                "retired" if retire else "restored",
+                lambda: act(path=kb_path(request), entry_id=entry_id),
+            )
         except EditError as problem:
             return RedirectResponse(f"/knowledge/{entry_id}?problem={quote(str(problem))}", status_code=303)
         done = "kb_retired" if retire else "kb_restored"

@@ -196,6 +196,38 @@ def test_retiring_stops_the_bots_retrieval_using_the_entry_and_restoring_brings_
     assert knowledge.retriever().search(question, lang="en", k=3)[0].entry.id == "lost-card"
 
 
+def test_every_edit_is_in_the_audit_log_with_who_and_which_entry(
+    console: TestClient, crm: Engine, librarian: dict[str, str]
+) -> None:
+    """The file names no author: the audit log says who created, edited, retired and restored what."""
+    token = librarian["X-CSRF-Token"]
+    made = {
+        "id": "quiet-rooms",
+        "topic": "spaces",
+        "en": {"question": "Are there quiet rooms?", "alternatives": [], "answer": "Yes, on floor 3."},
+    }
+    assert console.post("/api/knowledge", json=made, headers=librarian).status_code == 201
+    found = entry(console, "quiet-rooms")
+    edit = {**made, "version": found["version"], "en": {**made["en"], "answer": "Yes, on floor 4."}}
+    saved = console.put("/api/knowledge/quiet-rooms", json=edit, headers=librarian)
+    assert saved.status_code == 200, saved.text
+    assert console.post("/api/knowledge/quiet-rooms/retire", headers=librarian).status_code == 200
+    assert console.post("/knowledge/quiet-rooms/restore", data={"csrf_token": token}).status_code == 200
+    stale = console.put("/api/knowledge/quiet-rooms", json=edit, headers=librarian)
+    assert stale.status_code == 409  # refused: not an edit, not in the log
+    with Session(crm, future=True) as session:
+        rows = session.execute(
+            select(AuditLog.actor, AuditLog.action, AuditLog.patron_id, AuditLog.reason, AuditLog.detail)
+            .where(AuditLog.reason.like("console: knowledge base%"))
+            .order_by(AuditLog.id)
+        ).all()
+    assert [(actor, action, patron, reason) for actor, action, patron, reason, _ in rows] == [
+        ("staff:lin", "update", None, f"console: knowledge base entry quiet-rooms: {change}")
+        for change in ("created", "edited", "retired", "restored")
+    ]
+    assert rows[1].detail["version"] == saved.json()["version"]
+
+
 def _proposals(crm: Engine) -> list[KnowledgeProposal]:
     with Session(crm, future=True) as session:
         return list(session.execute(select(KnowledgeProposal).order_by(KnowledgeProposal.id)).scalars())
