@@ -12,8 +12,15 @@ from zoneinfo import ZoneInfo
 from starlette.datastructures import FormData
 
 from bot.crm.models import TRIGGER_EVENTS
-from bot.outreach.campaigns import CAMPAIGN_PURPOSES, CampaignDefinition
-from bot.outreach.messages import MAX_BUTTONS, MESSAGE_LANGUAGES, as_shown, button_titles, campaign_text
+from bot.outreach.campaigns import CAMPAIGN_PURPOSES, QUESTION_ASKS, CampaignDefinition
+from bot.outreach.messages import (
+    MAX_BUTTONS,
+    MAX_TITLE_CHARS,
+    MESSAGE_LANGUAGES,
+    as_shown,
+    button_titles,
+    campaign_text,
+)
 from console.openapi import CSRF, ROW_ID, add_paths, errors, json_content, ref, text_schema
 
 # The patron a message preview is written for: made up, so a preview reads no patron's data.
@@ -192,37 +199,74 @@ _MESSAGE = {
     "maxLength": 300,
     "pattern": r"^[^{}]*[^\s{}\x1c-\x1f\x85][^{}]*$",
 }
-# The document names the fields whose every value it allows is a usable campaign (schemathesis sends
-# any value the document allows and expects it accepted); the API takes every field of docs/campaigns.md.
+_TITLE = {"type": "string", "minLength": 1, "maxLength": MAX_TITLE_CHARS}
+_AFTER = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": list(TRIGGER_EVENTS)},
+        "days": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 3650},
+    },
+    "required": ["event", "days"],
+    "additionalProperties": False,
+}
+# Every field of a campaign file (docs/campaigns.md). A body the document allows may still be refused
+# with 400 for what a schema cannot say (a time in the past, a cron expression that never fires, a
+# button without a title in one of the message's languages, a question without asks).
 _CAMPAIGN = {
     "type": "object",
-    "description": "a campaign file's mapping as JSON (docs/campaigns.md); kind, asks, buttons and the"
-    " schedules at: and cron: are taken too, as the file writes them",
+    "description": "a campaign file's mapping as JSON (docs/campaigns.md)",
     "properties": {
         "name": text_schema(200),
         "segment": text_schema(100),
         "purpose": {"type": "string", "enum": list(CAMPAIGN_PURPOSES)},
+        "kind": {"type": "string", "enum": ["announcement", "question"]},
+        "asks": {"type": "string", "enum": list(QUESTION_ASKS), "description": "what a question asks"},
         "message": {
             "type": "object",
             "properties": dict.fromkeys(MESSAGE_LANGUAGES, _MESSAGE),
             "minProperties": 1,
             "additionalProperties": False,
         },
-        "schedule": {
-            "type": "object",
-            "properties": {
-                "after": {
-                    "type": "object",
-                    "properties": {
-                        "event": {"type": "string", "enum": list(TRIGGER_EVENTS)},
-                        "days": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 3650},
+        "buttons": {
+            "type": "array",
+            "maxItems": MAX_BUTTONS,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "title": {
+                        "type": "object",
+                        "properties": dict.fromkeys(MESSAGE_LANGUAGES, _TITLE),
+                        "minProperties": 1,
+                        "additionalProperties": False,
                     },
-                    "required": ["event", "days"],
-                    "additionalProperties": False,
-                }
+                    "payload": {"type": "string", "description": "an intent: /affirm, /give_feedback{...}"},
+                },
+                "required": ["title", "payload"],
+                "additionalProperties": False,
             },
-            "required": ["after"],
-            "additionalProperties": False,
+        },
+        "schedule": {
+            "description": "one of: at (ISO 8601 with its offset), cron (with an IANA timezone), after",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {"at": {"type": "string", "format": "date-time"}},
+                    "required": ["at"],
+                    "additionalProperties": False,
+                },
+                {
+                    "type": "object",
+                    "properties": {"cron": {"type": "string"}, "timezone": {"type": "string"}},
+                    "required": ["cron"],
+                    "additionalProperties": False,
+                },
+                {
+                    "type": "object",
+                    "properties": {"after": _AFTER},
+                    "required": ["after"],
+                    "additionalProperties": False,
+                },
+            ],
         },
     },
     "required": ["name", "segment", "message"],

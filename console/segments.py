@@ -239,8 +239,7 @@ _DAYS = {"type": "integer", "minimum": 1, "maximum": 36500}
 _DEFINITION = {
     "type": "object",
     "description": "a segment file's mapping as JSON (docs/segments.md): name, description, rules;"
-    " the rules not listed here (source, time_zone, asked_about, rating_at_most, suggestions_made,"
-    " persona, interest_like) are taken too, as the file writes them",
+    " the rules not listed here (time_zone, interest_like) are taken too, as the file writes them",
     "properties": {
         "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"},
         "description": NULLABLE_STR,
@@ -257,6 +256,27 @@ _DEFINITION = {
                 "conversations_at_least": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
                 "gave_feedback": {"type": "boolean"},
                 "escalations": {"type": "string", "enum": list(ESCALATION_CHOICES)},
+                "source": {**_ENUM_LIST, "items": {"type": "string", "minLength": 1, "maxLength": 200}},
+                "persona": {**_ENUM_LIST, "items": {"type": "string", "minLength": 1, "maxLength": 40}},
+                "asked_about": {
+                    "type": "object",
+                    "properties": {
+                        "topics": {**_ENUM_LIST, "items": {"type": "string", "enum": sorted(TOPICS)}},
+                        "within_days": _DAYS,
+                    },
+                    "required": ["topics"],
+                    "additionalProperties": False,
+                },
+                "rating_at_most": {
+                    "type": "object",
+                    "properties": {
+                        "csat": {"type": "integer", "minimum": 1, "maximum": 5},
+                        "nps": {"type": "integer", "minimum": 0, "maximum": 10},
+                    },
+                    "minProperties": 1,
+                    "additionalProperties": False,
+                },
+                "suggestions_made": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
             },
             "additionalProperties": False,
         },
