@@ -108,6 +108,33 @@ def campaign_mapping(values: Mapping[str, str], zone: ZoneInfo) -> dict[str, Any
     return mapping
 
 
+def campaign_values(*, stored: Mapping[str, Any], segment: str, zone: ZoneInfo) -> dict[str, str]:
+    """The form's values for a stored campaign's columns (the reverse of campaign_mapping)."""
+    values = {
+        "name": str(stored["name"]),
+        "segment": segment,
+        "purpose": str(stored["purpose"]),
+        "kind": str(stored["kind"] or "announcement"),
+        "asks": str(stored["asks"] or ""),
+        "schedule_kind": "none",
+    }
+    values |= {f"message_{lang}": str(text) for lang, text in (stored["message"] or {}).items()}
+    for number, button in enumerate(stored["buttons"] or []):
+        values |= {f"button{number}_{lang}": str(title) for lang, title in button["title"].items()}
+        values[f"button{number}_payload"] = str(button["payload"])
+    schedule = stored["schedule"] or {}
+    if "at" in schedule:
+        when = dt.datetime.fromisoformat(schedule["at"]).astimezone(zone)
+        values |= {"schedule_kind": "at", "at": when.strftime("%Y-%m-%dT%H:%M")}
+    elif "cron" in schedule:
+        values |= {"schedule_kind": "cron", "cron": schedule["cron"], "cron_timezone": schedule["timezone"]}
+    elif "after" in schedule:
+        days = float(schedule["after"]["days"])
+        shown = str(int(days)) if days.is_integer() else str(days)
+        values |= {"schedule_kind": "after", "after_event": schedule["after"]["event"], "after_days": shown}
+    return values
+
+
 def message_preview(definition: CampaignDefinition) -> list[dict[str, Any]]:
     """Per language, the text the sample patron receives (opt-out line included) and how a channel
     without buttons shows them (numbered lines)."""
@@ -122,6 +149,12 @@ def message_preview(definition: CampaignDefinition) -> list[dict[str, Any]]:
 
 
 TEXT = {
+    "camp_edit": {"en": "Edit campaign {name}", "zh": "编辑推送 {name}"},
+    "camp_edit_link": {"en": "Edit", "zh": "编辑"},
+    "camp_edit_hint": {
+        "en": "Saving changes this campaign; deliveries already made stay as they were.",
+        "zh": "保存即修改此推送；已生成的推送记录保持不变。",
+    },
     "camp_title": {"en": "Campaigns", "zh": "推送活动"},
     "camp_new": {"en": "New campaign", "zh": "新建推送"},
     "camp_none": {"en": "No campaigns yet.", "zh": "暂无推送活动。"},

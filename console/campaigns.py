@@ -32,7 +32,14 @@ from bot.outreach.report import CampaignNotFoundError, CampaignReport, campaign_
 from bot.outreach.spec import Spec, SpecError
 from console.answers import answer, error
 from console.api import BadInputError, body_of
-from console.campaign_forms import SAMPLE_PATRON, TEXT, campaign_mapping, form_values, message_preview
+from console.campaign_forms import (
+    SAMPLE_PATRON,
+    TEXT,
+    campaign_mapping,
+    campaign_values,
+    form_values,
+    message_preview,
+)
 from console.campaign_report import (
     CHART_WIDTH,
     LABEL_WIDTH,
@@ -51,6 +58,7 @@ add_texts(TEXT)
 add_texts(FIGURE_TEXT)
 DONE.update({"camp_saved", "camp_paused", "camp_resumed", "camp_cancelled"})
 SHOWN = 100
+EDITED_COLUMNS = ("name", "purpose", "kind", "asks", "message", "buttons", "schedule")
 ACTIONS = {"pause": pause_campaign, "resume": resume_campaign}
 DONE_WORDS = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}
 CONFIRM_NEEDED = TEXT["camp_confirm_needed"]["en"]
@@ -142,19 +150,45 @@ async def new_campaign_page(request: Request, staff: Staff) -> Response:
 
 
 @staff_only(ADMIN)
+async def edit_campaign_page(request: Request, staff: Staff) -> Response:
+    """A saved campaign in the form, to change and save again (a cancelled or done one: 409)."""
+    campaign_id: int = request.path_params["campaign_id"]
+    zone = request.app.state.zone
+
+    def work(session: Session, _: StaffUser) -> dict[str, str] | None:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            return None
+        segment = session.get(Segment, campaign.segment_id) if campaign.segment_id is not None else None
+        stored = {column: getattr(campaign, column) for column in EDITED_COLUMNS}
+        values = campaign_values(stored=stored, segment=str(segment.name) if segment else "", zone=zone)
+        return values | {"status": str(campaign.status)}
+
+    values = await staff.crm(work)
+    if values is None:
+        return Response("no such campaign", status_code=404, media_type="text/plain; charset=utf-8")
+    if values.pop("status") in ("cancelled", "done"):
+        return Response(
+            "a cancelled or done campaign cannot be changed", status_code=409, media_type="text/plain"
+        )
+    return await _form(request, staff, values, editing=True)
+
+
+@staff_only(ADMIN)
 async def campaign_form(request: Request, staff: Staff) -> Response:
     """The form posted: Preview shows the message as a patron reads it; Save stores the campaign. A
     problem is shown beside the form with everything typed kept."""
     form = await request.form()
     values = form_values(form)
+    editing = values.pop("editing", "") == "1"
     try:
         definition = parsed(request, campaign_mapping(values, request.app.state.zone))
         if form.get("do") == "save":
             campaign_id, _ = await _save(staff, definition)
             return RedirectResponse(f"/campaigns/{campaign_id}?done=camp_saved", status_code=303)
     except SpecError as problem:
-        return await _form(request, staff, values, status=400, problem=problem)
-    return await _form(request, staff, values, preview=message_preview(definition))
+        return await _form(request, staff, values, status=400, problem=problem, editing=editing)
+    return await _form(request, staff, values, preview=message_preview(definition), editing=editing)
 
 
 async def _report(staff: Staff, campaign_id: int) -> CampaignReport | None:
@@ -294,6 +328,7 @@ ROUTES = [
     Route("/campaigns/new", new_campaign_page, methods=["GET"]),
     Route("/campaigns/form", campaign_form, methods=["POST"]),
     Route("/campaigns/{campaign_id:id}", campaign_page, methods=["GET"]),
+    Route("/campaigns/{campaign_id:id}/edit", edit_campaign_page, methods=["GET"]),
     Route("/campaigns/{campaign_id:id}.csv", campaign_csv, methods=["GET"]),
     one_route("/api/campaigns", {"GET": campaigns_api, "POST": save_campaign_api}),
     *[

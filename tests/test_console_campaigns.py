@@ -9,7 +9,7 @@ import io
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
@@ -74,6 +74,7 @@ def test_a_librarian_gets_403_on_every_campaign_page_and_api(console: TestClient
         "/campaigns/new",
         "/campaigns/1",
         "/campaigns/1.csv",
+        "/campaigns/1/edit",
         "/api/campaigns",
         "/api/campaigns/1/report",
     ):
@@ -204,6 +205,61 @@ def test_the_api_refuses_an_unknown_segment_and_a_bad_campaign_with_the_parsers_
     )
     assert bad.status_code == 400
     assert bad.json()["error"].startswith("schedule.cron: not a valid cron expression")
+
+
+def test_a_saved_campaign_opens_in_the_form_and_saving_changes_it(console: TestClient, crm: Engine) -> None:
+    csrf = admin_with_segment(console, crm)
+    campaign = make_campaign(
+        console,
+        csrf,
+        name="monthly-news",
+        message={"en": "News for {display_name}", "zh": "{display_name}，本月新闻"},
+        buttons=[{"title": {"en": "Tell me more", "zh": "详细"}, "payload": "/affirm"}],
+        schedule={"cron": "0 10 1 * *", "timezone": "Asia/Shanghai"},
+    )
+    report = console.get(f"/campaigns/{campaign}").text
+    assert f'href="/campaigns/{campaign}/edit"' in report
+    page = console.get(f"/campaigns/{campaign}/edit")
+    assert page.status_code == 200
+    for shown in (
+        'value="monthly-news" readonly',
+        ">News for {display_name}</textarea>",
+        'value="Tell me more"',
+        'value="0 10 1 * *"',
+        'value="Asia/Shanghai"',
+    ):
+        assert shown in page.text, shown
+    form = campaign_form(
+        csrf,
+        name="monthly-news",
+        editing="1",
+        do="save",
+        message_en="This month for {display_name}",
+        message_zh="{display_name}，本月通讯",
+        button0_en="Tell me more",
+        button0_zh="详细",
+        schedule_kind="cron",
+        cron="0 10 1 * *",
+        cron_timezone="Asia/Shanghai",
+    )
+    saved = console.post("/campaigns/form", data=form, follow_redirects=False)
+    assert saved.status_code == 303
+    assert saved.headers["location"] == f"/campaigns/{campaign}?done=camp_saved"
+    with session_scope(crm) as session:
+        stored = session.get(Campaign, campaign)
+        assert stored is not None
+        assert stored.message["en"] == "This month for {display_name}"
+        assert stored.schedule == {"cron": "0 10 1 * *", "timezone": "Asia/Shanghai"}
+        assert session.scalar(select(func.count()).select_from(Campaign)) == 1
+
+
+def test_a_cancelled_campaign_is_not_offered_for_editing(console: TestClient, crm: Engine) -> None:
+    csrf = admin_with_segment(console, crm)
+    campaign = make_campaign(console, csrf)
+    console.post(f"/campaigns/{campaign}/cancel", data={"csrf_token": csrf, "confirm": "yes"})
+    assert f'href="/campaigns/{campaign}/edit"' not in console.get(f"/campaigns/{campaign}").text
+    assert console.get(f"/campaigns/{campaign}/edit").status_code == 409
+    assert console.get("/campaigns/999999/edit").status_code == 404
 
 
 def test_pause_resume_and_cancel_change_the_status(console: TestClient, crm: Engine) -> None:
