@@ -52,11 +52,10 @@ from console.campaign_report import (
 from console.campaign_report import TEXT as FIGURE_TEXT
 from console.gate import ADMIN, Staff, one_route, settings_of, staff_only
 from console.i18n import add_texts
-from console.pages import DONE, render
+from console.pages import render
 
 add_texts(TEXT)
 add_texts(FIGURE_TEXT)
-DONE.update({"camp_saved", "camp_paused", "camp_resumed", "camp_cancelled"})
 SHOWN = 100
 EDITED_COLUMNS = ("name", "purpose", "kind", "asks", "message", "buttons", "schedule")
 ACTIONS = {"pause": pause_campaign, "resume": resume_campaign}

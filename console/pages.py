@@ -31,14 +31,13 @@ from bot.engagement.escalations import (
 from console.accounts import sign_in
 from console.api import set_cookie
 from console.gate import ADMIN, Staff, engine_of, one_route, signed_in, staff_only
-from console.i18n import LANGUAGES, chosen_language, translator
+from console.i18n import LANGUAGES, TEXT, chosen_language, translator
 from console.records import audit_entries, escalation_view
 from console.sessions import COOKIE, Signed, close_session, open_session
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-DONE = {"claimed", "replied", "noted", "transferred", "resolved", "given_back", "answered"}
 LONGEST_TEXT = 4000  # a reply, note or resolution note (the forms' maxlength says the same)
 
 
@@ -55,7 +54,7 @@ def render(
     problem = request.query_params.get("problem")
     t = translator(language)
     message = t("problem", message=problem[:300]) if problem else None
-    if done in DONE:
+    if done and f"done_{done}" in TEXT:  # a feature's "done" words: done_<what> in its texts
         message = t(f"done_{done}")
     message = context.pop("message", None) or message  # a page's own message (a 404's) comes first
     html = TEMPLATES.get_template(template).render(

@@ -43,11 +43,10 @@ from console.openapi import (
     json_content,
     ref,
 )
-from console.pages import DONE, render
+from console.pages import render
 from console.segment_forms import TEXT, form_values, preview_definition, segment_mapping, values_of
 
 add_texts(TEXT)
-DONE.add("seg_saved")
 
 _ENCODER: list[QueryEncoder] = []
 _ENCODER_LOCK = threading.Lock()
