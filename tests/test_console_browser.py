@@ -60,9 +60,8 @@ class Served:
         )
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(
-            create_app(settings=settings, engine=self.engine), port=port, log_level="warning", ws="none"
-        )
+        self.app = create_app(settings=settings, engine=self.engine)
+        config = uvicorn.Config(self.app, port=port, log_level="warning", ws="none")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -239,11 +238,14 @@ def test_a_suggested_answer_goes_into_the_reply_with_the_keyboard(browser: Brows
     _, escalation = escalated_patron(
         served.engine, sender="telegram:103", words="How do I renew my books online?"
     )
+    # The models load and the knowledge base is encoded (minutes on a busy 2-core machine the first
+    # time; cached on disk after) before the page: this test is about the keyboard, not that wait.
+    served.app.state.knowledge.retriever()
     page = new_page(browser, "en-GB")
     sign_in_with_keyboard(page, served, "lin")
     page.goto(f"{served.url}/escalations/{escalation}")
     insert = page.locator("button[data-insert-reply]").first
-    expect(insert).to_be_visible(timeout=120_000)  # the first lookup loads the models
+    expect(insert).to_be_visible(timeout=120_000)
     suggested = page.locator(f"#{insert.get_attribute('data-insert-reply')}").inner_text().strip()
     assert "renew" in suggested.lower()
     focus_by_tab(page, "button[data-insert-reply]")
