@@ -21,7 +21,8 @@ from bot.outreach.messages import (
     button_titles,
     campaign_text,
 )
-from console.openapi import CSRF, ROW_ID, add_paths, errors, json_content, ref, text_schema
+from console.openapi import add_paths
+from console.openapi_parts import CSRF, ROW_ID, errors, json_content, ref, text_schema
 
 # The patron a message preview is written for: made up, so a preview reads no patron's data.
 SAMPLE_PATRON = {"display_name": "Alex", "patron_type": "postgraduate"}

@@ -15,7 +15,7 @@ from bot.knowledge.drafts import (
 )
 from bot.knowledge.entries import PATRON_TYPES
 from bot.language import LANGUAGES
-from console.openapi import (
+from console.openapi_parts import (
     CSRF,
     NULLABLE_INT,
     NULLABLE_STR,

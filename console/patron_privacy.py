@@ -28,7 +28,8 @@ from console.answers import answer, error
 from console.api import BadInputError, body_of
 from console.gate import ADMIN, Staff, one_route, settings_of, staff_only
 from console.i18n import add_texts
-from console.openapi import CSRF, ROW_ID, add_paths, errors, json_body, json_content, ref
+from console.openapi import add_paths
+from console.openapi_parts import CSRF, ROW_ID, errors, json_body, json_content, ref
 from console.pages import render
 from console.profile import problem_page
 

@@ -33,16 +33,8 @@ from console.answers import answer, error
 from console.api import BadInputError, body_of
 from console.gate import ADMIN, Staff, engine_of, one_route, staff_only
 from console.i18n import add_texts
-from console.openapi import (
-    CSRF,
-    NULLABLE_INT,
-    NULLABLE_STR,
-    NULLABLE_TIME,
-    add_paths,
-    errors,
-    json_content,
-    ref,
-)
+from console.openapi import add_paths
+from console.openapi_parts import CSRF, NULLABLE_INT, NULLABLE_STR, NULLABLE_TIME, errors, json_content, ref
 from console.pages import render
 from console.segment_forms import TEXT, form_values, preview_definition, segment_mapping, values_of
 

@@ -32,7 +32,8 @@ from console.answers import answer, error
 from console.api import BadInputError, body_of, text_field
 from console.gate import ADMIN, Staff, one_route, staff_only
 from console.i18n import add_texts
-from console.openapi import CSRF, ROW_ID, add_paths, errors, json_body, json_content, ref, text_schema
+from console.openapi import add_paths
+from console.openapi_parts import CSRF, ROW_ID, errors, json_body, json_content, ref, text_schema
 from console.pages import render
 
 TEXT = {

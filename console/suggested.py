@@ -22,7 +22,8 @@ from bot.language import LANGUAGES, detect_language, is_payload
 from console.answers import answer, error
 from console.gate import Staff, knowledge_of, staff_only
 from console.i18n import add_texts
-from console.openapi import NULLABLE_STR, ROW_ID, STR, TIME, add_paths, errors, json_content, ref
+from console.openapi import add_paths
+from console.openapi_parts import NULLABLE_STR, ROW_ID, STR, TIME, errors, json_content, ref
 from console.pages import render
 
 log = logging.getLogger(__name__)

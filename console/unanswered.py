@@ -27,7 +27,8 @@ from bot.knowledge.encoders import Encoder
 from console.answers import answer, error
 from console.gate import Staff, staff_only
 from console.i18n import add_texts
-from console.openapi import NULLABLE_STR, STR, TIME, add_paths, errors, json_content, ref
+from console.openapi import add_paths
+from console.openapi_parts import NULLABLE_STR, STR, TIME, errors, json_content, ref
 from console.pages import render
 
 LONGEST_PERIOD = 365
