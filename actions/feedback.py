@@ -13,7 +13,7 @@ from rasa_sdk.types import DomainDict
 from sqlalchemy.orm import Session
 
 from actions.buttons import csat_buttons, helpful_tap, is_tap, tapped
-from actions.crm import library_facts, patron_id_for, with_crm
+from actions.crm import library_facts, patron_id_for, with_crm, with_crm_once
 from actions.handoff import open_escalation_for, when_staff_answer
 from actions.knowledge_base import faq_topic
 from actions.language import patron_language
@@ -97,7 +97,10 @@ def record_helpful_tap(dispatcher: CollectingDispatcher, tracker: Tracker) -> bo
         )
         return row.id
 
-    if with_crm(record, doing="record a did-this-help answer") is None:
+    if (
+        with_crm_once(record, tracker=tracker, action="record_helpful", doing="record a did-this-help answer")
+        is None
+    ):
         dispatcher.utter_message(response="utter_action_unavailable")
     else:
         dispatcher.utter_message(response="utter_helpful_thanks" if helpful else "utter_helpful_sorry")
@@ -327,7 +330,7 @@ class ActionSubmitFeedback(Action):  # type: ignore[misc]
                 )
             return row.id
 
-        if with_crm(record, doing="record feedback") is None:
+        if with_crm_once(record, tracker=tracker, action=self.name(), doing="record feedback") is None:
             dispatcher.utter_message(response="utter_action_unavailable")
             return reset
         if low:

@@ -12,7 +12,7 @@ from rasa_sdk.types import DomainDict
 from sqlalchemy.orm import Session
 
 from actions.buttons import is_tap
-from actions.crm import patron_id_for, with_crm
+from actions.crm import patron_id_for, with_crm_once
 from actions.feedback import (
     LEAVE_FORM,
     MAX_TEXT,
@@ -119,7 +119,9 @@ class ActionSubmitReport(Action):  # type: ignore[misc]
                 open_escalation_for(session=session, tracker=tracker, patron_id=patron_id, reason="complaint")
             return row.id
 
-        number = with_crm(record, doing="record a complaint or suggestion")
+        number = with_crm_once(
+            record, tracker=tracker, action=self.name(), doing="record a complaint or suggestion"
+        )
         reset = [SlotSet("report_details", None)]
         if number is None:
             dispatcher.utter_message(response="utter_action_unavailable")
@@ -147,14 +149,14 @@ class ActionAddReportDetail(Action):  # type: ignore[misc]
             dispatcher.utter_message(response="utter_default")
             return []
 
-        def add(session: Session) -> bool:
+        def add(session: Session) -> int:
             patron_id = patron_id_for(session, tracker)
-            return (
-                add_report_detail(session=session, patron_id=patron_id, report_id=int(number), text=text)
-                is not None
-            )
+            detail = add_report_detail(session=session, patron_id=patron_id, report_id=int(number), text=text)
+            return int(detail is not None)
 
-        added = with_crm(add, doing="add to a complaint or suggestion")
+        added = with_crm_once(
+            add, tracker=tracker, action=self.name(), doing="add to a complaint or suggestion"
+        )
         if added is None:
             dispatcher.utter_message(response="utter_action_unavailable")
             return []

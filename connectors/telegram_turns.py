@@ -19,7 +19,7 @@ from telegram.error import TelegramError
 from telegram.ext import ExtBot
 
 from bot.channels.quiet import spoken
-from bot.channels.updates import claim_abandoned, forget_handled, mark_handled, record_update, renew_claims
+from bot.channels.updates import claim_abandoned, forget_old, mark_handled, record_update, renew_claims
 from bot.crm.database import session_scope
 from bot.crm.models import ChannelUpdate
 from bot.pseudonyms import fingerprint
@@ -266,7 +266,7 @@ class UpdateHandler:
 
     async def maintain(self) -> None:
         """Every TAKEOVER_SECONDS: hold this process's updates, take over abandoned ones; hourly, forget
-        handled ones older than two days."""
+        what no turn needs again (bot/channels/updates.py forget_old)."""
         forgotten_at = 0.0
         while True:
             try:
@@ -277,7 +277,7 @@ class UpdateHandler:
                 if taken:
                     log.info("telegram: took over %d update(s) left unhandled", taken)
                 if time.monotonic() - forgotten_at > FORGET_SECONDS:
-                    await asyncio.to_thread(forget_handled, engine=self.engine)
+                    await asyncio.to_thread(forget_old, engine=self.engine)
                     forgotten_at = time.monotonic()
             except asyncio.CancelledError:
                 raise

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from bot.channels.quiet import spoken
 from bot.channels.reachability import set_reachable
-from bot.channels.updates import claim_abandoned, mark_handled, record_update, renew_claims
+from bot.channels.updates import claim_abandoned, forget_old, mark_handled, record_update, renew_claims
 from bot.channels.wechat_api import CHANNEL, WeChatApi, WeChatSender
 from bot.language import detect_language
 from bot.pseudonyms import fingerprint
@@ -56,6 +56,7 @@ PUSH_MAX_WAIT = 30.0
 # How often this process renews its claims on the pushes it is handling (under the 60 s lease) and
 # looks for pushes a process that died left unhandled.
 SWEEP_EVERY = 30.0
+FORGET_EVERY = 3600.0
 # How long a stopping server waits for turns in flight to answer their patrons.
 STOP_WAIT = 10.0
 
@@ -333,9 +334,13 @@ class WeChatInput(InputChannel):  # type: ignore[misc]
 
     async def _sweep(self, app: Any, on_new_message: NewMessage) -> None:
         """Take over pushes a process recorded and never handled (it died): their turns run here and
-        their replies go through the API."""
+        their replies go through the API; hourly, forget what no turn needs again."""
+        forgotten_at = 0.0
         while True:
             try:
+                if time.monotonic() - forgotten_at > FORGET_EVERY:
+                    await asyncio.to_thread(forget_old, engine=self.engine)
+                    forgotten_at = time.monotonic()
                 # Pushes this process is still handling (a queue of slow turns) are held on to first.
                 await asyncio.to_thread(
                     renew_claims, engine=self.engine, channel=CHANNEL, keys=sorted(self._in_flight)

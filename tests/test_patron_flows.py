@@ -51,6 +51,7 @@ def make_tracker(
     slots: dict[str, Any] | None = None,
     events: list[dict[str, Any]] | None = None,
     sender: str = "rest:patron-1",
+    message_id: str | None = None,
 ) -> Tracker:
     return Tracker(
         sender_id=sender,
@@ -59,6 +60,7 @@ def make_tracker(
             "text": text,
             "intent": {"name": intent, "confidence": 0.99},
             "entities": [{"entity": k, "value": v} for k, v in (entities or {}).items()],
+            **({"message_id": message_id} if message_id else {}),
         },
         events=events or [],
         paused=False,
@@ -823,3 +825,102 @@ def test_never_mind_while_a_librarian_has_the_conversation_leaves_it_with_them()
     assert [m["response"] for m in said] == ["utter_handoff_ack"]
     _, said = run(ActionCancel(), make_tracker("算了", intent="cancel"))
     assert [m["response"] for m in said] == ["utter_cancel_ok"]
+
+
+def test_a_turn_run_again_records_nothing_twice(crm_for_actions: Engine) -> None:
+    """A Telegram or WeChat turn cut off by a kill before Rasa stored it runs again with the same
+    message id: the rating, the tap, the complaint and its detail are each recorded once, and the patron
+    is told the same (the same report number); another message records again."""
+    from actions.reports import ActionAddReportDetail
+    from bot.thread import PARSE_KEY
+
+    sender = "telegram:4242"
+
+    def twice(action: Any, text: str, message_id: str, **options: Any) -> list[list[dict[str, Any]]]:
+        said = []
+        for _ in range(2):
+            tracker = make_tracker(text, sender=sender, message_id=message_id, **options)
+            if options.get("intent") == "add_detail":
+                tracker.latest_message[PARSE_KEY] = {"report": options["slots"]["last_report"]}
+            said.append(run(action, tracker)[1])
+        return said
+
+    rating = {"csat": "2", "comment": "too noisy", "nps": None}
+    first, again = twice(ActionSubmitFeedback(), "2", "telegram:100", slots=rating)
+    assert first == again
+    assert first[0]["response"] == "utter_feedback_low"
+    [feedback] = rows(crm_for_actions, Feedback)
+    assert (feedback.csat, feedback.comment) == (2, "too noisy")
+    first, again = twice(ActionRecordHelpful(), "/give_feedback", "telegram:101", entities={"helpful": "no"})
+    assert first == again == [{**first[0], "response": "utter_helpful_sorry"}]
+    assert [f.helpful for f in rows(crm_for_actions, Feedback)] == [None, False]
+    complaint = {"report_kind": "complaint", "report_details": "the lift is broken again"}
+    first, again = twice(ActionSubmitReport(), "x", "telegram:102", intent="complaint", slots=complaint)
+    [report] = rows(crm_for_actions, Suggestion)
+    assert first == again
+    assert first[0]["number"] == str(report.id)
+    detail = {"slots": {"last_report": str(report.id)}, "intent": "add_detail"}
+    first, again = twice(ActionAddReportDetail(), "on the third floor", "telegram:103", **detail)
+    assert first == again
+    assert first[0]["response"] == "utter_detail_added"
+    [report] = rows(crm_for_actions, Suggestion)
+    assert report.text == "the lift is broken again\n+ on the third floor"
+    # One escalation: the low rating's, which the complaint joined.
+    assert len(rows(crm_for_actions, Escalation)) == 1
+    # The same words in a new message are a new rating.
+    run(ActionSubmitFeedback(), make_tracker("2", sender=sender, message_id="telegram:104", slots=rating))
+    assert [f.csat for f in rows(crm_for_actions, Feedback)] == [2, None, 2]
+
+
+def test_the_same_message_run_twice_at_once_keeps_the_first_record(
+    crm_for_actions: Engine, crm_url: str
+) -> None:
+    """Two runs of one message at the same moment (a duplicate delivery both processes took): the one
+    that commits second fails on the turn's key, drops what it wrote, and answers with the first's row."""
+    if not crm_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time (BEGIN IMMEDIATE): two runs cannot overlap")
+    from actions.crm import with_crm_once
+    from bot.crm.models import TurnEffect
+    from bot.crm.patrons import get_or_create_patron
+    from bot.engagement.feedback import record_feedback
+
+    tracker = make_tracker("5", sender="telegram:7", message_id="telegram:55")
+    runs = []
+
+    def record(session: Session) -> int:
+        runs.append(len(runs) + 1)
+        if len(runs) == 1:  # the other run commits first, while this one is under way
+            with Session(crm_for_actions, future=True) as other, other.begin():
+                other.add(
+                    TurnEffect(sender="telegram:7", message_id="telegram:55", action="rate", result=999)
+                )
+        patron_id = get_or_create_patron(session=session, key=PatronKey("telegram", "7"), language="en")
+        return int(
+            record_feedback(session=session, patron_id=patron_id, csat=5, rasa_sender_id="telegram:7").id
+        )
+
+    assert with_crm_once(record, tracker=tracker, action="rate", doing="rate") == 999
+    assert runs == [1]  # the second attempt read the first run's result instead of recording
+    assert rows(crm_for_actions, Feedback) == []
+
+
+def test_erasure_removes_what_the_patrons_turns_recorded_once(crm_for_actions: Engine) -> None:
+    from bot.crm.models import TurnEffect
+    from bot.privacy.erasure import erase_patron
+
+    for sender in ("telegram:4242", "telegram:5151"):
+        tracker = make_tracker(
+            "4", sender=sender, message_id="telegram:1", slots={"csat": "4", "comment": "-"}
+        )
+        run(ActionSubmitFeedback(), tracker)
+    with Session(crm_for_actions, future=True) as session, session.begin():
+        patron = session.execute(
+            select(ChannelIdentity.patron_id).where(ChannelIdentity.external_id == "4242")
+        ).scalar_one()
+        report = erase_patron(
+            session=session, patron_ref=str(patron), actor="test", reason="asked", rasa_stores=[]
+        )
+    assert report.deleted_rows["turn_effect"] == 1
+    with Session(crm_for_actions, future=True) as session:
+        left = session.execute(select(TurnEffect.sender)).scalars().all()
+    assert left == ["telegram:5151"]

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.crm.database import session_scope
 from bot.crm.models import ChannelUpdate, utcnow
+from bot.crm.turn_effects import forget_effects
 
 # How long the process that recorded an update holds it before another may take it over (it died).
 LEASE = dt.timedelta(seconds=60)
@@ -94,6 +95,11 @@ def forget_handled(*, engine: Engine, older_than: dt.timedelta = REMEMBER) -> in
             .execution_options(synchronize_session=False)
         )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def forget_old(*, engine: Engine) -> int:
+    """What no turn will need again: handled updates after 48 hours, turn effects after a week."""
+    return forget_handled(engine=engine) + forget_effects(engine=engine)
 
 
 def renew_claims(*, engine: Engine, channel: str, keys: list[str]) -> None:

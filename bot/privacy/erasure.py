@@ -22,6 +22,7 @@ from bot.crm.models import (
     InteractionStat,
     Patron,
     StaffUser,
+    TurnEffect,
     utcnow,
 )
 from bot.crm.models.feedback import ACTIVE_ESCALATION_STATUSES
@@ -144,6 +145,10 @@ def erase_patron(
             update(updates).where(updates.c.sender.in_(sorted(senders))).values(sender=None, body=None)
         )
         anonymised[updates.name] = int(result.rowcount or 0)
+        # What their turns recorded once (the rows themselves are deleted or anonymised above).
+        effects: Any = TurnEffect.__table__
+        result = session.execute(delete(effects).where(effects.c.sender.in_(sorted(senders))))
+        deleted[effects.name] = int(result.rowcount or 0)
     if still_open:
         # After the anonymising above, which blanks every resolution note.
         session.execute(

@@ -12,7 +12,7 @@ from bot.crm.models.conversation import (
 )
 from bot.crm.models.feedback import Escalation, Feedback, Suggestion
 from bot.crm.models.knowledge import PROPOSAL_KINDS, PROPOSAL_STATUSES, KnowledgeProposal
-from bot.crm.models.channel import ChannelToken, ChannelUpdate
+from bot.crm.models.channel import ChannelToken, ChannelUpdate, TurnEffect
 from bot.crm.models.outbound import ATTEMPT_OUTCOMES, OUTBOX_STATUSES, DeliveryAttempt, OutboxMessage
 from bot.crm.models.outreach import (
     CAMPAIGN_KINDS,
@@ -38,6 +38,7 @@ __all__ = [
     "OUTBOX_STATUSES",
     "ChannelToken",
     "ChannelUpdate",
+    "TurnEffect",
     "DeliveryAttempt",
     "CONSENT_PURPOSES",
     "CONVERSATION_STATUSES",

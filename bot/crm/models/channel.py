@@ -1,8 +1,8 @@
-"""What the messaging channels need kept: platform updates handled once, and shared API tokens."""
+"""What the messaging channels need kept: updates handled once, shared API tokens, what a turn recorded."""
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, String, Text
+from sqlalchemy import BigInteger, Column, Index, String, Text
 
 from bot.crm.models.base import Base, UTCDateTime, utcnow
 
@@ -36,3 +36,17 @@ class ChannelToken(Base):
     value = Column(Text, nullable=False)
     expires_at = Column(UTCDateTime, nullable=False)
     updated_at = Column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class TurnEffect(Base):
+    """What a custom action recorded for one patron message (a rating, a report, a consent), so that a
+    turn run again after a kill (same sender and message id) finds it instead of recording it twice."""
+
+    __tablename__ = "turn_effect"
+
+    sender = Column(String(255), primary_key=True)
+    message_id = Column(String(128), primary_key=True)
+    action = Column(String(64), primary_key=True)
+    # What the first run produced (the row it wrote), handed to the run again.
+    result = Column(BigInteger, nullable=False)
+    created_at = Column(UTCDateTime, nullable=False, default=utcnow, index=True)
